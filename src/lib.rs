@@ -1,1 +1,12 @@
+//! paddock: source-controlled YAML → running k3d clusters with an Istio mesh.
+//!
+//! Data flows one way: [`spec`] (files → typed, validated, merged) → [`observe`] (what exists)
+//! → [`plan`] (desired vs observed → a DAG of steps) → execution → drivers.
+
+pub mod cli;
+pub mod helm;
+pub mod istio;
+pub mod k3d;
+pub mod observe;
+pub mod plan;
 pub mod spec;

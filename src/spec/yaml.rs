@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
@@ -118,7 +118,8 @@ impl fmt::Display for FieldPath {
             match seg {
                 Segment::Key(k) => {
                     let plain = !k.is_empty()
-                        && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c));
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c));
                     match (first, plain) {
                         (true, true) => write!(f, "{k}")?,
                         (false, true) => write!(f, ".{k}")?,
@@ -392,7 +393,10 @@ mod tests {
         let doc = parse("f.yaml", "a: 1\nb:\n  c: [x, y]\n  d: no\n").expect("parses");
         let c = doc.origins.get(&FieldPath::parse("b.c")).expect("b.c");
         assert_eq!(c.key, Some(Pos { line: 3, column: 3 }));
-        let y = doc.origins.get(&FieldPath::parse("b.c[1]")).expect("b.c[1]");
+        let y = doc
+            .origins
+            .get(&FieldPath::parse("b.c[1]"))
+            .expect("b.c[1]");
         assert_eq!(y.value.line, 3);
         assert_eq!(doc.get(&FieldPath::parse("b.d")), Some(&Value::from("no")));
     }
@@ -407,6 +411,9 @@ mod tests {
     fn field_paths_round_trip_through_display() {
         let p = FieldPath::parse("istio.gateways[0].values");
         assert_eq!(p.to_string(), "istio.gateways[0].values");
-        assert_eq!(FieldPath::from_pointer("/istio/gateways/0").to_string(), "istio.gateways[0]");
+        assert_eq!(
+            FieldPath::from_pointer("/istio/gateways/0").to_string(),
+            "istio.gateways[0]"
+        );
     }
 }

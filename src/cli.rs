@@ -1,0 +1,442 @@
+//! The command line: parse arguments, run the command, map the outcome to an exit code.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::istio;
+use crate::k3d;
+use crate::observe::ClusterState;
+use crate::plan::{self, Action, Plan};
+use crate::spec::{self, ClusterSpec, SpecErrors};
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const BAD_INPUT: u8 = 2;
+    pub const ROLLED_BACK: u8 = 3;
+    pub const NOT_OWNED: u8 = 4;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "paddock",
+    version,
+    about = "Local k3d clusters with an Istio mesh, from YAML in source control"
+)]
+pub struct Args {
+    /// Repository holding profiles/, clusters/ and addons/.
+    #[arg(
+        long,
+        short = 'C',
+        global = true,
+        env = "PADDOCK_DIR",
+        default_value = "."
+    )]
+    pub dir: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check profiles, clusters and addons; errors name file, line, column and field.
+    Validate {
+        /// Repository directories or spec files (default: the repository).
+        paths: Vec<PathBuf>,
+    },
+    /// Show the steps `up` would run, without running them.
+    Plan { cluster: Option<String> },
+    /// Print the generated k3d config and every Helm release's values.
+    Render { cluster: Option<String> },
+    /// Converge a cluster to its spec.
+    Up { cluster: Option<String> },
+    /// Delete a cluster and everything paddock made for it.
+    Down { cluster: Option<String> },
+    /// Show nodes, revisions, tags, workloads and addons of a cluster.
+    Status { cluster: Option<String> },
+    /// Check Docker, k3d, helm, kubectl, ports and host limits.
+    Doctor,
+    /// Upgrade Istio with verification and automatic rollback.
+    Upgrade { cluster: Option<String> },
+    /// Restart workloads so their proxies match their control plane.
+    Restart { cluster: Option<String> },
+    /// Replace a cluster blue-green behind the front door.
+    Switchover { cluster: Option<String> },
+    /// List past operations on a cluster.
+    History { cluster: Option<String> },
+    /// Run the reconciling daemon.
+    Serve,
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut out = std::io::stdout().lock();
+    let code = run(&args, &mut out);
+    let _ = out.flush();
+    ExitCode::from(code)
+}
+
+/// Run a parsed command, writing results to `out` and diagnostics to stderr.
+pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
+    let result = match &args.command {
+        Command::Validate { paths } => validate(args, paths, out),
+        Command::Plan { cluster } => {
+            with_spec(args, cluster.as_deref(), |spec| print_plan(args, spec, out))
+        }
+        Command::Render { cluster } => with_spec(args, cluster.as_deref(), |spec| {
+            print_render(args, spec, out)
+        }),
+        Command::Up { .. } => not_yet("up", "issue 3 of the roadmap: drivers and convergence"),
+        Command::Down { .. } => not_yet("down", "drivers and convergence"),
+        Command::Status { .. } => not_yet("status", "drivers and convergence"),
+        Command::Doctor => not_yet("doctor", "drivers and convergence"),
+        Command::Upgrade { .. } => not_yet("upgrade", "Istio upgrades"),
+        Command::Restart { .. } => not_yet("restart", "Istio upgrades"),
+        Command::History { .. } => not_yet("history", "Istio upgrades"),
+        Command::Switchover { .. } => not_yet("switchover", "blue-green switchover"),
+        Command::Serve => not_yet("serve", "the daemon"),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(Failure::BadInput(errors)) => {
+            report_problems(args, &errors, out);
+            exit::BAD_INPUT
+        }
+        Err(Failure::Other(message)) => {
+            if args.output == Output::Json {
+                let _ = writeln!(out, "{}", json!({ "ok": false, "error": message }));
+            }
+            eprintln!("error: {message}");
+            exit::FAILED
+        }
+    }
+}
+
+enum Failure {
+    BadInput(SpecErrors),
+    Other(String),
+}
+
+impl From<SpecErrors> for Failure {
+    fn from(e: SpecErrors) -> Self {
+        Failure::BadInput(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Other(format!("failed to write output: {e}"))
+    }
+}
+
+fn not_yet(command: &str, part: &str) -> Result<(), Failure> {
+    Err(Failure::Other(format!(
+        "`paddock {command}` is not yet available in this build ({part}); `validate`, `plan` and `render` are"
+    )))
+}
+
+fn report_problems(args: &Args, errors: &SpecErrors, out: &mut dyn Write) {
+    if args.output == Output::Json {
+        let _ = writeln!(out, "{}", json!({ "ok": false, "problems": errors.0 }));
+    }
+    eprintln!("{errors}");
+    let n = errors.0.len();
+    eprintln!(
+        "{n} problem{} found; nothing was changed",
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+fn validate(args: &Args, paths: &[PathBuf], out: &mut dyn Write) -> Result<(), Failure> {
+    let targets: Vec<(PathBuf, Option<PathBuf>)> = if paths.is_empty() {
+        vec![(args.dir.clone(), None)]
+    } else {
+        paths.iter().map(|p| target_of(p)).collect()
+    };
+    let mut problems = Vec::new();
+    let mut counts = json!({ "profiles": 0, "clusters": 0, "addons": 0 });
+    for (root, only) in &targets {
+        if !root.exists() {
+            problems.push(
+                spec::Diagnostic::file(&root.display().to_string(), "no such file or directory")
+                    .with_help("pass a repository directory or a spec file"),
+            );
+            continue;
+        }
+        match spec::validate_repo(root) {
+            Ok(repo) => {
+                for (key, n) in [
+                    ("profiles", repo.profiles.len()),
+                    ("clusters", repo.clusters.len()),
+                    ("addons", repo.addons.len()),
+                ] {
+                    counts[key] = json!(counts[key].as_u64().unwrap_or(0) + n as u64);
+                }
+            }
+            Err(e) => {
+                let file_filter = only.as_ref().map(|f| spec::load::display_path(root, f));
+                problems.extend(
+                    e.0.into_iter()
+                        .filter(|d| file_filter.as_ref().is_none_or(|f| &d.file == f)),
+                );
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(SpecErrors(problems).into());
+    }
+    match args.output {
+        Output::Json => writeln!(out, "{}", json!({ "ok": true, "checked": counts }))?,
+        Output::Text => writeln!(
+            out,
+            "ok: {} profiles, {} clusters, {} addons are valid",
+            counts["profiles"], counts["clusters"], counts["addons"]
+        )?,
+    }
+    Ok(())
+}
+
+/// A directory is a repository; a file is checked within the repository that holds it.
+fn target_of(path: &Path) -> (PathBuf, Option<PathBuf>) {
+    if path.is_dir() {
+        return (path.to_path_buf(), None);
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let in_kind_dir = parent
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| matches!(n, "profiles" | "clusters" | "addons"));
+    let root = if in_kind_dir {
+        parent
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    } else {
+        parent.to_path_buf()
+    };
+    (root, Some(path.to_path_buf()))
+}
+
+fn with_spec(
+    args: &Args,
+    cluster: Option<&str>,
+    f: impl FnOnce(&ClusterSpec) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let repo = spec::validate_repo(&args.dir)?;
+    let name = repo.choose_cluster(cluster)?;
+    let spec = repo.resolve(&name)?;
+    f(&spec)
+}
+
+fn yaml(value: &impl serde::Serialize) -> String {
+    serde_saphyr::to_string(value).unwrap_or_else(|e| format!("# cannot render as YAML: {e}\n"))
+}
+
+fn print_plan(args: &Args, spec: &ClusterSpec, out: &mut dyn Write) -> Result<(), Failure> {
+    let plan = plan::up(spec, &ClusterState::Absent);
+    if args.output == Output::Json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    write!(out, "{}", plan_text(&plan))?;
+    Ok(())
+}
+
+/// The human-readable plan.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "Plan for cluster `{}` (profile `{}`): the cluster {}; `up` would run {} steps in {} groups.\n",
+        plan.cluster,
+        plan.profile,
+        plan.observed.describe(),
+        plan.steps.len(),
+        plan.groups.len()
+    ));
+    s.push_str(&format!("Spec hash: {}\n", plan.spec_hash));
+    for (i, group) in plan.groups.iter().enumerate() {
+        let parallel = if group.len() > 1 {
+            " (in parallel)"
+        } else {
+            ""
+        };
+        s.push_str(&format!("\nGroup {}{parallel}\n", i + 1));
+        for id in group {
+            let Some(step) = plan.steps.iter().find(|st| &st.id == id) else {
+                continue;
+            };
+            s.push_str(&format!("  {}\n", step.id));
+            if !step.needs.is_empty() {
+                s.push_str(&format!("    after: {}\n", step.needs.join(", ")));
+            }
+            for line in describe(&plan.cluster, &step.action) {
+                s.push_str(&format!("    {line}\n"));
+            }
+        }
+    }
+    if !plan.addon_groups.is_empty() {
+        let order: Vec<String> = plan
+            .addon_groups
+            .iter()
+            .map(|g| {
+                if g.len() > 1 {
+                    format!("[{}]", g.join(", "))
+                } else {
+                    g.join("")
+                }
+            })
+            .collect();
+        s.push_str(&format!("\nAddon order: {}\n", order.join(" → ")));
+    }
+    for note in &plan.notes {
+        s.push_str(&format!("note: {note}\n"));
+    }
+    s
+}
+
+fn indent(text: &str, by: &str) -> Vec<String> {
+    text.lines().map(|l| format!("{by}{l}")).collect()
+}
+
+fn describe(cluster: &str, action: &Action) -> Vec<String> {
+    match action {
+        Action::CreateCluster { config } => {
+            let mut v = vec![format!(
+                "k3d cluster create {cluster} --config -   with config:"
+            )];
+            v.extend(indent(&yaml(config), "  "));
+            v
+        }
+        Action::WaitNodesReady => vec!["wait until every Node is Ready".into()],
+        Action::WaitCoreDns => {
+            vec!["wait until Deployment kube-system/coredns is available".into()]
+        }
+        Action::HelmInstall { release } => {
+            let mut v = vec![format!(
+                "helm upgrade --install {} {} --repo {} --version {} -n {} --create-namespace",
+                release.name, release.chart, release.repo, release.version, release.namespace
+            )];
+            if release.values.as_object().is_some_and(|m| m.is_empty()) {
+                v.push("values: {}".into());
+            } else {
+                v.push("values:".into());
+                v.extend(indent(&yaml(&release.values), "  "));
+            }
+            v
+        }
+        Action::WaitReady {
+            namespace,
+            workloads,
+            checks,
+        } => {
+            let mut v: Vec<String> = workloads
+                .iter()
+                .map(|w| format!("wait for {:?} {namespace}/{} to roll out", w.kind, w.name))
+                .collect();
+            v.extend(checks.iter().map(|c| format!("check: {c}")));
+            if v.is_empty() {
+                v.push(format!("wait for the release's workloads in {namespace}"));
+            }
+            v
+        }
+        Action::Namespace { name, labels } => {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![format!(
+                "namespace {name} labels: {}",
+                if labels.is_empty() {
+                    "(none)".into()
+                } else {
+                    labels.join(", ")
+                }
+            )]
+        }
+        Action::Apply { source, objects } => {
+            let mut v = vec![format!(
+                "server-side apply (field manager paddock) of {source}"
+            )];
+            for o in objects {
+                let kind = o.get("kind").and_then(Value::as_str).unwrap_or("?");
+                let name = o
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
+                let ns = o
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(|n| format!("{n}/"))
+                    .unwrap_or_default();
+                v.push(format!("  {kind} {ns}{name}"));
+            }
+            v
+        }
+        Action::VerifyIngress { url } => {
+            vec![format!("GET {url} is answered by the ingress gateway")]
+        }
+        Action::RecordSpec { hash } => vec![format!(
+            "record spec hash {hash} in ConfigMap {}/paddock-spec",
+            plan::SYSTEM_NAMESPACE
+        )],
+    }
+}
+
+fn print_render(args: &Args, spec: &ClusterSpec, out: &mut dyn Write) -> Result<(), Failure> {
+    let config = k3d::config(spec);
+    let mut releases = istio::releases(spec);
+    releases.extend(spec.addons.iter().map(|a| {
+        crate::helm::Release::new(
+            a.release_name(),
+            &a.namespace,
+            &a.chart.repo,
+            &a.chart.name,
+            &a.chart.version,
+            Value::Object(a.values.clone()),
+        )
+    }));
+    if args.output == Output::Json {
+        let doc = json!({ "cluster": spec.name, "k3dConfig": config, "releases": releases });
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "# k3d config: k3d cluster create {} --config -",
+        spec.name
+    )?;
+    write!(out, "---\n{}", yaml(&config))?;
+    for r in releases {
+        writeln!(
+            out,
+            "# values of release {} ({} {} from {}, namespace {})",
+            r.name, r.chart, r.version, r.repo, r.namespace
+        )?;
+        write!(out, "---\n{}", yaml(&r.values))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! Planning: a pure function from a cluster spec and its observed state to a DAG of named,
+//! idempotent steps. Independent steps share a group and run concurrently.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::helm::Release;
+use crate::istio;
+use crate::k3d;
+use crate::observe::ClusterState;
+use crate::spec::ClusterSpec;
+use crate::spec::types::{Injection, WorkloadKind};
+
+/// Namespace holding paddock's in-cluster record of the applied spec.
+pub const SYSTEM_NAMESPACE: &str = "paddock-system";
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    /// Stable, unique id such as `helm.install/istiod-1-30-3`.
+    pub id: String,
+    pub needs: Vec<String>,
+    pub action: Action,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Action {
+    /// `k3d cluster create NAME --config -` with the generated config.
+    CreateCluster { config: Value },
+    /// Every node reports Ready.
+    WaitNodesReady,
+    /// CoreDNS has an available replica.
+    WaitCoreDns,
+    /// `helm upgrade --install` of a release; paddock waits separately.
+    HelmInstall { release: Release },
+    /// Workloads rolled out and ready (kubectl's rollout rules).
+    WaitReady {
+        namespace: String,
+        workloads: Vec<WorkloadRef>,
+        checks: Vec<String>,
+    },
+    /// Create or label a namespace.
+    Namespace {
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
+    /// Server-side apply of manifests.
+    Apply { source: String, objects: Vec<Value> },
+    /// HTTP through the load balancer's published port reaches the ingress gateway.
+    VerifyIngress { url: String },
+    /// Record the applied spec and its hash in `paddock-system`.
+    RecordSpec { hash: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkloadRef {
+    pub kind: WorkloadKind,
+    pub name: String,
+}
+
+/// A plan for one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub profile: String,
+    pub observed: ClusterState,
+    pub spec_hash: String,
+    pub steps: Vec<Step>,
+    /// Steps grouped by depth in the DAG: every step of a group can run at the same time.
+    pub groups: Vec<Vec<String>>,
+    /// Addons in install order, grouped by what can install in parallel.
+    pub addon_groups: Vec<Vec<String>>,
+    /// Things the user should know (insecure dev-only addons).
+    pub notes: Vec<String>,
+}
+
+/// Content hash of a cluster spec (hex SHA-256 of its canonical JSON).
+pub fn spec_hash(spec: &ClusterSpec) -> String {
+    let canonical = serde_json::to_vec(&json!({ "body": spec.body, "addons": spec.addons }))
+        .unwrap_or_default();
+    let digest = Sha256::digest(&canonical);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The namespace labels a namespace spec asks for.
+pub fn namespace_labels(ns: &crate::spec::types::NamespaceSpec) -> BTreeMap<String, String> {
+    let mut labels = ns.labels.clone();
+    if let Some(tag) = ns.effective_tag() {
+        labels.insert("istio.io/rev".into(), tag.to_string());
+    }
+    match ns.injection {
+        Some(Injection::Enabled) => {
+            labels.insert("istio-injection".into(), "enabled".into());
+        }
+        Some(Injection::Disabled) => {
+            labels.insert("istio-injection".into(), "disabled".into());
+        }
+        None => {}
+    }
+    labels
+}
+
+struct Builder {
+    steps: Vec<Step>,
+}
+
+impl Builder {
+    fn add(&mut self, id: String, needs: &[&str], action: Action) -> String {
+        self.steps.push(Step {
+            id: id.clone(),
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            action,
+        });
+        id
+    }
+}
+
+/// Plan `up` for a cluster.
+pub fn up(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
+    match observed {
+        ClusterState::Absent => from_nothing(spec, observed),
+    }
+}
+
+fn from_nothing(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
+    let mut b = Builder { steps: Vec::new() };
+    let create = b.add(
+        format!("k3d.create/{}", spec.name),
+        &[],
+        Action::CreateCluster {
+            config: k3d::config(spec),
+        },
+    );
+    let nodes = b.add("kube.wait/nodes".into(), &[&create], Action::WaitNodesReady);
+    let dns = b.add("kube.wait/coredns".into(), &[&nodes], Action::WaitCoreDns);
+    let mut finals = vec![dns.clone()];
+
+    let mut namespace_steps = Vec::new();
+    for ns in &spec.body.namespaces {
+        namespace_steps.push(b.add(
+            format!("kube.namespace/{}", ns.name),
+            &[&dns],
+            Action::Namespace {
+                name: ns.name.clone(),
+                labels: namespace_labels(ns),
+            },
+        ));
+    }
+
+    let releases = istio::releases(spec);
+    let mut base_step = None;
+    let mut istiod_ready = None;
+    let mut gateway_ready = Vec::new();
+    for rel in releases {
+        match rel.chart.as_str() {
+            "base" => {
+                base_step = Some(b.add(
+                    format!("helm.install/{}", rel.name),
+                    &[&dns],
+                    Action::HelmInstall { release: rel },
+                ));
+            }
+            "istiod" => {
+                let base = base_step.clone().unwrap_or_else(|| dns.clone());
+                let name = rel.name.clone();
+                let ns = rel.namespace.clone();
+                let install = b.add(
+                    format!("helm.install/{name}"),
+                    &[&base],
+                    Action::HelmInstall { release: rel },
+                );
+                let tags = spec
+                    .body
+                    .istio
+                    .as_ref()
+                    .map(istio::tags_of)
+                    .unwrap_or_default();
+                let mut checks = vec![format!("Service {name} has ready endpoints")];
+                checks.push(format!(
+                    "MutatingWebhookConfiguration istio-sidecar-injector-{} has a caBundle",
+                    name.trim_start_matches("istiod-")
+                ));
+                for t in tags {
+                    checks.push(format!(
+                        "MutatingWebhookConfiguration istio-revision-tag-{t} has a caBundle"
+                    ));
+                }
+                istiod_ready = Some(b.add(
+                    format!("kube.wait/{name}"),
+                    &[&install],
+                    Action::WaitReady {
+                        namespace: ns,
+                        workloads: vec![WorkloadRef {
+                            kind: WorkloadKind::Deployment,
+                            name,
+                        }],
+                        checks,
+                    },
+                ));
+            }
+            _ => {
+                let after = istiod_ready.clone().unwrap_or_else(|| dns.clone());
+                let name = rel.name.clone();
+                let ns = rel.namespace.clone();
+                let install = b.add(
+                    format!("helm.install/{name}"),
+                    &[&after],
+                    Action::HelmInstall { release: rel },
+                );
+                gateway_ready.push(
+                    b.add(
+                        format!("kube.wait/{name}"),
+                        &[&install],
+                        Action::WaitReady {
+                            namespace: ns,
+                            workloads: vec![WorkloadRef {
+                                kind: WorkloadKind::Deployment,
+                                name,
+                            }],
+                            checks: vec![
+                                "pods run the proxy image of the revision tag `default` points at"
+                                    .into(),
+                            ],
+                        },
+                    ),
+                );
+            }
+        }
+    }
+    finals.extend(namespace_steps.iter().cloned());
+    finals.extend(istiod_ready.iter().cloned());
+    finals.extend(gateway_ready.iter().cloned());
+
+    let mut addon_ready: BTreeMap<String, String> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for addon in &spec.addons {
+        if addon.dev_only {
+            notes.push(format!(
+                "addon `{}` is dev-only and insecure by default: expose it only on localhost",
+                addon.name
+            ));
+        }
+        let mut needs = vec![dns.clone()];
+        needs.extend(
+            addon
+                .needs
+                .iter()
+                .filter_map(|n| addon_ready.get(n).cloned()),
+        );
+        let needs_ref: Vec<&str> = needs.iter().map(String::as_str).collect();
+        let release = Release::new(
+            addon.release_name(),
+            &addon.namespace,
+            &addon.chart.repo,
+            &addon.chart.name,
+            &addon.chart.version,
+            Value::Object(addon.values.clone()),
+        );
+        let install = b.add(
+            format!("helm.install/{}", addon.release_name()),
+            &needs_ref,
+            Action::HelmInstall { release },
+        );
+        let ready = b.add(
+            format!("kube.wait/{}", addon.release_name()),
+            &[&install],
+            Action::WaitReady {
+                namespace: addon.namespace.clone(),
+                workloads: addon
+                    .ready
+                    .iter()
+                    .map(|r| WorkloadRef {
+                        kind: r.kind,
+                        name: r.name.clone(),
+                    })
+                    .collect(),
+                checks: Vec::new(),
+            },
+        );
+        let mut last = ready.clone();
+        if !addon.manifests.is_empty() {
+            let mut deps = vec![ready.as_str()];
+            if let Some(base) = &base_step {
+                deps.push(base);
+            }
+            last = b.add(
+                format!("kube.apply/addon-{}", addon.name),
+                &deps,
+                Action::Apply {
+                    source: format!("addons/{}.yaml manifests", addon.name),
+                    objects: addon.manifests.clone(),
+                },
+            );
+        }
+        addon_ready.insert(addon.name.clone(), ready);
+        finals.push(last);
+    }
+
+    if !spec.body.workloads.is_empty() {
+        let mut deps: Vec<&str> = namespace_steps.iter().map(String::as_str).collect();
+        deps.extend(istiod_ready.iter().map(String::as_str));
+        deps.extend(gateway_ready.iter().map(String::as_str));
+        if deps.is_empty() {
+            deps.push(&dns);
+        }
+        let id = b.add(
+            "kube.apply/workloads".into(),
+            &deps,
+            Action::Apply {
+                source: spec.body.workloads.join(", "),
+                objects: Vec::new(),
+            },
+        );
+        finals.push(id);
+    }
+
+    if !gateway_ready.is_empty()
+        && let Some(port) = k3d::published_port(&spec.body.k3d, 80)
+    {
+        let deps: Vec<&str> = finals.iter().map(String::as_str).collect();
+        let id = b.add(
+            "verify/ingress".into(),
+            &deps,
+            Action::VerifyIngress {
+                url: format!("http://127.0.0.1:{port}/"),
+            },
+        );
+        finals = vec![id];
+    }
+    let hash = spec_hash(spec);
+    let deps: Vec<&str> = finals.iter().map(String::as_str).collect();
+    b.add(
+        "paddock.record".into(),
+        &deps,
+        Action::RecordSpec { hash: hash.clone() },
+    );
+
+    let groups = layers(&b.steps);
+    let addon_groups = addon_layers(spec);
+    Plan {
+        cluster: spec.name.clone(),
+        profile: spec.profile.clone(),
+        observed: observed.clone(),
+        spec_hash: hash,
+        steps: b.steps,
+        groups,
+        addon_groups,
+        notes,
+    }
+}
+
+/// Group steps by their depth in the DAG (longest chain of needs before them).
+pub fn layers(steps: &[Step]) -> Vec<Vec<String>> {
+    depth_groups(steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice())))
+}
+
+fn addon_layers(spec: &ClusterSpec) -> Vec<Vec<String>> {
+    depth_groups(
+        spec.addons
+            .iter()
+            .map(|a| (a.name.as_str(), a.needs.as_slice())),
+    )
+}
+
+/// Items must come after everything they need (as plans and ordered addons do).
+fn depth_groups<'a>(items: impl Iterator<Item = (&'a str, &'a [String])>) -> Vec<Vec<String>> {
+    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for (id, needs) in items {
+        let d = needs
+            .iter()
+            .filter_map(|n| depth.get(n.as_str()))
+            .map(|d| d + 1)
+            .max()
+            .unwrap_or(0);
+        depth.insert(id, d);
+        if out.len() <= d {
+            out.resize(d + 1, Vec::new());
+        }
+        out[d].push(id.to_string());
+    }
+    out
+}

@@ -1,0 +1,287 @@
+//! The typed shape of paddock's three kinds of file. Unknown fields are rejected everywhere
+//! except inside sections that belong to another tool (k3d's config, Helm values), which are
+//! kept as JSON values and checked against that tool's own schema.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Everything a profile declares; a cluster file carries the same sections as overrides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Body {
+    /// k3d's own `k3d.io/v1alpha5` `Simple` config. paddock fills in the name, its runtime
+    /// labels and `--disable=traefik`.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub k3d: Map<String, Value>,
+    /// The Istio control plane; absent means a plain k3s cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioSpec>,
+    /// Names of addons (files in `addons/`) to install.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespaceSpec>,
+    /// Manifest files (relative to the repository root) applied after Istio is ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Schedule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IstioSpec {
+    /// Istio release, e.g. `1.30.3`; the revision is derived from it (`1-30-3`).
+    pub version: String,
+    /// Helm repository of the Istio charts.
+    #[serde(default = "default_istio_repo")]
+    pub repo: String,
+    /// Revision tags pointing at the current revision. `default` always exists in addition.
+    #[serde(default = "default_tags")]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub values: IstioValues,
+    #[serde(default)]
+    pub gateways: Vec<GatewaySpec>,
+    #[serde(default)]
+    pub upgrade: UpgradeSpec,
+}
+
+pub const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
+
+fn default_istio_repo() -> String {
+    ISTIO_REPO.to_string()
+}
+
+fn default_tags() -> Vec<String> {
+    vec!["stable".to_string(), "canary".to_string()]
+}
+
+/// Helm values per Istio chart; paddock owns `revision`, `revisionTags` and `defaultRevision`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IstioValues {
+    #[serde(default)]
+    pub base: Map<String, Value>,
+    #[serde(default)]
+    pub istiod: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Helm release name, e.g. `istio-ingress`.
+    pub name: String,
+    #[serde(default = "default_gateway_namespace")]
+    pub namespace: String,
+    /// Values for Istio's `gateway` chart, checked against its `values.schema.json`.
+    #[serde(default)]
+    pub values: Map<String, Value>,
+}
+
+fn default_gateway_namespace() -> String {
+    "istio-ingress".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpgradeSpec {
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// How long the old revision must stay unused before it is removed.
+    #[serde(default = "default_grace")]
+    pub grace_period: String,
+}
+
+impl Default for UpgradeSpec {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            grace_period: default_grace(),
+        }
+    }
+}
+
+fn default_grace() -> String {
+    "2m".to_string()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    #[default]
+    Canary,
+    InPlace,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamespaceSpec {
+    pub name: String,
+    /// Revision tag selecting this namespace's control plane (`istio.io/rev=<tag>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// `enabled` (`istio-injection=enabled`, served by tag `default`) or `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injection: Option<Injection>,
+    /// Canary namespaces are restarted first during a canary upgrade.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canary: bool,
+    /// Extra labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The tag canary namespaces select.
+pub const CANARY_TAG: &str = "canary";
+
+impl NamespaceSpec {
+    /// The tag the namespace is labelled with: its `tag`, or `canary` for canary namespaces.
+    pub fn effective_tag(&self) -> Option<&str> {
+        match (&self.tag, self.canary) {
+            (Some(t), _) => Some(t),
+            (None, true) if self.injection.is_none() => Some(CANARY_TAG),
+            (None, _) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Injection {
+    Enabled,
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Schedule {
+    pub name: String,
+    /// Five-field crontab expression (minute hour day-of-month month day-of-week, Sunday = 0).
+    pub cron: String,
+    pub action: ScheduleAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleAction {
+    /// Run `up`: converge the cluster to its spec.
+    Reconcile,
+    /// Upgrade Istio to the spec's version with the spec's strategy.
+    Upgrade,
+    /// Restart workloads whose proxies are stale.
+    Restart,
+    /// Replace the cluster blue-green.
+    Switchover,
+}
+
+/// A profile file (`profiles/NAME.yaml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProfileHeader {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Another profile this one starts from (deep merge, lists replace).
+    #[serde(default)]
+    pub extends: Option<String>,
+}
+
+/// A cluster file (`clusters/NAME.yaml`): a name, a profile, and overrides of its sections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterHeader {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "default_profile_name")]
+    pub profile: String,
+}
+
+pub const DEFAULT_PROFILE: &str = "default";
+
+fn default_profile_name() -> String {
+    DEFAULT_PROFILE.to_string()
+}
+
+/// An addon file (`addons/NAME.yaml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Addon {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub chart: ChartRef,
+    #[serde(default = "default_addon_namespace")]
+    pub namespace: String,
+    /// Helm release name; defaults to the addon name.
+    #[serde(default)]
+    pub release: Option<String>,
+    /// Addons that must be installed and ready first.
+    #[serde(default)]
+    pub needs: Vec<String>,
+    /// Insecure defaults (anonymous access): meant for local development only.
+    #[serde(default)]
+    pub dev_only: bool,
+    #[serde(default)]
+    pub values: Map<String, Value>,
+    /// Workloads whose readiness means the addon is up.
+    #[serde(default)]
+    pub ready: Vec<Readiness>,
+    /// Values merged into the istiod release when this addon is enabled (e.g. tracing).
+    #[serde(default)]
+    pub istiod_values: Map<String, Value>,
+    /// Kubernetes objects applied after the addon is installed (e.g. an Istio Telemetry).
+    #[serde(default)]
+    pub manifests: Vec<Value>,
+}
+
+impl Addon {
+    pub fn release_name(&self) -> &str {
+        self.release.as_deref().unwrap_or(&self.name)
+    }
+}
+
+fn default_addon_namespace() -> String {
+    "istio-system".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChartRef {
+    pub repo: String,
+    pub name: String,
+    /// Exact chart version; ranges are not allowed so every install is repeatable.
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Readiness {
+    pub kind: WorkloadKind,
+    pub name: String,
+    #[serde(default = "default_ready_timeout")]
+    pub timeout: String,
+}
+
+fn default_ready_timeout() -> String {
+    "5m".to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// The repository's own settings (`paddock.yaml` at the root).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RepoConfig {
+    /// Cluster used when a command is given none.
+    #[serde(default)]
+    pub default_cluster: Option<String>,
+}
