@@ -212,23 +212,21 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
                     &[&after],
                     Action::HelmInstall { release: rel },
                 );
-                gateway_ready.push(
-                    b.add(
-                        format!("kube.wait/{name}"),
-                        &[&install],
-                        Action::WaitReady {
-                            namespace: ns,
-                            workloads: vec![WorkloadRef {
-                                kind: WorkloadKind::Deployment,
-                                name,
-                            }],
-                            checks: vec![
+                gateway_ready.push(b.add(
+                    format!("kube.wait/{name}"),
+                    &[&install],
+                    Action::WaitReady {
+                        namespace: ns,
+                        workloads: vec![WorkloadRef {
+                            kind: WorkloadKind::Deployment,
+                            name,
+                        }],
+                        checks: vec![
                                 "pods run the proxy image of the revision tag `default` points at"
                                     .into(),
                             ],
-                        },
-                    ),
-                );
+                    },
+                ));
             }
         }
     }

@@ -78,7 +78,12 @@ impl Repo {
         profile: String,
         doc: Located,
     ) -> Result<ClusterSpec, SpecErrors> {
-        let body: Body = typed(&doc, &FieldPath::root(), &[])?;
+        // Header fields of both file kinds, suggested when a typo lands among the sections.
+        let body: Body = typed(
+            &doc,
+            &FieldPath::root(),
+            &["name", "description", "profile", "extends"],
+        )?;
         let mut problems = Vec::new();
         let addons = validate::addons_in_order(self, &body, &doc, &mut problems);
         let spec = ClusterSpec {

@@ -235,6 +235,17 @@ fn istio_section(body: &Body, doc: &Located, problems: &mut Vec<Diagnostic>) -> 
             )),
         );
     }
+    if let Err(e) = parse_duration(&spec.upgrade.grace_period) {
+        problems.push(
+            at(
+                doc,
+                "istio.upgrade.gracePeriod",
+                Anchor::Value,
+                "invalid duration",
+            )
+            .with_help(e),
+        );
+    }
     tags.insert("default".to_string());
     for (i, tag) in spec.tags.iter().enumerate() {
         let path = format!("istio.tags[{i}]");

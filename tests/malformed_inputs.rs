@@ -1,0 +1,611 @@
+//! Every kind of bad input gets a diagnostic naming the right file, line and field.
+
+use std::fs;
+use std::path::Path;
+
+use paddock::spec::{Diagnostic, validate_repo};
+
+const PROFILE: &str = "\
+name: p
+k3d:
+  servers: 1
+  ports:
+    - port: \"127.0.0.1:8080:80\"
+      nodeFilters: [loadbalancer]
+istio:
+  version: 1.30.3
+  gateways:
+    - name: istio-ingress
+";
+
+const CLUSTER: &str = "\
+name: c
+profile: p
+";
+
+const ADDON_A: &str = "\
+name: a
+chart:
+  repo: https://example.test/charts
+  name: a
+  version: 1.0.0
+";
+
+const ADDON_B: &str = "\
+name: b
+chart:
+  repo: https://example.test/charts
+  name: b
+  version: 2.0.0
+needs: [a]
+";
+
+struct Case {
+    name: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    file: &'static str,
+    line: u64,
+    field: &'static str,
+    message: &'static str,
+    help: &'static str,
+}
+
+fn write_repo(dir: &Path, files: &[(&str, &str)]) {
+    let base = [
+        ("profiles/p.yaml", PROFILE),
+        ("clusters/c.yaml", CLUSTER),
+        ("addons/a.yaml", ADDON_A),
+        ("addons/b.yaml", ADDON_B),
+    ];
+    for (path, text) in base.iter().chain(files.iter()) {
+        let full = dir.join(path);
+        fs::create_dir_all(full.parent().expect("has parent")).expect("mkdir");
+        fs::write(full, text).expect("write");
+    }
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "unknown field with a close match",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  versoin: 1.30.3\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "istio.versoin",
+        message: "unknown field `versoin`",
+        help: "did you mean `version`?",
+    },
+    Case {
+        name: "unknown top-level field in a profile",
+        files: &[("profiles/p.yaml", "name: p\naddon: [a]\n")],
+        file: "profiles/p.yaml",
+        line: 2,
+        field: "addon",
+        message: "unknown field `addon`",
+        help: "did you mean `addons`?",
+    },
+    Case {
+        name: "unknown top-level field in a cluster header",
+        files: &[("clusters/c.yaml", "name: c\nprofil: p\n")],
+        file: "clusters/c.yaml",
+        line: 2,
+        field: "profil",
+        message: "unknown field `profil`",
+        help: "did you mean `profile`?",
+    },
+    Case {
+        name: "wrong type: string where a list belongs",
+        files: &[("clusters/c.yaml", "name: c\nprofile: p\naddons: a\n")],
+        file: "clusters/c.yaml",
+        line: 3,
+        field: "addons",
+        message: "wrong type: expected a list",
+        help: "write a list here",
+    },
+    Case {
+        name: "wrong type: boolean field given a word",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nnamespaces:\n  - name: web\n    canary: yes\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 5,
+        field: "namespaces[0].canary",
+        message: "wrong type: expected a boolean",
+        help: "write a boolean here",
+    },
+    Case {
+        name: "version that is not semver",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  version: \"1.30\"\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "istio.version",
+        message: "invalid Istio version `1.30`",
+        help: "not a semantic version",
+    },
+    Case {
+        name: "version with a leading v",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  version: v1.30.3\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "istio.version",
+        message: "invalid Istio version `v1.30.3`",
+        help: "without the leading `v`",
+    },
+    Case {
+        name: "cron with four fields",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nschedules:\n  - name: nightly\n    cron: \"0 3 * *\"\n    action: reconcile\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 5,
+        field: "schedules[0].cron",
+        message: "invalid cron expression `0 3 * *`: expected 5 fields",
+        help: "five fields",
+    },
+    Case {
+        name: "cron with an out-of-range minute",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nschedules:\n  - name: nightly\n    cron: \"61 3 * * *\"\n    action: upgrade\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 5,
+        field: "schedules[0].cron",
+        message: "invalid cron expression `61 3 * * *`",
+        help: "five fields",
+    },
+    Case {
+        name: "unknown schedule action",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nschedules:\n  - name: nightly\n    cron: \"0 3 * * *\"\n    action: reconcle\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 6,
+        field: "schedules[0].action",
+        message: "unknown value `reconcle`",
+        help: "did you mean `reconcile`?",
+    },
+    Case {
+        name: "unknown profile reference",
+        files: &[("clusters/c.yaml", "name: c\nprofile: q\n")],
+        file: "clusters/c.yaml",
+        line: 2,
+        field: "profile",
+        message: "unknown profile `q`",
+        help: "profiles/NAME.yaml",
+    },
+    Case {
+        name: "misspelt profile reference",
+        files: &[
+            ("clusters/c.yaml", "name: c\nprofile: minimall\n"),
+            ("profiles/minimal.yaml", "name: minimal\n"),
+        ],
+        file: "clusters/c.yaml",
+        line: 2,
+        field: "profile",
+        message: "unknown profile `minimall`",
+        help: "did you mean `minimal`?",
+    },
+    Case {
+        name: "unknown addon reference",
+        files: &[("clusters/c.yaml", "name: c\nprofile: p\naddons: [a, bb]\n")],
+        file: "clusters/c.yaml",
+        line: 3,
+        field: "addons[1]",
+        message: "unknown addon `bb`",
+        help: "did you mean `b`?",
+    },
+    Case {
+        name: "addon dependency cycle",
+        files: &[(
+            "addons/a.yaml",
+            "name: a\nchart:\n  repo: https://example.test/charts\n  name: a\n  version: 1.0.0\nneeds: [b]\n",
+        )],
+        file: "addons/b.yaml",
+        line: 6,
+        field: "needs[0]",
+        message: "addon dependency cycle: a → b → a",
+        help: "remove one of these `needs`",
+    },
+    Case {
+        name: "addon needs one the cluster does not enable",
+        files: &[("clusters/c.yaml", "name: c\nprofile: p\naddons: [b]\n")],
+        file: "clusters/c.yaml",
+        line: 3,
+        field: "addons[0]",
+        message: "addon `b` needs `a`, which is not enabled",
+        help: "add `a` to `addons`",
+    },
+    Case {
+        name: "tag named like the revision",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  tags: [stable, 1-30-3]\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "istio.tags[1]",
+        message: "tag `1-30-3` clashes with a revision name",
+        help: "stable",
+    },
+    Case {
+        name: "two clusters claim the same host port",
+        files: &[("clusters/d.yaml", "name: d\nprofile: p\n")],
+        file: "profiles/p.yaml",
+        line: 5,
+        field: "k3d.ports[0].port",
+        message: "host port 8080 is also claimed by cluster `c`",
+        help: "own host ports",
+    },
+    Case {
+        name: "one cluster publishes a host port twice",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nk3d:\n  kubeAPI:\n    hostPort: \"8080\"\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 5,
+        field: "k3d.kubeAPI.hostPort",
+        message: "host port 8080 is published twice",
+        help: "k3d.ports[0].port already publishes it",
+    },
+    Case {
+        name: "k3d schema: servers below the minimum",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nk3d:\n  servers: 0\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "k3d.servers",
+        message: "minimum",
+        help: "k3d's config schema",
+    },
+    Case {
+        name: "k3d schema: unknown key",
+        files: &[("clusters/c.yaml", "name: c\nprofile: p\nk3d:\n  agent: 2\n")],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "k3d.agent",
+        message: "unknown field `agent`",
+        help: "did you mean `agents`?",
+    },
+    Case {
+        name: "k3d schema: nested wrong type",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nk3d:\n  options:\n    k3d:\n      wait: sometimes\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 6,
+        field: "k3d.options.k3d.wait",
+        message: "is not of type \"boolean\"",
+        help: "k3d's config schema",
+    },
+    Case {
+        name: "k3d name set by the user",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nk3d:\n  metadata:\n    name: other\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 5,
+        field: "k3d.metadata.name",
+        message: "paddock sets the k3d cluster name",
+        help: "remove `metadata.name`",
+    },
+    Case {
+        name: "bad port mapping syntax",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nk3d:\n  ports:\n    - port: \"80:http\"\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 5,
+        field: "k3d.ports[0].port",
+        message: "invalid port mapping",
+        help: "CONTAINERPORT",
+    },
+    Case {
+        name: "gateway values schema: wrong type",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  gateways:\n    - name: istio-ingress\n      values:\n        replicaCount: two\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 7,
+        field: "istio.gateways[0].values.replicaCount",
+        message: "is not of type",
+        help: "gateway chart's values schema",
+    },
+    Case {
+        name: "gateway values schema: unknown key",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  gateways:\n    - name: istio-ingress\n      values:\n        replicas: 2\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 7,
+        field: "istio.gateways[0].values.replicas",
+        message: "unknown field `replicas`",
+        help: "did you mean `replicaCount`?",
+    },
+    Case {
+        name: "namespace with both a tag and injection enabled",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nnamespaces:\n  - name: web\n    tag: stable\n    injection: enabled\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 6,
+        field: "namespaces[0].injection",
+        message: "cannot have both `tag` and `injection: enabled`",
+        help: "keep only `tag`",
+    },
+    Case {
+        name: "namespace on an undeclared tag",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nnamespaces:\n  - name: web\n    tag: stabel\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 5,
+        field: "namespaces[0].tag",
+        message: "unknown tag `stabel`",
+        help: "did you mean `stable`?",
+    },
+    Case {
+        name: "namespace name that is not a DNS label",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nnamespaces:\n  - name: Web_App\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "namespaces[0].name",
+        message: "invalid namespace name `Web_App`",
+        help: "lowercase",
+    },
+    Case {
+        name: "missing required field",
+        files: &[(
+            "addons/a.yaml",
+            "name: a\nchart:\n  repo: https://example.test/charts\n  name: a\n",
+        )],
+        file: "addons/a.yaml",
+        line: 2,
+        field: "chart",
+        message: "missing required field `version`",
+        help: "add `version:` here",
+    },
+    Case {
+        name: "unpinned chart version",
+        files: &[(
+            "addons/a.yaml",
+            "name: a\nchart:\n  repo: https://example.test/charts\n  name: a\n  version: \"^1.0\"\n",
+        )],
+        file: "addons/a.yaml",
+        line: 5,
+        field: "chart.version",
+        message: "chart version `^1.0` is not pinned",
+        help: "pin an exact chart version",
+    },
+    Case {
+        name: "invalid YAML",
+        files: &[("clusters/c.yaml", "name: c\nprofile: [p\n")],
+        file: "clusters/c.yaml",
+        line: 2,
+        field: "(document)",
+        message: "invalid YAML",
+        help: "fix the YAML syntax",
+    },
+    Case {
+        name: "duplicate key",
+        files: &[("clusters/c.yaml", "name: c\nprofile: p\nname: d\n")],
+        file: "clusters/c.yaml",
+        line: 3,
+        field: "(document)",
+        message: "invalid YAML",
+        help: "fix the YAML syntax",
+    },
+    Case {
+        name: "top level is a list",
+        files: &[("clusters/c.yaml", "- name: c\n")],
+        file: "clusters/c.yaml",
+        line: 1,
+        field: "(document)",
+        message: "expected a map of fields at the top level",
+        help: "name:",
+    },
+    Case {
+        name: "two files declare the same cluster",
+        files: &[(
+            "clusters/d.yaml",
+            "name: c\nprofile: p\nk3d:\n  ports: []\n",
+        )],
+        file: "clusters/d.yaml",
+        line: 1,
+        field: "name",
+        message: "duplicate name `c`",
+        help: "already defined in clusters/c.yaml",
+    },
+    Case {
+        name: "istiod values set what paddock owns",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  values:\n    istiod:\n      revision: canary\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 6,
+        field: "istio.values.istiod.revision",
+        message: "`revision` is managed by paddock",
+        help: "remove it",
+    },
+    Case {
+        name: "chart defaults passed as values",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  values:\n    istiod:\n      defaults:\n        pilot: {}\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 6,
+        field: "istio.values.istiod.defaults",
+        message: "`defaults` is managed by paddock",
+        help: "internal since Istio 1.24",
+    },
+    Case {
+        name: "misspelt upgrade strategy",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  upgrade:\n    strategy: inplace\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 5,
+        field: "istio.upgrade.strategy",
+        message: "unknown value `inplace`",
+        help: "did you mean `in-place`?",
+    },
+    Case {
+        name: "bad grace period",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  upgrade:\n    gracePeriod: soon\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 5,
+        field: "istio.upgrade.gracePeriod",
+        message: "invalid duration",
+        help: "`90s`",
+    },
+    Case {
+        name: "workload manifest missing",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nworkloads:\n  - manifests/nope.yaml\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "workloads[0]",
+        message: "manifest `manifests/nope.yaml` not found",
+        help: "relative to the repository root",
+    },
+    Case {
+        name: "profile inheritance cycle",
+        files: &[
+            ("profiles/p.yaml", "name: p\nextends: q\n"),
+            ("profiles/q.yaml", "name: q\nextends: p\n"),
+        ],
+        file: "profiles/p.yaml",
+        line: 2,
+        field: "extends",
+        message: "profile inheritance cycle",
+        help: "remove `extends`",
+    },
+    Case {
+        name: "cluster name too long for k3d",
+        files: &[(
+            "clusters/c.yaml",
+            "name: a-cluster-name-that-is-far-too-long-for-k3d\nprofile: p\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 1,
+        field: "name",
+        message: "invalid cluster name",
+        help: "at most 32 characters",
+    },
+];
+
+fn find<'a>(problems: &'a [Diagnostic], case: &Case) -> Option<&'a Diagnostic> {
+    problems
+        .iter()
+        .find(|d| d.file == case.file && d.field == case.field && d.message.contains(case.message))
+}
+
+#[test]
+fn every_malformed_input_names_its_file_line_and_field() {
+    assert!(CASES.len() >= 25);
+    let mut failures = Vec::new();
+    for case in CASES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_repo(dir.path(), case.files);
+        let problems = match validate_repo(dir.path()) {
+            Ok(_) => {
+                failures.push(format!("{}: accepted", case.name));
+                continue;
+            }
+            Err(e) => e.0,
+        };
+        let Some(d) = find(&problems, case) else {
+            failures.push(format!(
+                "{}: no diagnostic for {} {} {:?}; got:\n{}",
+                case.name,
+                case.file,
+                case.field,
+                case.message,
+                problems
+                    .iter()
+                    .map(|p| format!("    {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+            continue;
+        };
+        if d.line != case.line {
+            failures.push(format!(
+                "{}: line {} != {}: {d}",
+                case.name, d.line, case.line
+            ));
+        }
+        if d.column == 0 {
+            failures.push(format!("{}: no column: {d}", case.name));
+        }
+        if !d.help.as_deref().unwrap_or("").contains(case.help) {
+            failures.push(format!("{}: help lacks {:?}: {d}", case.name, case.help));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_base_fixture_is_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_repo(dir.path(), &[]);
+    if let Err(e) = validate_repo(dir.path()) {
+        panic!("fixture should validate:\n{e}");
+    }
+}
+
+#[test]
+fn unknown_field_columns_point_at_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_repo(
+        dir.path(),
+        &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  versoin: 1.30.3\n",
+        )],
+    );
+    let problems = validate_repo(dir.path()).expect_err("invalid").0;
+    let d = problems
+        .iter()
+        .find(|d| d.field == "istio.versoin")
+        .expect("diagnostic");
+    assert_eq!((d.line, d.column), (4, 3));
+}
