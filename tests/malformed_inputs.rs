@@ -129,6 +129,18 @@ const CASES: &[Case] = &[
         help: "not a semantic version",
     },
     Case {
+        name: "version written as a bare number",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  version: 1.30\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "istio.version",
+        message: "wrong type: expected a string, found floating point",
+        help: "put the value in quotes",
+    },
+    Case {
         name: "version with a leading v",
         files: &[(
             "clusters/c.yaml",

@@ -48,16 +48,29 @@ fn merge_at(
                 } else if let Some(bv) = b.get_mut(k) {
                     merge_at(bv, v, &child, base_origins, over_origins);
                 } else {
-                    b.insert(k.clone(), v.clone());
+                    b.insert(k.clone(), without_nulls(v));
                     copy_under(base_origins, over_origins, &child);
                 }
             }
         }
         (b, o) => {
-            *b = o.clone();
+            *b = without_nulls(o);
             drop_under(base_origins, path);
             copy_under(base_origins, over_origins, path);
         }
+    }
+}
+
+/// `null` in an override means "remove"; where nothing is below to remove, it just goes.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -122,6 +135,7 @@ mod tests {
             ),
             ("a: [{x: 1}]", "a: [{y: 2}]", json!({"a": [{"y": 2}]})),
             ("a: 1", "", json!({"a": 1})),
+            ("a: 1", "b: {c: null, d: 1}", json!({"a": 1, "b": {"d": 1}})),
         ];
         for (base, over, want) in cases {
             assert_eq!(

@@ -93,13 +93,21 @@ fn explain(doc: &Located, mut path: FieldPath, raw: &str, extra_fields: &[&str])
             .split_once(", expected ")
             .unwrap_or((rest, "another type"));
         let expected = plain_type(expected);
+        let help = if expected == "a string"
+            && (found.starts_with("floating point") || found.starts_with("integer"))
+        {
+            "put the value in quotes so YAML reads it as text, e.g. `version: \"1.30.3\"`"
+                .to_string()
+        } else {
+            format!("write {expected} here")
+        };
         return Diagnostic::at(
             doc,
             &path,
             Anchor::Value,
             format!("wrong type: expected {expected}, found {found}"),
         )
-        .with_help(format!("write {expected} here"));
+        .with_help(help);
     }
     Diagnostic::at(doc, &path, Anchor::Value, raw.to_string())
 }

@@ -456,22 +456,22 @@ pub fn addons_in_order(
     problems: &mut Vec<Diagnostic>,
 ) -> Vec<Addon> {
     let known: Vec<&str> = repo.addons.keys().map(String::as_str).collect();
-    let mut enabled: BTreeMap<&str, &Addon> = BTreeMap::new();
+    // In the order the spec lists them, so plans read like the spec.
+    let mut enabled: Vec<(&str, &Addon)> = Vec::new();
     for (i, name) in body.addons.iter().enumerate() {
         match repo.addons.get(name) {
-            Some(a) => {
-                if enabled.insert(name, &a.addon).is_some() {
-                    problems.push(
-                        at(
-                            doc,
-                            &format!("addons[{i}]"),
-                            Anchor::Value,
-                            format!("addon `{name}` is listed twice"),
-                        )
-                        .with_help("list each addon once"),
-                    );
-                }
+            Some(_) if enabled.iter().any(|(n, _)| n == name) => {
+                problems.push(
+                    at(
+                        doc,
+                        &format!("addons[{i}]"),
+                        Anchor::Value,
+                        format!("addon `{name}` is listed twice"),
+                    )
+                    .with_help("list each addon once"),
+                );
             }
+            Some(a) => enabled.push((name, &a.addon)),
             None => problems.push(
                 at(
                     doc,
@@ -486,12 +486,13 @@ pub fn addons_in_order(
             ),
         }
     }
+    let is_enabled = |n: &str| enabled.iter().any(|(e, _)| *e == n);
     for (i, name) in body.addons.iter().enumerate() {
-        let Some(addon) = enabled.get(name.as_str()) else {
+        let Some(addon) = repo.addons.get(name) else {
             continue;
         };
-        for need in &addon.needs {
-            if repo.addons.contains_key(need) && !enabled.contains_key(need.as_str()) {
+        for need in &addon.addon.needs {
+            if repo.addons.contains_key(need) && !is_enabled(need) {
                 problems.push(
                     at(
                         doc,
@@ -505,26 +506,20 @@ pub fn addons_in_order(
         }
     }
     // Kahn's algorithm; cycles are reported per addon file by `addon_cycles`.
-    let mut order = Vec::new();
-    let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut order: Vec<Addon> = Vec::new();
+    let done = |order: &[Addon], n: &str| order.iter().any(|a| a.name == n);
     loop {
-        let ready: Vec<&str> = enabled
+        let ready: Vec<&Addon> = enabled
             .iter()
             .filter(|(n, a)| {
-                !done.contains(*n)
-                    && a.needs
-                        .iter()
-                        .all(|d| done.contains(d.as_str()) || !enabled.contains_key(d.as_str()))
+                !done(&order, n) && a.needs.iter().all(|d| done(&order, d) || !is_enabled(d))
             })
-            .map(|(n, _)| *n)
+            .map(|(_, a)| *a)
             .collect();
         if ready.is_empty() {
             break;
         }
-        for n in ready {
-            done.insert(n);
-            order.push((*enabled[n]).clone());
-        }
+        order.extend(ready.into_iter().cloned());
     }
     order
 }
