@@ -1,0 +1,286 @@
+//! The simulated Kubernetes API server over HTTP on 127.0.0.1: discovery, `/version`, and
+//! GET/LIST/CREATE/UPDATE/PATCH/DELETE on every stored resource, answering with Kubernetes
+//! shapes (`List`, `Status`) so kubectl and kube-rs can talk to it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::selector::{FieldSelector, Selector};
+use crate::store::{ApiError, Request, Resource, Store};
+
+pub type Shared = Arc<Mutex<Store>>;
+
+/// Kubernetes version the sim reports.
+pub const GIT_VERSION: &str = "v1.33.4+k3s1";
+
+/// Serve the API on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, store: Shared) -> std::io::Result<()> {
+    let app = Router::new().fallback(handle).with_state(store);
+    axum::serve(listener, app).await
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn error(e: &ApiError) -> Response {
+    json_response(
+        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &e.status(),
+    )
+}
+
+async fn handle(
+    State(store): State<Shared>,
+    method: Method,
+    uri: Uri,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let mut s = match store.lock() {
+        Ok(s) => s,
+        Err(p) => p.into_inner(),
+    };
+    s.requests.push(Request {
+        verb: method.to_string(),
+        path: path.clone(),
+    });
+    let segs: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    match segs.as_slice() {
+        ["version"] => json_response(
+            StatusCode::OK,
+            &json!({
+                "major": "1", "minor": "33", "gitVersion": GIT_VERSION, "platform": "linux/amd64",
+                "gitCommit": "sim", "gitTreeState": "clean", "buildDate": "2025-08-01T00:00:00Z",
+                "goVersion": "go1.24", "compiler": "gc",
+            }),
+        ),
+        ["api"] => json_response(
+            StatusCode::OK,
+            &json!({
+                "kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+            }),
+        ),
+        ["apis"] => json_response(StatusCode::OK, &group_list(&s)),
+        ["api", "v1"] => json_response(StatusCode::OK, &resource_list(&s, "", "v1")),
+        ["apis", g, v] => json_response(StatusCode::OK, &resource_list(&s, g, v)),
+        ["api", "v1", rest @ ..] => {
+            objects(&mut s, &method, "", "v1", rest, &query, &headers, &body)
+        }
+        ["apis", g, v, rest @ ..] => objects(&mut s, &method, g, v, rest, &query, &headers, &body),
+        _ => error(&ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )),
+    }
+}
+
+fn group_list(s: &Store) -> Value {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for r in s.resources.iter().filter(|r| !r.group.is_empty()) {
+        match groups.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, vs)) if !vs.contains(&r.version) => vs.push(r.version.clone()),
+            Some(_) => {}
+            None => groups.push((r.group.clone(), vec![r.version.clone()])),
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(g, vs)| {
+            let versions: Vec<Value> = vs
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
+            let preferred = versions[0].clone();
+            json!({"name": g, "versions": versions, "preferredVersion": preferred})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resource_list(s: &Store, group: &str, version: &str) -> Value {
+    let mut resources = Vec::new();
+    for r in s
+        .resources
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        resources.push(json!({
+            "name": r.plural, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced, "kind": r.kind,
+            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "shortNames": r.short_names,
+        }));
+        if r.plural == "pods" {
+            resources.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
+        }
+        resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}
+
+#[allow(clippy::too_many_arguments)]
+fn objects(
+    s: &mut Store,
+    method: &Method,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    // [plural], [plural, name], [namespaces, ns, plural], [namespaces, ns, plural, name, sub?]
+    let (ns, plural, name, sub) = match rest {
+        [plural] => ("", *plural, None, None),
+        ["namespaces", ns, plural] => (*ns, *plural, None, None),
+        ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name), None),
+        ["namespaces", ns, plural, name, sub] => (*ns, *plural, Some(*name), Some(*sub)),
+        [plural, name] => ("", *plural, Some(*name), None),
+        [plural, name, sub] => ("", *plural, Some(*name), Some(*sub)),
+        _ => {
+            return error(&ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
+    };
+    let Some(res) = s.resource(group, version, plural) else {
+        return error(&ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({plural})"),
+        ));
+    };
+    let parsed: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(body).ok()
+    };
+    let result = match (method.as_str(), name, sub) {
+        ("GET", None, _) => list(s, &res, ns, query),
+        ("GET", Some(n), None | Some("status")) => s.get(&res, ns, n).map(|o| (StatusCode::OK, o)),
+        ("POST", None, _) => match parsed {
+            Some(obj) => s.create(&res, ns, obj).map(|o| (StatusCode::CREATED, o)),
+            None => Err(ApiError::new(
+                400,
+                "BadRequest",
+                "the request body is not a JSON object",
+            )),
+        },
+        ("PUT", Some(n), None | Some("status")) => match parsed {
+            Some(obj) => s.update(&res, ns, n, obj).map(|o| (StatusCode::OK, o)),
+            None => Err(ApiError::new(
+                400,
+                "BadRequest",
+                "the request body is not a JSON object",
+            )),
+        },
+        ("PATCH", Some(n), None | Some("status")) => patch(s, &res, ns, n, headers, parsed, query),
+        ("DELETE", Some(n), None) => s.delete(&res, ns, n).map(|o| (StatusCode::OK, o)),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported on this path"),
+        )),
+    };
+    match result {
+        Ok((code, v)) => json_response(code, &v),
+        Err(e) => error(&e),
+    }
+}
+
+fn list(
+    s: &Store,
+    res: &Resource,
+    ns: &str,
+    query: &HashMap<String, String>,
+) -> Result<(StatusCode, Value), ApiError> {
+    let labels = Selector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::new(400, "BadRequest", e))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::new(400, "BadRequest", e))?;
+    let items = s.list(res, ns, &labels, &fields);
+    Ok((
+        StatusCode::OK,
+        json!({
+            "kind": format!("{}List", res.kind), "apiVersion": res.api_version(),
+            "metadata": {"resourceVersion": s.revision().to_string()}, "items": items,
+        }),
+    ))
+}
+
+fn patch(
+    s: &mut Store,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Option<Value>,
+    query: &HashMap<String, String>,
+) -> Result<(StatusCode, Value), ApiError> {
+    let Some(body) = body else {
+        return Err(ApiError::new(
+            400,
+            "BadRequest",
+            "the patch body is not JSON",
+        ));
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match content_type {
+        "application/json-patch+json" => Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "JSON patch is not simulated yet",
+        )),
+        "application/apply-patch+yaml" | "application/apply-patch+json" => {
+            if query.get("fieldManager").is_none_or(String::is_empty) {
+                return Err(ApiError::new(
+                    400,
+                    "BadRequest",
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                ));
+            }
+            match s.get(res, ns, name) {
+                Ok(_) => s.patch(res, ns, name, &body).map(|o| (StatusCode::OK, o)),
+                Err(e) if e.code == 404 => {
+                    s.create(res, ns, body).map(|o| (StatusCode::CREATED, o))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => s.patch(res, ns, name, &body).map(|o| (StatusCode::OK, o)),
+    }
+}
+
+/// A kubeconfig like k3d's for a cluster served at `server` (context `k3d-NAME`).
+pub fn kubeconfig(cluster: &str, server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: k3d-{cluster}\n  cluster:\n    server: {server}\ncontexts:\n- name: k3d-{cluster}\n  context:\n    cluster: k3d-{cluster}\n    user: admin@k3d-{cluster}\ncurrent-context: k3d-{cluster}\npreferences: {{}}\nusers:\n- name: admin@k3d-{cluster}\n  user:\n    token: sim\n"
+    )
+}

@@ -1,0 +1,649 @@
+//! Generic object storage for the simulated API server: any resource, namespaced or not, with
+//! resourceVersion, uid, generation and optimistic-concurrency conflicts, and a log of every
+//! request so tests can count mutating calls.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+use crate::selector::{FieldSelector, Selector, labels_of};
+
+/// A kind of object the server serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub group: String,
+    pub version: String,
+    pub plural: String,
+    pub kind: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+}
+
+impl Resource {
+    pub fn new(
+        group: &str,
+        version: &str,
+        plural: &str,
+        kind: &str,
+        namespaced: bool,
+        short: &[&str],
+    ) -> Self {
+        Self {
+            group: group.into(),
+            version: version.into(),
+            plural: plural.into(),
+            kind: kind.into(),
+            namespaced,
+            short_names: short.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+/// The built-in resources paddock touches.
+pub fn builtin_resources() -> Vec<Resource> {
+    vec![
+        Resource::new("", "v1", "namespaces", "Namespace", false, &["ns"]),
+        Resource::new("", "v1", "nodes", "Node", false, &["no"]),
+        Resource::new("", "v1", "pods", "Pod", true, &["po"]),
+        Resource::new("", "v1", "services", "Service", true, &["svc"]),
+        Resource::new("", "v1", "endpoints", "Endpoints", true, &["ep"]),
+        Resource::new("", "v1", "configmaps", "ConfigMap", true, &["cm"]),
+        Resource::new("", "v1", "secrets", "Secret", true, &[]),
+        Resource::new("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"]),
+        Resource::new("", "v1", "events", "Event", true, &["ev"]),
+        Resource::new("apps", "v1", "deployments", "Deployment", true, &["deploy"]),
+        Resource::new("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"]),
+        Resource::new("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"]),
+        Resource::new("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"]),
+        Resource::new("batch", "v1", "jobs", "Job", true, &[]),
+        Resource::new(
+            "discovery.k8s.io",
+            "v1",
+            "endpointslices",
+            "EndpointSlice",
+            true,
+            &[],
+        ),
+        Resource::new(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            true,
+            &["pdb"],
+        ),
+        Resource::new(
+            "admissionregistration.k8s.io",
+            "v1",
+            "mutatingwebhookconfigurations",
+            "MutatingWebhookConfiguration",
+            false,
+            &[],
+        ),
+        Resource::new(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingwebhookconfigurations",
+            "ValidatingWebhookConfiguration",
+            false,
+            &[],
+        ),
+        Resource::new(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+            &["crd", "crds"],
+        ),
+    ]
+}
+
+/// An API error, rendered as a Kubernetes `Status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(res: &Resource, name: &str) -> Self {
+        let what = if res.group.is_empty() {
+            res.plural.clone()
+        } else {
+            format!("{}.{}", res.plural, res.group)
+        };
+        Self::new(404, "NotFound", format!("{what} \"{name}\" not found"))
+    }
+
+    pub fn status(&self) -> Value {
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
+        })
+    }
+}
+
+/// Where an object lives.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub group: String,
+    pub plural: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub verb: String,
+    pub path: String,
+}
+
+impl Request {
+    pub fn is_mutating(&self) -> bool {
+        matches!(self.verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+    }
+}
+
+/// A change, for watchers.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: &'static str,
+    pub group: String,
+    pub plural: String,
+    pub object: Value,
+}
+
+/// All objects of one simulated cluster.
+#[derive(Debug)]
+pub struct Store {
+    pub resources: Vec<Resource>,
+    objects: BTreeMap<Key, Value>,
+    revision: u64,
+    uid: u64,
+    pub requests: Vec<Request>,
+    pub events: tokio::sync::broadcast::Sender<Event>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn meta(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    match obj.get_mut("metadata") {
+        Some(Value::Object(m)) => m,
+        _ => unreachable!("metadata was just made an object"),
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let (events, _) = tokio::sync::broadcast::channel(4096);
+        Self {
+            resources: builtin_resources(),
+            objects: BTreeMap::new(),
+            revision: 1,
+            uid: 0,
+            requests: Vec::new(),
+            events,
+        }
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Find a resource by group and plural.
+    pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<Resource> {
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.plural == plural && r.version == version)
+            .cloned()
+    }
+
+    fn key(res: &Resource, ns: &str, name: &str) -> Key {
+        Key {
+            group: res.group.clone(),
+            plural: res.plural.clone(),
+            namespace: if res.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
+    }
+
+    fn notify(&self, kind: &'static str, res: &Resource, object: &Value) {
+        let _ = self.events.send(Event {
+            kind,
+            group: res.group.clone(),
+            plural: res.plural.clone(),
+            object: object.clone(),
+        });
+    }
+
+    pub fn get(&self, res: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.objects
+            .get(&Self::key(res, ns, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(res, name))
+    }
+
+    /// List objects of a resource, in one namespace or all (`ns` empty), filtered by selectors.
+    pub fn list(
+        &self,
+        res: &Resource,
+        ns: &str,
+        labels: &Selector,
+        fields: &FieldSelector,
+    ) -> Vec<Value> {
+        self.objects
+            .iter()
+            .filter(|(k, _)| {
+                k.group == res.group
+                    && k.plural == res.plural
+                    && (ns.is_empty() || k.namespace == ns)
+            })
+            .filter(|(_, o)| labels.matches(&labels_of(o)) && fields.matches(o))
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    pub fn create(&mut self, res: &Resource, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+        let name = match obj.pointer("/metadata/name").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => match obj
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
+            {
+                Some(prefix) => format!("{prefix}{:05x}", self.uid + 1),
+                None => {
+                    return Err(ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "{} is invalid: metadata.name: Required value: name or generateName is required",
+                            res.kind
+                        ),
+                    ));
+                }
+            },
+        };
+        if res.namespaced {
+            if ns.is_empty() {
+                return Err(ApiError::new(
+                    400,
+                    "BadRequest",
+                    "the namespace of the object is required",
+                ));
+            }
+            let ns_res = Resource::new("", "v1", "namespaces", "Namespace", false, &[]);
+            match self.objects.get(&Self::key(&ns_res, "", ns)) {
+                None => {
+                    return Err(ApiError::new(
+                        404,
+                        "NotFound",
+                        format!("namespaces \"{ns}\" not found"),
+                    ));
+                }
+                Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                    return Err(ApiError::new(
+                        403,
+                        "Forbidden",
+                        format!(
+                            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                            res.plural
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let key = Self::key(res, ns, &name);
+        if self.objects.contains_key(&key) {
+            let what = if res.group.is_empty() {
+                res.plural.clone()
+            } else {
+                format!("{}.{}", res.plural, res.group)
+            };
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{what} \"{name}\" already exists"),
+            ));
+        }
+        self.revision += 1;
+        self.uid += 1;
+        obj["apiVersion"] = json!(res.api_version());
+        obj["kind"] = json!(res.kind);
+        let rv = self.revision.to_string();
+        let uid = format!("00000000-0000-4000-8000-{:012x}", self.uid);
+        let m = meta(&mut obj);
+        m.insert("name".into(), json!(name));
+        if res.namespaced {
+            m.insert("namespace".into(), json!(ns));
+        }
+        m.insert("uid".into(), json!(uid));
+        m.insert("resourceVersion".into(), json!(rv));
+        m.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        m.insert("generation".into(), json!(1));
+        if res.plural == "customresourcedefinitions" {
+            self.register_crd(&obj);
+        }
+        self.objects.insert(key, obj.clone());
+        self.notify("ADDED", res, &obj);
+        Ok(obj)
+    }
+
+    /// Replace an object. A stale `resourceVersion` is a 409 Conflict, as on a real server.
+    pub fn update(
+        &mut self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
+        let key = Self::key(res, ns, name);
+        let Some(old) = self.objects.get(&key) else {
+            return Err(ApiError::not_found(res, name));
+        };
+        if let Some(rv) = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            let current = old
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !rv.is_empty() && rv != current {
+                let what = if res.group.is_empty() {
+                    res.plural.clone()
+                } else {
+                    format!("{}.{}", res.plural, res.group)
+                };
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                    ),
+                ));
+            }
+        }
+        let spec_changed = old.get("spec") != obj.get("spec");
+        let mut generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        if spec_changed {
+            generation += 1;
+        }
+        let keep: Vec<(&str, Value)> = ["uid", "creationTimestamp", "name", "namespace"]
+            .iter()
+            .filter_map(|k| {
+                old.pointer(&format!("/metadata/{k}"))
+                    .map(|v| (*k, v.clone()))
+            })
+            .collect();
+        if obj.get("status").is_none()
+            && let Some(st) = old.get("status")
+        {
+            obj["status"] = st.clone();
+        }
+        self.revision += 1;
+        obj["apiVersion"] = json!(res.api_version());
+        obj["kind"] = json!(res.kind);
+        let rv = self.revision.to_string();
+        let m = meta(&mut obj);
+        for (k, v) in keep {
+            m.insert(k.into(), v);
+        }
+        m.insert("resourceVersion".into(), json!(rv));
+        m.insert("generation".into(), json!(generation));
+        self.objects.insert(key, obj.clone());
+        self.notify("MODIFIED", res, &obj);
+        Ok(obj)
+    }
+
+    /// Apply a JSON merge patch (also used for strategic-merge and apply patches on the fields
+    /// paddock sends, which are maps).
+    pub fn patch(
+        &mut self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
+        let mut obj = self.get(res, ns, name)?;
+        merge_patch(&mut obj, patch);
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        self.update(res, ns, name, obj)
+    }
+
+    pub fn delete(&mut self, res: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
+        let key = Self::key(res, ns, name);
+        let Some(obj) = self.objects.remove(&key) else {
+            return Err(ApiError::not_found(res, name));
+        };
+        self.revision += 1;
+        if res.plural == "namespaces" {
+            let doomed: Vec<Key> = self
+                .objects
+                .keys()
+                .filter(|k| k.namespace == name)
+                .cloned()
+                .collect();
+            for k in doomed {
+                self.objects.remove(&k);
+            }
+        }
+        self.notify("DELETED", res, &obj);
+        Ok(obj)
+    }
+
+    fn register_crd(&mut self, crd: &Value) {
+        let group = crd
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let plural = crd
+            .pointer("/spec/names/plural")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = crd
+            .pointer("/spec/names/kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let namespaced = crd.pointer("/spec/scope").and_then(Value::as_str) != Some("Cluster");
+        for v in crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(version) = v.get("name").and_then(Value::as_str)
+                && self.resource(group, version, plural).is_none()
+            {
+                self.resources
+                    .push(Resource::new(group, version, plural, kind, namespaced, &[]));
+            }
+        }
+    }
+
+    /// Count of mutating requests seen so far.
+    pub fn mutating_requests(&self) -> usize {
+        self.requests.iter().filter(|r| r.is_mutating()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns_res() -> Resource {
+        Resource::new("", "v1", "namespaces", "Namespace", false, &[])
+    }
+    fn cm_res() -> Resource {
+        Resource::new("", "v1", "configmaps", "ConfigMap", true, &[])
+    }
+
+    #[test]
+    fn stale_resource_versions_conflict() {
+        let mut s = Store::new();
+        s.create(&ns_res(), "", json!({"metadata": {"name": "a"}}))
+            .expect("ns");
+        let cm = s
+            .create(
+                &cm_res(),
+                "a",
+                json!({"metadata": {"name": "c"}, "data": {"k": "1"}}),
+            )
+            .expect("cm");
+        let mut fresh = cm.clone();
+        fresh["data"]["k"] = json!("2");
+        s.update(&cm_res(), "a", "c", fresh)
+            .expect("first update wins");
+        let mut stale = cm;
+        stale["data"]["k"] = json!("3");
+        let err = s
+            .update(&cm_res(), "a", "c", stale)
+            .expect_err("stale update");
+        assert_eq!((err.code, err.reason), (409, "Conflict"));
+    }
+
+    #[test]
+    fn objects_need_their_namespace_and_go_with_it() {
+        let mut s = Store::new();
+        assert_eq!(
+            s.create(&cm_res(), "x", json!({"metadata": {"name": "c"}}))
+                .expect_err("no ns")
+                .code,
+            404
+        );
+        s.create(&ns_res(), "", json!({"metadata": {"name": "x"}}))
+            .expect("ns");
+        s.create(&cm_res(), "x", json!({"metadata": {"name": "c"}}))
+            .expect("cm");
+        assert_eq!(
+            s.create(&cm_res(), "x", json!({"metadata": {"name": "c"}}))
+                .expect_err("dup")
+                .code,
+            409
+        );
+        s.delete(&ns_res(), "", "x").expect("delete ns");
+        assert!(
+            s.list(
+                &cm_res(),
+                "",
+                &Selector::default(),
+                &FieldSelector::default()
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn generation_counts_spec_changes_only() {
+        let mut s = Store::new();
+        s.create(&ns_res(), "", json!({"metadata": {"name": "x"}}))
+            .expect("ns");
+        let d = Resource::new("apps", "v1", "deployments", "Deployment", true, &[]);
+        s.create(
+            &d,
+            "x",
+            json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}}),
+        )
+        .expect("d");
+        let o = s
+            .patch(&d, "x", "d", &json!({"metadata": {"labels": {"a": "b"}}}))
+            .expect("label");
+        assert_eq!(o["metadata"]["generation"], 1);
+        let o = s
+            .patch(&d, "x", "d", &json!({"spec": {"replicas": 2}}))
+            .expect("scale");
+        assert_eq!(o["metadata"]["generation"], 2);
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_420), (2025, 11, 28));
+    }
+}
