@@ -5,6 +5,7 @@ pub mod api;
 pub mod injection;
 pub mod selector;
 pub mod store;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

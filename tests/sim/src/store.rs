@@ -374,6 +374,9 @@ impl Store {
                 Some(_) => {}
             }
         }
+        if res.plural == "pods" && res.group.is_empty() {
+            crate::webhook::admit_pod(self, ns, &mut obj)?;
+        }
         let key = Self::key(res, ns, &name);
         if self.objects.contains_key(&key) {
             let what = if res.group.is_empty() {
