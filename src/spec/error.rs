@@ -139,16 +139,29 @@ pub fn did_you_mean<'a>(
 
 /// "did you mean `x`?" when something is close, otherwise the list of valid names.
 pub fn suggest(word: &str, what: &str, candidates: &[&str]) -> String {
+    suggest_with(word, candidates, |list| {
+        if list.is_empty() {
+            format!("no {what} is defined")
+        } else {
+            format!("valid {what}: {list}")
+        }
+    })
+}
+
+/// "did you mean `x`?" when something is close, otherwise `fallback` of the backticked list.
+pub fn suggest_with(
+    word: &str,
+    candidates: &[&str],
+    fallback: impl FnOnce(&str) -> String,
+) -> String {
     match did_you_mean(word, candidates.iter().copied()) {
         Some(best) => format!("did you mean `{best}`?"),
-        None if candidates.is_empty() => format!("no {what} is defined"),
-        None => format!(
-            "valid {what}: {}",
-            candidates
+        None => fallback(
+            &candidates
                 .iter()
                 .map(|c| format!("`{c}`"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
         ),
     }
 }

@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::error::{Anchor, Diagnostic, did_you_mean};
+use super::error::{Anchor, Diagnostic, suggest_with};
 use super::yaml::{FieldPath, Located, Segment};
 
 /// Deserialize the value at `at` in `doc` as `T`. A missing value reads as an empty map.
@@ -42,18 +42,14 @@ fn explain(doc: &Located, mut path: FieldPath, raw: &str, extra_fields: &[&str])
         if path.0.len() == 1 {
             candidates.extend(extra_fields.iter().map(|s| s.to_string()));
         }
-        let help = match did_you_mean(&field, candidates.iter().map(String::as_str)) {
-            Some(best) => format!("did you mean `{best}`?"),
-            None if candidates.is_empty() => "remove this field".to_string(),
-            None => format!(
-                "remove it; fields allowed here: {}",
-                candidates
-                    .iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
+        let candidates: Vec<&str> = candidates.iter().map(String::as_str).collect();
+        let help = suggest_with(&field, &candidates, |list| {
+            if list.is_empty() {
+                "remove this field".to_string()
+            } else {
+                format!("remove it; fields allowed here: {list}")
+            }
+        });
         return Diagnostic::at(doc, &path, Anchor::Key, format!("unknown field `{field}`"))
             .with_help(help);
     }
@@ -69,17 +65,8 @@ fn explain(doc: &Located, mut path: FieldPath, raw: &str, extra_fields: &[&str])
     }
     if let Some(rest) = raw.strip_prefix("unknown variant `") {
         let (variant, expected) = split_backticked(rest);
-        let help = match did_you_mean(&variant, expected.iter().map(String::as_str)) {
-            Some(best) => format!("did you mean `{best}`?"),
-            None => format!(
-                "use one of: {}",
-                expected
-                    .iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        let help = suggest_with(&variant, &expected, |list| format!("use one of: {list}"));
         return Diagnostic::at(
             doc,
             &path,

@@ -39,6 +39,15 @@ impl Resource {
         }
     }
 
+    /// `plural.group` as the API server names a resource in messages (`deployments.apps`).
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.clone()
@@ -126,11 +135,7 @@ impl ApiError {
     }
 
     pub fn not_found(res: &Resource, name: &str) -> Self {
-        let what = if res.group.is_empty() {
-            res.plural.clone()
-        } else {
-            format!("{}.{}", res.plural, res.group)
-        };
+        let what = res.qualified();
         Self::new(404, "NotFound", format!("{what} \"{name}\" not found"))
     }
 
@@ -379,11 +384,7 @@ impl Store {
         }
         let key = Self::key(res, ns, &name);
         if self.objects.contains_key(&key) {
-            let what = if res.group.is_empty() {
-                res.plural.clone()
-            } else {
-                format!("{}.{}", res.plural, res.group)
-            };
+            let what = res.qualified();
             return Err(ApiError::new(
                 409,
                 "AlreadyExists",
@@ -434,11 +435,7 @@ impl Store {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if !rv.is_empty() && rv != current {
-                let what = if res.group.is_empty() {
-                    res.plural.clone()
-                } else {
-                    format!("{}.{}", res.plural, res.group)
-                };
+                let what = res.qualified();
                 return Err(ApiError::new(
                     409,
                     "Conflict",
