@@ -179,6 +179,13 @@ fn objects(
     } else {
         serde_json::from_slice(body).ok()
     };
+    let watching = query.get("watch").is_some_and(|w| w == "1" || w == "true");
+    if watching && method == Method::GET && name.is_none() {
+        return match watch(s, &res, ns, query) {
+            Ok(r) => r,
+            Err(e) => error(&e),
+        };
+    }
     let result = match (method.as_str(), name, sub) {
         ("GET", None, _) => list(s, &res, ns, query),
         ("GET", Some(n), None | Some("status")) => s.get(&res, ns, n).map(|o| (StatusCode::OK, o)),
@@ -210,6 +217,105 @@ fn objects(
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error(&e),
     }
+}
+
+/// A watch stream: one JSON event per line, replaying changes after `resourceVersion` (or
+/// every current object as ADDED when none is given), then live changes, until
+/// `timeoutSeconds` passes.
+fn watch(
+    s: &Store,
+    res: &Resource,
+    ns: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let labels = Selector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::new(400, "BadRequest", e))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::new(400, "BadRequest", e))?;
+    let from: u64 = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let oldest = s
+        .history
+        .front()
+        .map(|e| e.revision)
+        .unwrap_or(s.revision());
+    if from != 0 && from + 1 < oldest {
+        return Err(ApiError::new(
+            410,
+            "Expired",
+            format!("too old resource version: {from} ({oldest})"),
+        ));
+    }
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let (group, plural, ns) = (res.group.clone(), res.plural.clone(), ns.to_string());
+    let wanted = move |e: &crate::store::Event| {
+        e.group == group
+            && e.plural == plural
+            && (ns.is_empty()
+                || e.object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    == Some(ns.as_str()))
+            && labels.matches(&crate::selector::labels_of(&e.object))
+            && fields.matches(&e.object)
+    };
+    let mut initial: Vec<String> = if from == 0 {
+        s.list(res, "", &Selector::default(), &FieldSelector::default())
+            .into_iter()
+            .map(|o| crate::store::Event {
+                revision: 0,
+                kind: "ADDED",
+                group: res.group.clone(),
+                plural: res.plural.clone(),
+                object: o,
+            })
+            .filter(|e| wanted(e))
+            .map(|e| line(&e))
+            .collect()
+    } else {
+        s.history
+            .iter()
+            .filter(|e| e.revision > from && wanted(e))
+            .map(line)
+            .collect()
+    };
+    initial.reverse();
+    let rx = s.events.subscribe();
+    let last = s.revision();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let stream = futures_util::stream::unfold((initial, rx), move |(mut pending, mut rx)| {
+        let wanted = wanted.clone();
+        async move {
+            if let Some(l) = pending.pop() {
+                return Some((Ok::<_, std::convert::Infallible>(l), (pending, rx)));
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Ok(e)) if e.revision > last && wanted(&e) => {
+                        return Some((Ok(line(&e)), (pending, rx)));
+                    }
+                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                        continue;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+fn line(e: &crate::store::Event) -> String {
+    format!("{}\n", json!({"type": e.kind, "object": e.object}))
 }
 
 fn list(

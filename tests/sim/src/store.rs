@@ -172,6 +172,8 @@ impl Request {
 /// A change, for watchers.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// The store revision this change produced.
+    pub revision: u64,
     pub kind: &'static str,
     pub group: String,
     pub plural: String,
@@ -187,7 +189,12 @@ pub struct Store {
     uid: u64,
     pub requests: Vec<Request>,
     pub events: tokio::sync::broadcast::Sender<Event>,
+    /// Recent changes, so a watch from an older resourceVersion misses nothing.
+    pub history: std::collections::VecDeque<Event>,
 }
+
+/// How many past changes a watch can resume from.
+const HISTORY: usize = 20_000;
 
 impl Default for Store {
     fn default() -> Self {
@@ -265,6 +272,7 @@ impl Store {
             uid: 0,
             requests: Vec::new(),
             events,
+            history: std::collections::VecDeque::new(),
         }
     }
 
@@ -293,13 +301,19 @@ impl Store {
         }
     }
 
-    fn notify(&self, kind: &'static str, res: &Resource, object: &Value) {
-        let _ = self.events.send(Event {
+    fn notify(&mut self, kind: &'static str, res: &Resource, object: &Value) {
+        let event = Event {
+            revision: self.revision,
             kind,
             group: res.group.clone(),
             plural: res.plural.clone(),
             object: object.clone(),
-        });
+        };
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(event.clone());
+        let _ = self.events.send(event);
     }
 
     pub fn get(&self, res: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
@@ -499,10 +513,11 @@ impl Store {
 
     pub fn delete(&mut self, res: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
         let key = Self::key(res, ns, name);
-        let Some(obj) = self.objects.remove(&key) else {
+        let Some(mut obj) = self.objects.remove(&key) else {
             return Err(ApiError::not_found(res, name));
         };
         self.revision += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.revision.to_string());
         if res.plural == "namespaces" {
             let doomed: Vec<Key> = self
                 .objects

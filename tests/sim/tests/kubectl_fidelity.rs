@@ -149,3 +149,54 @@ async fn real_kubectl_lists_namespaces_pods_and_deployments() {
     );
     assert_eq!(store.mutating_requests(), 0, "kubectl get mutates nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_kubectl_watch_sees_changes_as_they_happen() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let Some(kubectl) = kubectl() else {
+        require_or_skip("kubectl");
+        return;
+    };
+    let cluster = Cluster::start("watch").await.expect("sim starts");
+    seed(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, cluster.kubeconfig()).expect("kubeconfig");
+    let mut child = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "namespaces", "--watch", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |rx: &mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a watch line within 10 s")
+    };
+    let mut seen = vec![next(&rx), next(&rx)];
+    seen.sort();
+    assert_eq!(seen, ["namespace/apps", "namespace/istio-system"]);
+    {
+        let mut s = cluster.store.lock().expect("store");
+        let ns = Resource::new("", "v1", "namespaces", "Namespace", false, &[]);
+        s.create(&ns, "", json!({"metadata": {"name": "late"}}))
+            .expect("namespace");
+    }
+    assert_eq!(next(&rx), "namespace/late");
+    let _ = child.kill();
+    let _ = child.wait();
+}
