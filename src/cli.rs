@@ -405,16 +405,7 @@ fn describe(cluster: &str, action: &Action) -> Vec<String> {
 fn print_render(args: &Args, spec: &ClusterSpec, out: &mut dyn Write) -> Result<(), Failure> {
     let config = k3d::config(spec);
     let mut releases = istio::releases(spec);
-    releases.extend(spec.addons.iter().map(|a| {
-        crate::helm::Release::new(
-            a.release_name(),
-            &a.namespace,
-            &a.chart.repo,
-            &a.chart.name,
-            &a.chart.version,
-            Value::Object(a.values.clone()),
-        )
-    }));
+    releases.extend(spec.addons.iter().map(crate::helm::addon_release));
     if args.output == Output::Json {
         let doc = json!({ "cluster": spec.name, "k3dConfig": config, "releases": releases });
         writeln!(

@@ -3,6 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::spec::types::Addon;
+
 /// One Helm release paddock manages.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Release {
@@ -32,4 +34,16 @@ impl Release {
             values,
         }
     }
+}
+
+/// The release an addon installs.
+pub fn addon_release(addon: &Addon) -> Release {
+    Release::new(
+        addon.release_name(),
+        &addon.namespace,
+        &addon.chart.repo,
+        &addon.chart.name,
+        &addon.chart.version,
+        Value::Object(addon.values.clone()),
+    )
 }

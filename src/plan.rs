@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helm::Release;
+use crate::helm::{self, Release};
 use crate::istio;
 use crate::k3d;
 use crate::observe::ClusterState;
@@ -110,6 +110,33 @@ struct Builder {
 }
 
 impl Builder {
+    /// `helm.install/NAME` after `after`, then `kube.wait/NAME` after the install; returns the
+    /// wait step's id.
+    fn install_and_wait(
+        &mut self,
+        release: Release,
+        after: &[&str],
+        workloads: Vec<WorkloadRef>,
+        checks: Vec<String>,
+    ) -> String {
+        let name = release.name.clone();
+        let namespace = release.namespace.clone();
+        let install = self.add(
+            format!("helm.install/{name}"),
+            after,
+            Action::HelmInstall { release },
+        );
+        self.add(
+            format!("kube.wait/{name}"),
+            &[&install],
+            Action::WaitReady {
+                namespace,
+                workloads,
+                checks,
+            },
+        )
+    }
+
     fn add(&mut self, id: String, needs: &[&str], action: Action) -> String {
         self.steps.push(Step {
             id: id.clone(),
@@ -168,65 +195,39 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
             "istiod" => {
                 let base = base_step.clone().unwrap_or_else(|| dns.clone());
                 let name = rel.name.clone();
-                let ns = rel.namespace.clone();
-                let install = b.add(
-                    format!("helm.install/{name}"),
-                    &[&base],
-                    Action::HelmInstall { release: rel },
-                );
+                let mut checks = vec![
+                    format!("Service {name} has ready endpoints"),
+                    format!(
+                        "MutatingWebhookConfiguration istio-sidecar-injector-{} has a caBundle",
+                        name.trim_start_matches("istiod-")
+                    ),
+                ];
                 let tags = spec
                     .body
                     .istio
                     .as_ref()
                     .map(istio::tags_of)
                     .unwrap_or_default();
-                let mut checks = vec![format!("Service {name} has ready endpoints")];
-                checks.push(format!(
-                    "MutatingWebhookConfiguration istio-sidecar-injector-{} has a caBundle",
-                    name.trim_start_matches("istiod-")
-                ));
                 for t in tags {
                     checks.push(format!(
                         "MutatingWebhookConfiguration istio-revision-tag-{t} has a caBundle"
                     ));
                 }
-                istiod_ready = Some(b.add(
-                    format!("kube.wait/{name}"),
-                    &[&install],
-                    Action::WaitReady {
-                        namespace: ns,
-                        workloads: vec![WorkloadRef {
-                            kind: WorkloadKind::Deployment,
-                            name,
-                        }],
-                        checks,
-                    },
-                ));
+                let workloads = vec![WorkloadRef {
+                    kind: WorkloadKind::Deployment,
+                    name,
+                }];
+                istiod_ready = Some(b.install_and_wait(rel, &[&base], workloads, checks));
             }
             _ => {
                 let after = istiod_ready.clone().unwrap_or_else(|| dns.clone());
-                let name = rel.name.clone();
-                let ns = rel.namespace.clone();
-                let install = b.add(
-                    format!("helm.install/{name}"),
-                    &[&after],
-                    Action::HelmInstall { release: rel },
-                );
-                gateway_ready.push(b.add(
-                    format!("kube.wait/{name}"),
-                    &[&install],
-                    Action::WaitReady {
-                        namespace: ns,
-                        workloads: vec![WorkloadRef {
-                            kind: WorkloadKind::Deployment,
-                            name,
-                        }],
-                        checks: vec![
-                                "pods run the proxy image of the revision tag `default` points at"
-                                    .into(),
-                            ],
-                    },
-                ));
+                let workloads = vec![WorkloadRef {
+                    kind: WorkloadKind::Deployment,
+                    name: rel.name.clone(),
+                }];
+                let checks =
+                    vec!["pods run the proxy image of the revision tag `default` points at".into()];
+                gateway_ready.push(b.install_and_wait(rel, &[&after], workloads, checks));
             }
         }
     }
@@ -251,34 +252,19 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
                 .filter_map(|n| addon_ready.get(n).cloned()),
         );
         let needs_ref: Vec<&str> = needs.iter().map(String::as_str).collect();
-        let release = Release::new(
-            addon.release_name(),
-            &addon.namespace,
-            &addon.chart.repo,
-            &addon.chart.name,
-            &addon.chart.version,
-            Value::Object(addon.values.clone()),
-        );
-        let install = b.add(
-            format!("helm.install/{}", addon.release_name()),
+        let workloads = addon
+            .ready
+            .iter()
+            .map(|r| WorkloadRef {
+                kind: r.kind,
+                name: r.name.clone(),
+            })
+            .collect();
+        let ready = b.install_and_wait(
+            helm::addon_release(addon),
             &needs_ref,
-            Action::HelmInstall { release },
-        );
-        let ready = b.add(
-            format!("kube.wait/{}", addon.release_name()),
-            &[&install],
-            Action::WaitReady {
-                namespace: addon.namespace.clone(),
-                workloads: addon
-                    .ready
-                    .iter()
-                    .map(|r| WorkloadRef {
-                        kind: r.kind,
-                        name: r.name.clone(),
-                    })
-                    .collect(),
-                checks: Vec::new(),
-            },
+            workloads,
+            Vec::new(),
         );
         let mut last = ready.clone();
         if !addon.manifests.is_empty() {

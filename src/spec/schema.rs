@@ -13,13 +13,14 @@ use super::yaml::{FieldPath, Located};
 pub const K3D_SCHEMA: &str = include_str!("../schemas/k3d-v1alpha5.schema.json");
 pub const GATEWAY_SCHEMA: &str = include_str!("../schemas/istio-gateway-values.schema.json");
 
-fn compile(text: &str) -> Option<Validator> {
-    let schema: Value = serde_json::from_str(text).ok()?;
-    jsonschema::validator_for(&schema).ok()
-}
-
-static K3D: LazyLock<Option<Validator>> = LazyLock::new(|| compile(K3D_SCHEMA));
-static GATEWAY: LazyLock<Option<Validator>> = LazyLock::new(|| compile(GATEWAY_SCHEMA));
+static K3D_JSON: LazyLock<Value> =
+    LazyLock::new(|| serde_json::from_str(K3D_SCHEMA).unwrap_or(Value::Null));
+static GATEWAY_JSON: LazyLock<Value> =
+    LazyLock::new(|| serde_json::from_str(GATEWAY_SCHEMA).unwrap_or(Value::Null));
+static K3D: LazyLock<Option<Validator>> =
+    LazyLock::new(|| jsonschema::validator_for(&K3D_JSON).ok());
+static GATEWAY: LazyLock<Option<Validator>> =
+    LazyLock::new(|| jsonschema::validator_for(&GATEWAY_JSON).ok());
 
 /// Which schema to check against.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +34,13 @@ impl Schema {
         match self {
             Schema::K3d => K3D.as_ref(),
             Schema::GatewayValues => GATEWAY.as_ref(),
+        }
+    }
+
+    fn json(self) -> &'static Value {
+        match self {
+            Schema::K3d => &K3D_JSON,
+            Schema::GatewayValues => &GATEWAY_JSON,
         }
     }
 
@@ -128,16 +136,10 @@ fn schema_keyword(schema_path: &str) -> &str {
 
 /// The property names the schema allows at the object whose `additionalProperties` failed.
 fn allowed_keys(schema: Schema, schema_path: &str) -> Vec<String> {
-    let text = match schema {
-        Schema::K3d => K3D_SCHEMA,
-        Schema::GatewayValues => GATEWAY_SCHEMA,
-    };
-    let Ok(root) = serde_json::from_str::<Value>(text) else {
-        return Vec::new();
-    };
+    let root = schema.json();
     let parent = schema_path.trim_end_matches("/additionalProperties");
     let node = if parent.is_empty() {
-        Some(&root)
+        Some(root)
     } else {
         root.pointer(parent)
     };

@@ -228,10 +228,7 @@ fn watch(
     ns: &str,
     query: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    let labels = Selector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
-        .map_err(|e| ApiError::new(400, "BadRequest", e))?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
-        .map_err(|e| ApiError::new(400, "BadRequest", e))?;
+    let (labels, fields) = selectors(query)?;
     let from: u64 = query
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
@@ -318,16 +315,23 @@ fn line(e: &crate::store::Event) -> String {
     format!("{}\n", json!({"type": e.kind, "object": e.object}))
 }
 
+/// The `labelSelector` and `fieldSelector` query parameters; malformed ones are a 400.
+fn selectors(query: &HashMap<String, String>) -> Result<(Selector, FieldSelector), ApiError> {
+    let param = |k: &str| query.get(k).map(String::as_str).unwrap_or("");
+    let labels =
+        Selector::parse(param("labelSelector")).map_err(|e| ApiError::new(400, "BadRequest", e))?;
+    let fields = FieldSelector::parse(param("fieldSelector"))
+        .map_err(|e| ApiError::new(400, "BadRequest", e))?;
+    Ok((labels, fields))
+}
+
 fn list(
     s: &Store,
     res: &Resource,
     ns: &str,
     query: &HashMap<String, String>,
 ) -> Result<(StatusCode, Value), ApiError> {
-    let labels = Selector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
-        .map_err(|e| ApiError::new(400, "BadRequest", e))?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
-        .map_err(|e| ApiError::new(400, "BadRequest", e))?;
+    let (labels, fields) = selectors(query)?;
     let items = s.list(res, ns, &labels, &fields);
     Ok((
         StatusCode::OK,
