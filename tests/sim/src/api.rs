@@ -17,13 +17,26 @@ use crate::selector::{FieldSelector, Selector};
 use crate::store::{ApiError, Request, Resource, Store};
 
 pub type Shared = Arc<Mutex<Store>>;
+pub type SharedKnobs = Arc<std::sync::RwLock<crate::knobs::Knobs>>;
+
+#[derive(Clone)]
+struct AppState {
+    store: Shared,
+    knobs: SharedKnobs,
+}
 
 /// Kubernetes version the sim reports.
 pub const GIT_VERSION: &str = "v1.33.4+k3s1";
 
 /// Serve the API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, store: Shared) -> std::io::Result<()> {
-    let app = Router::new().fallback(handle).with_state(store);
+pub async fn serve(
+    listener: TcpListener,
+    store: Shared,
+    knobs: SharedKnobs,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .fallback(handle)
+        .with_state(AppState { store, knobs });
     axum::serve(listener, app).await
 }
 
@@ -43,8 +56,15 @@ fn error(e: &ApiError) -> Response {
     )
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 async fn handle(
-    State(store): State<Shared>,
+    State(state): State<AppState>,
     method: Method,
     uri: Uri,
     Query(query): Query<HashMap<String, String>>,
@@ -52,7 +72,35 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
-    let mut s = match store.lock() {
+    let (down, delay) = {
+        let k = match state.knobs.read() {
+            Ok(k) => k,
+            Err(p) => p.into_inner(),
+        };
+        (
+            k.api_down_until_ms > now_ms(),
+            k.slow_verbs.get(method.as_str()).copied().unwrap_or(0),
+        )
+    };
+    if down {
+        return error(&ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ));
+    }
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    if path == "/sim/helm" && method == Method::POST {
+        let req = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let mut s = match state.store.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        return json_response(StatusCode::OK, &crate::helm::serve(&mut s, &req));
+    }
+    let mut s = match state.store.lock() {
         Ok(s) => s,
         Err(p) => p.into_inner(),
     };
@@ -206,6 +254,9 @@ fn objects(
             )),
         },
         ("PATCH", Some(n), None | Some("status")) => patch(s, &res, ns, n, headers, parsed, query),
+        ("POST", Some(n), Some("eviction")) if res.plural == "pods" && res.group.is_empty() => {
+            crate::controllers::evict(s, ns, n).map(|o| (StatusCode::CREATED, o))
+        }
         ("DELETE", Some(n), None) => s.delete(&res, ns, n).map(|o| (StatusCode::OK, o)),
         _ => Err(ApiError::new(
             405,
@@ -363,11 +414,9 @@ fn patch(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     match content_type {
-        "application/json-patch+json" => Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "JSON patch is not simulated yet",
-        )),
+        "application/json-patch+json" => s
+            .json_patch(res, ns, name, &body)
+            .map(|o| (StatusCode::OK, o)),
         "application/apply-patch+yaml" | "application/apply-patch+json" => {
             if query.get("fieldManager").is_none_or(String::is_empty) {
                 return Err(ApiError::new(

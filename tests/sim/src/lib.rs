@@ -1,38 +1,117 @@
-//! paddock's simulated world: a Kubernetes API server with Istio's injection rules, for tests.
-//! Never part of the shipped `paddock` binary.
+//! paddock's simulated world: a Kubernetes API server with controllers and Istio's injection
+//! rules, fake `k3d` and `helm` executables, and load balancers that serve HTTP through the
+//! ingress gateway. For tests only; never part of the shipped `paddock` binary.
 
 pub mod api;
+pub mod charts;
+pub mod controllers;
+pub mod helm;
 pub mod injection;
+pub mod knobs;
+pub mod lb;
 pub mod selector;
 pub mod store;
+pub mod tools;
 pub mod webhook;
+pub mod world;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
+use knobs::Knobs;
 use store::Store;
 
-/// A running simulated cluster: its API address and its store.
+/// How a cluster is laid out and where it listens.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub servers: usize,
+    pub agents: usize,
+    pub knobs: Knobs,
+    /// Port of 127.0.0.1 for the API (0: any free port).
+    pub api_port: u16,
+    /// Load-balancer ports: (host port on 127.0.0.1, container port).
+    pub lb_ports: Vec<(u16, u16)>,
+    /// Sim home whose `knobs.json` is re-read when it changes.
+    pub home: Option<PathBuf>,
+    /// A store snapshot to start from (a stopped cluster being started again).
+    pub snapshot: Option<serde_json::Value>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            servers: 1,
+            agents: 0,
+            knobs: Knobs::default(),
+            api_port: 0,
+            lb_ports: Vec::new(),
+            home: None,
+            snapshot: None,
+        }
+    }
+}
+
+/// A running simulated cluster: its API address, its store and its controllers.
 #[derive(Debug)]
 pub struct Cluster {
     pub name: String,
     pub addr: SocketAddr,
     pub store: api::Shared,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub knobs: api::SharedKnobs,
+    /// Bound load-balancer ports: (host port, container port).
+    pub lb_ports: Vec<(u16, u16)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Cluster {
-    /// Start a cluster's API server on a free port of 127.0.0.1.
+    /// Start a cluster with one server node and default latencies on free ports of 127.0.0.1.
     pub async fn start(name: &str) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_with(name, Options::default()).await
+    }
+
+    pub async fn start_with(name: &str, opts: Options) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.api_port)).await?;
         let addr = listener.local_addr()?;
-        let store = Arc::new(Mutex::new(Store::new()));
-        let task = tokio::spawn(api::serve(listener, store.clone()));
+        let mut store = Store::new();
+        let mut ctrl = controllers::Controllers::new(name, opts.servers, opts.agents);
+        match &opts.snapshot {
+            Some(snap) => store.restore(snap),
+            None => ctrl.bootstrap(&mut store),
+        }
+        let store = Arc::new(Mutex::new(store));
+        let knobs = Arc::new(RwLock::new(opts.knobs.clone()));
+        let mut tasks = Vec::new();
+        let (s, k) = (store.clone(), knobs.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = api::serve(listener, s, k).await;
+        }));
+        let mut lb_ports = Vec::new();
+        for (host, container) in &opts.lb_ports {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", *host)).await?;
+            let bound = l.local_addr()?.port();
+            lb_ports.push((bound, *container));
+            tasks.push(tokio::spawn(lb::serve(
+                l,
+                name.to_string(),
+                *container,
+                store.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(run_controllers(
+            store.clone(),
+            knobs.clone(),
+            ctrl,
+            opts.home.clone(),
+        )));
         Ok(Self {
             name: name.to_string(),
             addr,
             store,
-            task,
+            knobs,
+            lb_ports,
+            tasks,
         })
     }
 
@@ -43,10 +122,79 @@ impl Cluster {
     pub fn kubeconfig(&self) -> String {
         api::kubeconfig(&self.name, &self.server_url())
     }
+
+    /// Change latencies and faults while the cluster runs.
+    pub fn set_knobs(&self, knobs: Knobs) {
+        match self.knobs.write() {
+            Ok(mut k) => *k = knobs,
+            Err(p) => *p.into_inner() = knobs,
+        }
+    }
+
+    /// Run `f` on the store (for assertions and for seeding a test's world).
+    pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        match self.store.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Run the controllers whenever the store changes, a deadline passes, or the knobs file does.
+async fn run_controllers(
+    store: api::Shared,
+    knobs: api::SharedKnobs,
+    mut ctrl: controllers::Controllers,
+    home: Option<PathBuf>,
+) {
+    let mut rx = match store.lock() {
+        Ok(s) => s.events.subscribe(),
+        Err(p) => p.into_inner().events.subscribe(),
+    };
+    let mut knobs_mtime = None;
+    loop {
+        if let Some(home) = &home {
+            let mtime = std::fs::metadata(Knobs::path(home))
+                .and_then(|m| m.modified())
+                .ok();
+            if mtime != knobs_mtime {
+                knobs_mtime = mtime;
+                if let Ok(k) = Knobs::load(home) {
+                    match knobs.write() {
+                        Ok(mut w) => *w = k,
+                        Err(p) => *p.into_inner() = k,
+                    }
+                }
+            }
+        }
+        let k = match knobs.read() {
+            Ok(k) => k.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let wake = {
+            let mut s = match store.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            ctrl.reconcile(&mut s, &k)
+        };
+        let idle = tokio::time::Instant::now() + Duration::from_millis(200);
+        let at = wake.map_or(idle, |w| tokio::time::Instant::from_std(w).min(idle));
+        tokio::select! {
+            _ = rx.recv() => {
+                // Let a burst of changes land, then reconcile once for all of them.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                while rx.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep_until(at) => {}
+        }
     }
 }

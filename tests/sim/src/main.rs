@@ -1,22 +1,129 @@
-//! `paddock-sim serve NAME [KUBECONFIG]`: run one simulated cluster's API server until killed,
-//! writing a k3d-style kubeconfig.
+//! `paddock-sim`: the sim's one binary.
+//!
+//! - Called as `k3d` or `helm` (a link with that name), or as `paddock-sim k3d ...` /
+//!   `paddock-sim helm ...`: the fake tools.
+//! - `paddock-sim serve NAME [KUBECONFIG]`: one in-process cluster until Ctrl-C.
+//! - `paddock-sim serve-cluster --home DIR --name NAME`: a k3d cluster's server process
+//!   (started by the fake `k3d`).
+//! - `paddock-sim link DIR`: make `DIR/k3d` and `DIR/helm` links to this binary.
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (name, kubeconfig) = match args.as_slice() {
-        [cmd, name, rest @ ..] if cmd == "serve" => (name.clone(), rest.first().cloned()),
+use std::path::PathBuf;
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    let called = argv
+        .first()
+        .map(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let args: Vec<String> = argv.iter().skip(1).cloned().collect();
+    let code = match (called.as_str(), args.first().map(String::as_str)) {
+        ("k3d" | "helm", _) => paddock_sim::tools::run(&called, &args),
+        (_, Some(tool @ ("k3d" | "helm"))) => paddock_sim::tools::run(tool, &args[1..]),
+        (_, Some("link")) => link(args.get(1)),
+        (_, Some("serve")) => serve(&args[1..]),
+        (_, Some("serve-cluster")) => serve_cluster(&args[1..]),
         _ => {
-            eprintln!("usage: paddock-sim serve NAME [KUBECONFIG]");
-            std::process::exit(2);
+            eprintln!(
+                "usage: paddock-sim (k3d|helm) ARGS... | serve NAME [KUBECONFIG] | serve-cluster --home DIR --name NAME | link DIR"
+            );
+            2
         }
     };
-    let cluster = paddock_sim::Cluster::start(&name).await?;
-    match kubeconfig {
-        Some(path) => std::fs::write(&path, cluster.kubeconfig())?,
-        None => print!("{}", cluster.kubeconfig()),
+    std::process::exit(code);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("paddock-sim: cannot start a runtime: {e}");
+            std::process::exit(1);
+        }
     }
-    eprintln!("cluster {name} serving on {}", cluster.server_url());
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+}
+
+fn link(dir: Option<&String>) -> i32 {
+    let Some(dir) = dir else {
+        eprintln!("usage: paddock-sim link DIR");
+        return 2;
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("paddock-sim: {e}");
+            return 1;
+        }
+    };
+    let dir = PathBuf::from(dir);
+    for tool in ["k3d", "helm"] {
+        let target = dir.join(tool);
+        let _ = std::fs::remove_file(&target);
+        if let Err(e) = std::os::unix::fs::symlink(&exe, &target) {
+            eprintln!("paddock-sim: {}: {e}", target.display());
+            return 1;
+        }
+    }
+    0
+}
+
+fn serve(args: &[String]) -> i32 {
+    let Some(name) = args.first() else {
+        eprintln!("usage: paddock-sim serve NAME [KUBECONFIG]");
+        return 2;
+    };
+    runtime().block_on(async {
+        let cluster = match paddock_sim::Cluster::start(name).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("paddock-sim: {e}");
+                return 1;
+            }
+        };
+        match args.get(1) {
+            Some(path) => {
+                if let Err(e) = std::fs::write(path, cluster.kubeconfig()) {
+                    eprintln!("paddock-sim: {path}: {e}");
+                    return 1;
+                }
+            }
+            None => print!("{}", cluster.kubeconfig()),
+        }
+        eprintln!("cluster {name} serving on {}", cluster.server_url());
+        let _ = tokio::signal::ctrl_c().await;
+        0
+    })
+}
+
+fn serve_cluster(args: &[String]) -> i32 {
+    let home = args
+        .iter()
+        .position(|a| a == "--home")
+        .and_then(|i| args.get(i + 1));
+    let name = args
+        .iter()
+        .position(|a| a == "--name")
+        .and_then(|i| args.get(i + 1));
+    let (Some(home), Some(name)) = (home, name) else {
+        eprintln!("usage: paddock-sim serve-cluster --home DIR --name NAME");
+        return 2;
+    };
+    match runtime().block_on(paddock_sim::world::serve_cluster(
+        PathBuf::from(home),
+        name.clone(),
+    )) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("paddock-sim: {e}");
+            1
+        }
+    }
 }

@@ -107,6 +107,46 @@ pub fn builtin_resources() -> Vec<Resource> {
             &[],
         ),
         Resource::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterroles",
+            "ClusterRole",
+            false,
+            &[],
+        ),
+        Resource::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+            &[],
+        ),
+        Resource::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "roles",
+            "Role",
+            true,
+            &[],
+        ),
+        Resource::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "rolebindings",
+            "RoleBinding",
+            true,
+            &[],
+        ),
+        Resource::new(
+            "autoscaling",
+            "v2",
+            "horizontalpodautoscalers",
+            "HorizontalPodAutoscaler",
+            true,
+            &["hpa"],
+        ),
+        Resource::new(
             "apiextensions.k8s.io",
             "v1",
             "customresourcedefinitions",
@@ -117,12 +157,27 @@ pub fn builtin_resources() -> Vec<Resource> {
     ]
 }
 
+static BUILTIN: std::sync::LazyLock<Vec<Resource>> = std::sync::LazyLock::new(builtin_resources);
+
+/// A built-in resource by plural name (`"pods"`, `"deployments"`, ...).
+///
+/// # Panics
+/// On a plural the sim does not serve: a programming error in the sim itself.
+pub fn res(plural: &str) -> Resource {
+    BUILTIN
+        .iter()
+        .find(|r| r.plural == plural)
+        .cloned()
+        .unwrap_or_else(|| panic!("the sim serves no built-in resource {plural:?}"))
+}
+
 /// An API error, rendered as a Kubernetes `Status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
+    pub causes: Vec<Value>,
 }
 
 impl ApiError {
@@ -131,6 +186,7 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
+            causes: Vec::new(),
         }
     }
 
@@ -140,10 +196,14 @@ impl ApiError {
     }
 
     pub fn status(&self) -> Value {
-        json!({
+        let mut v = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
-        })
+        });
+        if !self.causes.is_empty() {
+            v["details"] = json!({"causes": self.causes});
+        }
+        v
     }
 }
 
@@ -202,7 +262,7 @@ impl Default for Store {
     }
 }
 
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -371,8 +431,10 @@ impl Store {
                     "the namespace of the object is required",
                 ));
             }
-            let ns_res = Resource::new("", "v1", "namespaces", "Namespace", false, &[]);
-            match self.objects.get(&Self::key(&ns_res, "", ns)) {
+            match self
+                .objects
+                .get(&Self::key(&self::res("namespaces"), "", ns))
+            {
                 None => {
                     return Err(ApiError::new(
                         404,
@@ -422,6 +484,13 @@ impl Store {
         m.insert("generation".into(), json!(1));
         if res.plural == "customresourcedefinitions" {
             self.register_crd(&obj);
+            obj["status"] = json!({"conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},
+            ], "acceptedNames": obj.pointer("/spec/names").cloned().unwrap_or(Value::Null)});
+        }
+        if res.plural == "namespaces" {
+            obj["status"] = json!({"phase": "Active"});
         }
         self.objects.insert(key, obj.clone());
         self.notify("ADDED", res, &obj);
@@ -562,10 +631,180 @@ impl Store {
         }
     }
 
+    /// Apply an RFC 6902 JSON patch.
+    pub fn json_patch(
+        &mut self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        ops: &Value,
+    ) -> Result<Value, ApiError> {
+        let mut obj = self.get(res, ns, name)?;
+        apply_json_patch(&mut obj, ops).map_err(|e| ApiError::new(422, "Invalid", e))?;
+        self.update(res, ns, name, obj)
+    }
+
+    /// Every stored object of a resource in a namespace (all namespaces when empty).
+    pub fn all(&self, res: &Resource, ns: &str) -> Vec<Value> {
+        self.list(res, ns, &Selector::default(), &FieldSelector::default())
+    }
+
+    /// Every object and the counters, to survive a stop and start.
+    pub fn snapshot(&self) -> Value {
+        let objects: Vec<Value> = self
+            .objects
+            .iter()
+            .map(|(k, v)| json!({"group": k.group, "plural": k.plural, "object": v}))
+            .collect();
+        json!({"revision": self.revision, "uid": self.uid, "objects": objects})
+    }
+
+    /// Load a snapshot into an empty store.
+    pub fn restore(&mut self, snap: &Value) {
+        self.revision = snap["revision"].as_u64().unwrap_or(1);
+        self.uid = snap["uid"].as_u64().unwrap_or(0);
+        let entries = snap["objects"].as_array().cloned().unwrap_or_default();
+        for e in &entries {
+            if e["plural"] == "customresourcedefinitions" {
+                self.register_crd(&e["object"]);
+            }
+        }
+        for e in entries {
+            let (group, plural) = (
+                e["group"].as_str().unwrap_or_default(),
+                e["plural"].as_str().unwrap_or_default(),
+            );
+            let obj = &e["object"];
+            let namespaced = self
+                .resources
+                .iter()
+                .find(|r| r.group == group && r.plural == plural)
+                .is_some_and(|r| r.namespaced);
+            let key = Key {
+                group: group.to_string(),
+                plural: plural.to_string(),
+                namespace: if namespaced {
+                    obj.pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                } else {
+                    String::new()
+                },
+                name: obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            self.objects.insert(key, obj.clone());
+        }
+    }
+
     /// Count of mutating requests seen so far.
     pub fn mutating_requests(&self) -> usize {
         self.requests.iter().filter(|r| r.is_mutating()).count()
     }
+}
+
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+/// The parent of a JSON pointer's target and the last token.
+fn split_pointer(path: &str) -> Result<(String, String), String> {
+    let (parent, last) = path
+        .rsplit_once('/')
+        .ok_or_else(|| format!("invalid JSON pointer {path:?}"))?;
+    Ok((parent.to_string(), unescape(last)))
+}
+
+fn pointer_add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    if path.is_empty() {
+        *doc = value;
+        return Ok(());
+    }
+    let (parent, last) = split_pointer(path)?;
+    match doc.pointer_mut(&parent) {
+        Some(Value::Object(m)) => {
+            m.insert(last, value);
+            Ok(())
+        }
+        Some(Value::Array(a)) => {
+            let i = if last == "-" {
+                a.len()
+            } else {
+                last.parse::<usize>()
+                    .map_err(|_| format!("invalid array index {last:?}"))?
+            };
+            if i > a.len() {
+                return Err(format!("array index {i} out of bounds"));
+            }
+            a.insert(i, value);
+            Ok(())
+        }
+        _ => Err(format!("doc is missing path: {path:?}")),
+    }
+}
+
+fn pointer_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
+    let (parent, last) = split_pointer(path)?;
+    let missing = || format!("unable to remove nonexistent key: {last}: missing value");
+    match doc.pointer_mut(&parent) {
+        Some(Value::Object(m)) => m.remove(&last).ok_or_else(missing),
+        Some(Value::Array(a)) => {
+            let i: usize = last.parse().map_err(|_| missing())?;
+            if i < a.len() {
+                Ok(a.remove(i))
+            } else {
+                Err(missing())
+            }
+        }
+        _ => Err(missing()),
+    }
+}
+
+/// RFC 6902 JSON patch: add, remove, replace, move, copy, test.
+pub fn apply_json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
+    let ops = ops
+        .as_array()
+        .ok_or("a JSON patch is an array of operations")?;
+    for op in ops {
+        let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+        let value = || op.get("value").cloned().ok_or("missing value");
+        match op.get("op").and_then(Value::as_str).unwrap_or("") {
+            "add" => pointer_add(doc, path, value()?)?,
+            "remove" => {
+                pointer_remove(doc, path)?;
+            }
+            "replace" => {
+                let v = value()?;
+                let slot = doc.pointer_mut(path).ok_or_else(|| {
+                    format!("replace operation does not apply: doc is missing key: {path}")
+                })?;
+                *slot = v;
+            }
+            "move" | "copy" => {
+                let from = op
+                    .get("from")
+                    .and_then(Value::as_str)
+                    .ok_or("missing from")?;
+                let v = if op["op"] == "move" {
+                    pointer_remove(doc, from)?
+                } else {
+                    doc.pointer(from).cloned().ok_or("missing from path")?
+                };
+                pointer_add(doc, path, v)?;
+            }
+            "test" => {
+                if doc.pointer(path) != Some(&value()?) {
+                    return Err(format!("testing value {path} failed"));
+                }
+            }
+            other => return Err(format!("unexpected kind of patch operation {other:?}")),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -654,6 +893,32 @@ mod tests {
             .patch(&d, "x", "d", &json!({"spec": {"replicas": 2}}))
             .expect("scale");
         assert_eq!(o["metadata"]["generation"], 2);
+    }
+
+    #[test]
+    fn json_patch_follows_rfc_6902() {
+        let mut doc = json!({"a": {"b": [1, 2]}, "c": "x"});
+        apply_json_patch(
+            &mut doc,
+            &json!([
+                {"op": "add", "path": "/a/b/1", "value": 9},
+                {"op": "add", "path": "/a/b/-", "value": 3},
+                {"op": "replace", "path": "/c", "value": "y"},
+                {"op": "copy", "from": "/c", "path": "/d"},
+                {"op": "move", "from": "/d", "path": "/a/e~1f"},
+                {"op": "remove", "path": "/a/b/0"},
+                {"op": "test", "path": "/c", "value": "y"},
+            ]),
+        )
+        .expect("patch applies");
+        assert_eq!(doc, json!({"a": {"b": [9, 2, 3], "e/f": "y"}, "c": "y"}));
+        let err = apply_json_patch(
+            &mut doc,
+            &json!([{"op": "test", "path": "/c", "value": "z"}]),
+        )
+        .expect_err("test fails");
+        assert!(err.contains("/c"), "{err}");
+        assert!(apply_json_patch(&mut doc, &json!([{"op": "remove", "path": "/nope"}])).is_err());
     }
 
     #[test]

@@ -9,17 +9,10 @@ use serde_json::{Value, json};
 
 use crate::injection::{Decision, Injectors, resolve};
 use crate::selector::labels_of;
-use crate::store::{ApiError, Resource, Store};
+use crate::store::{ApiError, Resource, Store, res};
 
 fn mwc() -> Resource {
-    Resource::new(
-        "admissionregistration.k8s.io",
-        "v1",
-        "mutatingwebhookconfigurations",
-        "MutatingWebhookConfiguration",
-        false,
-        &[],
-    )
+    res("mutatingwebhookconfigurations")
 }
 
 /// The injectors the cluster's webhook configurations describe.
@@ -45,7 +38,7 @@ pub fn injectors(store: &Store) -> Injectors {
 
 /// The proxy image a revision injects: ConfigMap `istio-sidecar-injector-<rev>` key `values`.
 pub fn expected_image(store: &Store, revision: &str) -> Option<String> {
-    let cm = Resource::new("", "v1", "configmaps", "ConfigMap", true, &[]);
+    let cm = res("configmaps");
     let name = if revision.is_empty() {
         "istio-sidecar-injector".to_string()
     } else {
@@ -72,7 +65,7 @@ fn webhook_failure(webhook: &str, why: String) -> ApiError {
 
 /// Mutate a pod being created, or refuse it as a `failurePolicy: Fail` webhook would.
 pub fn admit_pod(store: &Store, namespace: &str, pod: &mut Value) -> Result<(), ApiError> {
-    let ns_res = Resource::new("", "v1", "namespaces", "Namespace", false, &[]);
+    let ns_res = res("namespaces");
     let ns_labels = store
         .get(&ns_res, "", namespace)
         .map(|n| labels_of(&n))
@@ -100,7 +93,7 @@ pub fn admit_pod(store: &Store, namespace: &str, pod: &mut Value) -> Result<(), 
     } else {
         format!("istiod-{revision}")
     };
-    let deploy = Resource::new("apps", "v1", "deployments", "Deployment", true, &[]);
+    let deploy = res("deployments");
     let ready = store
         .get(&deploy, "istio-system", &service)
         .ok()
@@ -120,7 +113,20 @@ pub fn admit_pod(store: &Store, namespace: &str, pod: &mut Value) -> Result<(), 
             format!("injector ConfigMap for revision \"{revision}\" has no proxy image"),
         ));
     };
-    let native = native_sidecars(&image);
+    // The gateway template: the pod's own `istio-proxy` container (image `auto`) becomes the
+    // proxy, rather than a sidecar being added.
+    let existing = pod
+        .pointer_mut("/spec/containers")
+        .and_then(Value::as_array_mut)
+        .and_then(|cs| {
+            cs.iter_mut()
+                .find(|c| c.get("name").and_then(Value::as_str) == Some("istio-proxy"))
+        });
+    let gateway = existing.is_some();
+    if let Some(c) = existing {
+        c["image"] = json!(image);
+    }
+    let native = !gateway && native_sidecars(&image);
     let proxy = if native {
         json!({"name": "istio-proxy", "image": image, "restartPolicy": "Always"})
     } else {
@@ -134,7 +140,7 @@ pub fn admit_pod(store: &Store, namespace: &str, pod: &mut Value) -> Result<(), 
     let spec = pod
         .as_object_mut()
         .and_then(|o| o.entry("spec").or_insert_with(|| json!({})).as_object_mut());
-    if let Some(spec) = spec {
+    if let Some(spec) = spec.filter(|_| !gateway) {
         let slot = spec.entry(list).or_insert_with(|| json!([]));
         if let Some(arr) = slot.as_array_mut() {
             if native {
@@ -180,9 +186,9 @@ mod tests {
 
     fn world(ca: &str, ready: u64) -> Store {
         let mut s = Store::new();
-        let ns = Resource::new("", "v1", "namespaces", "Namespace", false, &[]);
-        let cm = Resource::new("", "v1", "configmaps", "ConfigMap", true, &[]);
-        let deploy = Resource::new("apps", "v1", "deployments", "Deployment", true, &[]);
+        let ns = res("namespaces");
+        let cm = res("configmaps");
+        let deploy = res("deployments");
         s.create(&ns, "", json!({"metadata": {"name": "istio-system"}}))
             .expect("ns");
         s.create(
@@ -249,7 +255,7 @@ mod tests {
     #[test]
     fn the_store_admits_pods_through_the_webhook() {
         let mut s = world("Y2E=", 1);
-        let pods = Resource::new("", "v1", "pods", "Pod", true, &[]);
+        let pods = res("pods");
         let created = s
             .create(&pods, "apps", json!({"metadata": {"name": "p"}}))
             .expect("created");

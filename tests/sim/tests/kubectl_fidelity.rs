@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use paddock_sim::Cluster;
-use paddock_sim::store::Resource;
+use paddock_sim::store::res;
 use serde_json::{Value, json};
 
 fn workspace() -> PathBuf {
@@ -42,33 +42,29 @@ fn require_or_skip(tool: &str) -> bool {
 }
 
 fn seed(cluster: &Cluster) {
-    let mut s = cluster.store.lock().expect("store");
-    let ns = Resource::new("", "v1", "namespaces", "Namespace", false, &[]);
-    let pods = Resource::new("", "v1", "pods", "Pod", true, &[]);
-    let deploy = Resource::new("apps", "v1", "deployments", "Deployment", true, &[]);
-    for n in ["apps", "istio-system"] {
+    cluster.with_store(|s| {
+        for n in ["apps", "mesh"] {
+            s.create(&res("namespaces"), "", json!({"metadata": {"name": n}}))
+                .expect("namespace");
+        }
+        let labels = json!({"app": "httpbin"});
         s.create(
-            &ns,
-            "",
-            json!({"metadata": {"name": n, "labels": {"istio.io/rev": "stable"}}}),
+            &res("deployments"),
+            "apps",
+            json!({"metadata": {"name": "httpbin"}, "spec": {"replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "httpbin", "image": "kennethreitz/httpbin"}]}}}}),
         )
-        .expect("namespace");
-    }
-    s.create(
-        &deploy,
-        "apps",
-        json!({"metadata": {"name": "httpbin"}, "spec": {"replicas": 2}}),
-    )
-    .expect("deployment");
-    for i in 0..2 {
-        s.create(&pods, "apps", json!({"metadata": {"name": format!("httpbin-{i}"), "labels": {"app": "httpbin"}}, "status": {"phase": "Running"}})).expect("pod");
-    }
-    s.create(
-        &pods,
-        "istio-system",
-        json!({"metadata": {"name": "istiod-1-30-3-0", "labels": {"app": "istiod"}}}),
-    )
-    .expect("pod");
+        .expect("deployment");
+        s.create(
+            &res("pods"),
+            "mesh",
+            json!({"metadata": {"name": "bare", "labels": {"app": "bare"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+        )
+        .expect("pod");
+    });
 }
 
 fn run(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> String {
@@ -100,54 +96,84 @@ async fn real_kubectl_lists_namespaces_pods_and_deployments() {
 
     let kc = kubectl.clone();
     let kcfg = kubeconfig.clone();
-    let (namespaces, pods, selected, deploy, ctx) = tokio::task::spawn_blocking(move || {
-        (
-            run(&kc, &kcfg, &["get", "namespaces", "-o", "name"]),
-            run(&kc, &kcfg, &["get", "pods", "-A", "-o", "name"]),
-            run(
-                &kc,
-                &kcfg,
-                &[
-                    "get",
-                    "pods",
-                    "-n",
-                    "apps",
-                    "-l",
-                    "app in (httpbin)",
-                    "-o",
-                    "name",
-                ],
-            ),
-            run(
-                &kc,
-                &kcfg,
-                &["get", "deploy", "httpbin", "-n", "apps", "-o", "json"],
-            ),
-            run(&kc, &kcfg, &["config", "current-context"]),
-        )
-    })
-    .await
-    .expect("kubectl task");
+    let (rollout, namespaces, pods, selected, deploy, ctx) =
+        tokio::task::spawn_blocking(move || {
+            // Rollout status first: it waits for the controllers, so the lists see their pods.
+            (
+                run(
+                    &kc,
+                    &kcfg,
+                    &[
+                        "rollout",
+                        "status",
+                        "deployment/httpbin",
+                        "-n",
+                        "apps",
+                        "--timeout=20s",
+                    ],
+                ),
+                run(&kc, &kcfg, &["get", "namespaces", "-o", "name"]),
+                run(&kc, &kcfg, &["get", "pods", "-A", "-o", "name"]),
+                run(
+                    &kc,
+                    &kcfg,
+                    &[
+                        "get",
+                        "pods",
+                        "-n",
+                        "apps",
+                        "-l",
+                        "app in (httpbin)",
+                        "-o",
+                        "name",
+                    ],
+                ),
+                run(
+                    &kc,
+                    &kcfg,
+                    &["get", "deploy", "httpbin", "-n", "apps", "-o", "json"],
+                ),
+                run(&kc, &kcfg, &["config", "current-context"]),
+            )
+        })
+        .await
+        .expect("kubectl task");
 
-    assert_eq!(
-        namespaces.lines().collect::<Vec<_>>(),
-        ["namespace/apps", "namespace/istio-system"]
+    let namespaces: Vec<&str> = namespaces.lines().collect();
+    for n in [
+        "namespace/apps",
+        "namespace/mesh",
+        "namespace/kube-system",
+        "namespace/default",
+    ] {
+        assert!(namespaces.contains(&n), "{n} in {namespaces:?}");
+    }
+    assert!(pods.lines().any(|l| l == "pod/bare"), "{pods}");
+    assert!(
+        pods.lines().any(|l| l.starts_with("pod/coredns-")),
+        "k3s system pods run: {pods}"
     );
-    assert_eq!(pods.lines().count(), 3, "{pods}");
-    assert_eq!(
-        selected.lines().collect::<Vec<_>>(),
-        ["pod/httpbin-0", "pod/httpbin-1"]
-    );
+    let selected: Vec<&str> = selected.lines().collect();
+    assert_eq!(selected.len(), 2, "{selected:?}");
+    assert!(selected.iter().all(|p| p.starts_with("pod/httpbin-")));
     let d: Value = serde_json::from_str(&deploy).expect("deployment json");
     assert_eq!(d["spec"]["replicas"], 2);
     assert_eq!(d["metadata"]["namespace"], "apps");
     assert_eq!(ctx.trim(), "k3d-fidelity");
+    assert!(
+        rollout.contains("successfully rolled out"),
+        "kubectl's rollout rules accept the sim's status: {rollout}"
+    );
     let store = cluster.store.lock().expect("store");
     assert!(
         store.requests.len() >= 5,
         "the request log saw kubectl's calls"
     );
-    assert_eq!(store.mutating_requests(), 0, "kubectl get mutates nothing");
+    assert_eq!(
+        store.mutating_requests(),
+        0,
+        "kubectl get and rollout status mutate nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,15 +213,17 @@ async fn real_kubectl_watch_sees_changes_as_they_happen() {
         rx.recv_timeout(Duration::from_secs(10))
             .expect("a watch line within 10 s")
     };
-    let mut seen = vec![next(&rx), next(&rx)];
+    let mut seen: Vec<String> = (0..6).map(|_| next(&rx)).collect();
     seen.sort();
-    assert_eq!(seen, ["namespace/apps", "namespace/istio-system"]);
-    {
-        let mut s = cluster.store.lock().expect("store");
-        let ns = Resource::new("", "v1", "namespaces", "Namespace", false, &[]);
-        s.create(&ns, "", json!({"metadata": {"name": "late"}}))
-            .expect("namespace");
-    }
+    assert!(seen.contains(&"namespace/mesh".to_string()), "{seen:?}");
+    cluster.with_store(|s| {
+        s.create(
+            &res("namespaces"),
+            "",
+            json!({"metadata": {"name": "late"}}),
+        )
+        .expect("namespace");
+    });
     assert_eq!(next(&rx), "namespace/late");
     let _ = child.kill();
     let _ = child.wait();

@@ -1,0 +1,283 @@
+//! The process-backed world behind the fake `k3d`: one sim home directory
+//! (`PADDOCK_SIM_HOME`) holds a record per cluster and per registry, the knobs file and the
+//! log of every fake tool invocation. Each running cluster is a `paddock-sim serve-cluster`
+//! process serving its API and load-balancer ports on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The sim home: `PADDOCK_SIM_HOME`, else `$TMPDIR/paddock-sim`.
+pub fn home() -> PathBuf {
+    std::env::var_os("PADDOCK_SIM_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("paddock-sim"))
+}
+
+/// A cluster as the fake k3d knows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterRecord {
+    pub name: String,
+    pub pid: Option<u32>,
+    pub api_port: u16,
+    pub servers: usize,
+    pub agents: usize,
+    pub image: String,
+    /// (host port, container port) through the load balancer.
+    pub lb_ports: Vec<(u16, u16)>,
+    /// Docker labels of every node (k3d's own plus `options.runtime.labels`).
+    pub labels: BTreeMap<String, String>,
+    /// Images loaded with `k3d image import`.
+    pub images: Vec<String>,
+    /// Registries from `registries.use`.
+    pub registries: Vec<String>,
+    pub running: bool,
+    pub created: String,
+    /// The config the cluster was created from.
+    pub config: Value,
+}
+
+impl ClusterRecord {
+    pub fn dir(home: &Path) -> PathBuf {
+        home.join("clusters")
+    }
+
+    pub fn path(home: &Path, name: &str) -> PathBuf {
+        Self::dir(home).join(format!("{name}.json"))
+    }
+
+    pub fn snapshot_path(home: &Path, name: &str) -> PathBuf {
+        Self::dir(home).join(format!("{name}.store.json"))
+    }
+
+    pub fn log_path(home: &Path, name: &str) -> PathBuf {
+        Self::dir(home).join(format!("{name}.log"))
+    }
+
+    pub fn load(home: &Path, name: &str) -> Option<Self> {
+        let text = std::fs::read_to_string(Self::path(home, name)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn save(&self, home: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(Self::dir(home))?;
+        let tmp = Self::dir(home).join(format!(".{}.tmp", self.name));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(tmp, Self::path(home, &self.name))
+    }
+
+    pub fn list(home: &Path) -> Vec<Self> {
+        let mut out: Vec<Self> = std::fs::read_dir(Self::dir(home))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let stem = name.strip_suffix(".json")?;
+                if stem.ends_with(".store") || stem.starts_with('.') {
+                    return None;
+                }
+                Self::load(home, stem)
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Is the cluster's server process alive?
+    pub fn is_running(&self) -> bool {
+        self.running && self.pid.is_some_and(alive)
+    }
+
+    pub fn server_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn kubeconfig(&self) -> String {
+        crate::api::kubeconfig(&self.name, &self.server_url())
+    }
+}
+
+/// A registry made by `k3d registry create`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegistryRecord {
+    /// Without the `k3d-` prefix.
+    pub name: String,
+    pub host_port: u16,
+    pub proxy_remote_url: String,
+    pub volumes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl RegistryRecord {
+    pub fn path(home: &Path, name: &str) -> PathBuf {
+        home.join("registries").join(format!("{name}.json"))
+    }
+
+    pub fn list(home: &Path) -> Vec<Self> {
+        let mut out: Vec<Self> = std::fs::read_dir(home.join("registries"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn save(&self, home: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(home.join("registries"))?;
+        std::fs::write(
+            Self::path(home, &self.name),
+            serde_json::to_vec_pretty(self)?,
+        )
+    }
+}
+
+/// Is a process alive (and not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Send a signal to a process with the system's `kill`.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// Stop a cluster's server process, letting it save its store first.
+pub fn stop_server(pid: u32) {
+    signal(pid, "TERM");
+    for _ in 0..200 {
+        if !alive(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(pid, "KILL");
+}
+
+/// Start a cluster's server process, detached from the caller, and wait until it serves.
+pub fn spawn_server(home: &Path, name: &str) -> Result<ClusterRecord, String> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let log =
+        std::fs::File::create(ClusterRecord::log_path(home, name)).map_err(|e| e.to_string())?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(exe)
+        .args(["serve-cluster", "--home"])
+        .arg(home)
+        .args(["--name", name])
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = child.id();
+    for _ in 0..1000 {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log =
+                std::fs::read_to_string(ClusterRecord::log_path(home, name)).unwrap_or_default();
+            return Err(format!("cluster process exited ({status}): {}", log.trim()));
+        }
+        if let Some(rec) = ClusterRecord::load(home, name)
+            && rec.running
+            && rec.pid == Some(pid)
+        {
+            // Reap it later from nobody: detach so it outlives this process.
+            std::mem::forget(child);
+            return Ok(rec);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(pid, "KILL");
+    Err("cluster process did not start within 5s".into())
+}
+
+/// `paddock-sim serve-cluster --home H --name N`: run one cluster from its record until
+/// SIGTERM, then save its store so `k3d cluster start` can bring it back.
+pub async fn serve_cluster(home: PathBuf, name: String) -> Result<(), String> {
+    let mut rec =
+        ClusterRecord::load(&home, &name).ok_or(format!("no cluster record for {name}"))?;
+    let snapshot = std::fs::read_to_string(ClusterRecord::snapshot_path(&home, &name))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let knobs = crate::knobs::Knobs::load(&home)?;
+    let cluster = crate::Cluster::start_with(
+        &name,
+        crate::Options {
+            servers: rec.servers,
+            agents: rec.agents,
+            knobs,
+            api_port: rec.api_port,
+            lb_ports: rec.lb_ports.clone(),
+            home: Some(home.clone()),
+            snapshot,
+        },
+    )
+    .await
+    .map_err(|e| format!("Bind for 127.0.0.1 failed: {e}: port is already allocated"))?;
+    rec.api_port = cluster.addr.port();
+    rec.lb_ports = cluster.lb_ports.clone();
+    rec.pid = Some(std::process::id());
+    rec.running = true;
+    rec.save(&home).map_err(|e| e.to_string())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let snap = cluster.with_store(|s| s.snapshot());
+    let _ = std::fs::write(ClusterRecord::snapshot_path(&home, &name), snap.to_string());
+    Ok(())
+}
+
+/// One fake tool invocation, as logged in `invocations.ndjson`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invocation {
+    pub tool: String,
+    pub args: Vec<String>,
+    pub code: i32,
+    pub ms: u64,
+}
+
+pub fn invocations_path(home: &Path) -> PathBuf {
+    home.join("invocations.ndjson")
+}
+
+/// Every fake tool invocation so far, in order.
+pub fn invocations(home: &Path) -> Vec<Invocation> {
+    std::fs::read_to_string(invocations_path(home))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub fn log_invocation(home: &Path, inv: &Invocation) {
+    use std::io::Write;
+    let _ = std::fs::create_dir_all(home);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(invocations_path(home))
+        && let Ok(line) = serde_json::to_string(inv)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
