@@ -225,7 +225,12 @@ fn objects(
     let parsed: Option<Value> = if body.is_empty() {
         None
     } else {
-        serde_json::from_slice(body).ok()
+        serde_json::from_slice(body).ok().or_else(|| {
+            // Server-side apply bodies may be YAML.
+            std::str::from_utf8(body)
+                .ok()
+                .and_then(|t| serde_saphyr::from_str(t).ok())
+        })
     };
     let watching = query.get("watch").is_some_and(|w| w == "1" || w == "true");
     if watching && method == Method::GET && name.is_none() {

@@ -231,7 +231,8 @@ fn webhook(
     let mut w = json!({
         "name": name, "failurePolicy": failure, "sideEffects": "None",
         "admissionReviewVersions": ["v1"],
-        "clientConfig": {"service": {"name": service, "namespace": "istio-system", "path": path, "port": 443}, "caBundle": ""},
+        // No caBundle: the chart leaves it to istiod, which patches it in once serving.
+        "clientConfig": {"service": {"name": service, "namespace": "istio-system", "path": path, "port": 443}},
     });
     if let Some(s) = ns_sel {
         w["namespaceSelector"] = s;
