@@ -442,7 +442,9 @@ async fn istiod_patches_ca_bundles_once_ready_unless_stalled() {
             "istio-sidecar-injector-1-29-6",
         )
         .expect("hook")["webhooks"][0]["clientConfig"]["caBundle"]
-            .clone()
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     });
     assert_eq!(stalled, "", "a stalled revision never gets its caBundle");
 }
