@@ -317,7 +317,8 @@ fn watch(
             && labels.matches(&crate::selector::labels_of(&e.object))
             && fields.matches(&e.object)
     };
-    let mut initial: Vec<String> = if from == 0 {
+    let initial_events = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let mut initial: Vec<String> = if from == 0 || initial_events {
         s.list(res, "", &Selector::default(), &FieldSelector::default())
             .into_iter()
             .map(|o| crate::store::Event {
@@ -337,6 +338,14 @@ fn watch(
             .map(line)
             .collect()
     };
+    if initial_events {
+        // The watch-list protocol: a bookmark marks the end of the initial state.
+        let bookmark = json!({"type": "BOOKMARK", "object": {
+            "kind": res.kind, "apiVersion": res.api_version(),
+            "metadata": {"resourceVersion": s.revision().to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"}}}});
+        initial.push(format!("{bookmark}\n"));
+    }
     initial.reverse();
     let rx = s.events.subscribe();
     let last = s.revision();
