@@ -1,0 +1,121 @@
+//! `cargo bench -p paddock-sim`: how fast the sim starts a cluster and how it copes with 1,000
+//! pods (10 Deployments × 100 replicas) at default latencies. Prints numbers; asserts nothing.
+
+use std::time::{Duration, Instant};
+
+use paddock_sim::Cluster;
+use paddock_sim::store::res;
+use serde_json::json;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut starts = Vec::new();
+        for i in 0..20 {
+            let t = Instant::now();
+            let c = Cluster::start(&format!("bench{i}")).await.expect("start");
+            // Started = API answering and nodes Ready with CoreDNS rolled out.
+            loop {
+                let ready = c.with_store(|s| {
+                    s.get(&res("deployments"), "kube-system", "coredns")
+                        .is_ok_and(|d| d["status"]["readyReplicas"] == 1)
+                });
+                if ready {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            starts.push(t.elapsed());
+        }
+        starts.sort();
+        println!(
+            "cluster start to CoreDNS ready: median {:?}, max {:?} (20 runs, default latencies)",
+            starts[10], starts[19]
+        );
+
+        let c = Cluster::start("bench-pods").await.expect("start");
+        let t = Instant::now();
+        c.with_store(|s| {
+            s.create(&res("namespaces"), "", json!({"metadata": {"name": "load"}}))
+                .expect("ns");
+            for d in 0..10 {
+                let labels = json!({"app": format!("app{d}")});
+                s.create(
+                    &res("deployments"),
+                    "load",
+                    json!({"metadata": {"name": format!("app{d}")}, "spec": {"replicas": 100,
+                        "selector": {"matchLabels": labels},
+                        "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "app:1"}]}}}}),
+                )
+                .expect("deployment");
+            }
+        });
+        loop {
+            let ready: i64 = c.with_store(|s| {
+                s.all(&res("deployments"), "load")
+                    .iter()
+                    .map(|d| d["status"]["readyReplicas"].as_i64().unwrap_or(0))
+                    .sum()
+            });
+            if ready == 1000 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        println!("1,000 pods from 10 Deployments created and Ready: {:?}", t.elapsed());
+
+        let url = format!("{}/api/v1/namespaces/load/pods", c.server_url());
+        let t = Instant::now();
+        let n = 20;
+        for _ in 0..n {
+            let u = url.clone();
+            tokio::task::spawn_blocking(move || get(&u)).await.expect("join");
+        }
+        println!("LIST of 1,000 pods over HTTP: {:?} each", t.elapsed() / n);
+        let one = format!("{}/apis/apps/v1/namespaces/load/deployments/app0", c.server_url());
+        let t = Instant::now();
+        for _ in 0..200 {
+            let u = one.clone();
+            tokio::task::spawn_blocking(move || get(&u)).await.expect("join");
+        }
+        println!("GET of one Deployment with 1,000 pods stored: {:?} each", t.elapsed() / 200);
+
+        let t = Instant::now();
+        c.with_store(|s| {
+            for d in 0..10 {
+                s.patch(&res("deployments"), "load", &format!("app{d}"),
+                    &json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "now"}}}}}))
+                    .expect("restart");
+            }
+        });
+        loop {
+            let done = c.with_store(|s| {
+                s.all(&res("deployments"), "load").iter().all(|d| {
+                    d["status"]["observedGeneration"] == d["metadata"]["generation"]
+                        && d["status"]["updatedReplicas"] == 100
+                        && d["status"]["replicas"] == 100
+                        && d["status"]["readyReplicas"] == 100
+                })
+            });
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        println!("rolling restart of all 1,000 pods (25% surge): {:?}", t.elapsed());
+    });
+}
+
+fn get(url: &str) {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').expect("path");
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+}
