@@ -115,7 +115,11 @@ fn get(url: &str) {
     let rest = url.trim_start_matches("http://");
     let (host, path) = rest.split_once('/').expect("path");
     let mut s = std::net::TcpStream::connect(host).expect("connect");
-    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut out = Vec::new();
     s.read_to_end(&mut out).expect("read");
 }

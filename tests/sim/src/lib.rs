@@ -5,6 +5,7 @@
 pub mod api;
 pub mod charts;
 pub mod controllers;
+pub mod docker;
 pub mod helm;
 pub mod injection;
 pub mod knobs;
@@ -37,6 +38,8 @@ pub struct Options {
     pub home: Option<PathBuf>,
     /// A store snapshot to start from (a stopped cluster being started again).
     pub snapshot: Option<serde_json::Value>,
+    /// Address to listen on: 127.0.0.1, or 0.0.0.0 inside a node container.
+    pub bind: String,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             lb_ports: Vec::new(),
             home: None,
             snapshot: None,
+            bind: "127.0.0.1".into(),
         }
     }
 }
@@ -72,7 +76,7 @@ impl Cluster {
     }
 
     pub async fn start_with(name: &str, opts: Options) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.api_port)).await?;
+        let listener = tokio::net::TcpListener::bind((opts.bind.as_str(), opts.api_port)).await?;
         let addr = listener.local_addr()?;
         let mut store = Store::new();
         let mut ctrl = controllers::Controllers::new(name, opts.servers, opts.agents);
@@ -89,7 +93,7 @@ impl Cluster {
         }));
         let mut lb_ports = Vec::new();
         for (host, container) in &opts.lb_ports {
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", *host)).await?;
+            let l = tokio::net::TcpListener::bind((opts.bind.as_str(), *host)).await?;
             let bound = l.local_addr()?.port();
             lb_ports.push((bound, *container));
             tasks.push(tokio::spawn(lb::serve(

@@ -6,6 +6,8 @@
 //! - `paddock-sim serve-cluster --home DIR --name NAME`: a k3d cluster's server process
 //!   (started by the fake `k3d`).
 //! - `paddock-sim link DIR`: make `DIR/k3d` and `DIR/helm` links to this binary.
+//! - `paddock-sim proxy PORT=HOST:PORT...`: forward TCP ports (the `serverlb` container);
+//!   `paddock-sim idle`: wait for SIGTERM (agent nodes).
 
 use std::path::PathBuf;
 
@@ -27,6 +29,8 @@ fn main() {
         (_, Some("link")) => link(args.get(1)),
         (_, Some("serve")) => serve(&args[1..]),
         (_, Some("serve-cluster")) => serve_cluster(&args[1..]),
+        (_, Some("proxy")) => proxy(&args[1..]),
+        (_, Some("idle")) => proxy(&[]),
         _ => {
             eprintln!(
                 "usage: paddock-sim (k3d|helm) ARGS... | serve NAME [KUBECONFIG] | serve-cluster --home DIR --name NAME | link DIR"
@@ -126,4 +130,48 @@ fn serve_cluster(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// Forward each `PORT=HOST:PORT` until SIGTERM, as k3d's load balancer forwards to the servers.
+fn proxy(routes: &[String]) -> i32 {
+    runtime().block_on(async {
+        for r in routes {
+            let Some((listen, target)) = r.split_once('=') else {
+                eprintln!("paddock-sim: bad route {r:?}: want PORT=HOST:PORT");
+                return 2;
+            };
+            let listener = match tokio::net::TcpListener::bind(format!("0.0.0.0:{listen}")).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("paddock-sim: listen {listen}: {e}");
+                    return 1;
+                }
+            };
+            let target = target.to_string();
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let target = target.clone();
+                    tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            });
+        }
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        0
+    })
 }

@@ -293,6 +293,9 @@ fn k3d(home: &Path, args: &[String], stdin: impl FnOnce() -> String) -> Outcome 
         ["registry", "delete" | "del" | "rm", rest @ ..] => {
             for n in positionals(&to_strings(rest), &[]) {
                 let bare = n.strip_prefix("k3d-").unwrap_or(&n).to_string();
+                if crate::docker::enabled() {
+                    crate::docker::delete_registry(&bare);
+                }
                 let _ = std::fs::remove_file(RegistryRecord::path(home, &bare));
             }
             Outcome::ok("")
@@ -511,7 +514,8 @@ fn cluster_create(home: &Path, rest: &[&str], stdin: impl FnOnce() -> String) ->
             ));
         }
     }
-    let rec = ClusterRecord {
+    let docker = crate::docker::enabled();
+    let mut rec = ClusterRecord {
         name: name.clone(),
         pid: None,
         api_port,
@@ -528,14 +532,37 @@ fn cluster_create(home: &Path, rest: &[&str], stdin: impl FnOnce() -> String) ->
         running: false,
         created: crate::store::now_rfc3339(),
         config: config.clone(),
+        docker,
     };
-    if let Err(e) = rec.save(home) {
-        return Outcome::k3d_fatal(format!("Failed to create cluster '{name}': {e}"));
-    }
     let _ = std::fs::remove_file(ClusterRecord::snapshot_path(home, &name));
-    let rec = match world::spawn_server(home, &name) {
+    let started = if docker {
+        // Publish fixed ports: pick free ones for any left to chance.
+        let pick = |p: u16| if p == 0 { world::free_port() } else { Ok(p) };
+        let ports: Result<Vec<(u16, u16)>, String> = rec
+            .lb_ports
+            .iter()
+            .map(|(h, c)| pick(*h).map(|h| (h, *c)))
+            .collect();
+        match (pick(rec.api_port), ports) {
+            (Ok(api), Ok(ports)) => {
+                rec.api_port = api;
+                rec.lb_ports = ports;
+                world::start_docker_cluster(home, &mut rec, true).map(|()| rec.clone())
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    } else {
+        match rec.save(home) {
+            Ok(()) => world::spawn_server(home, &name),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let rec = match started {
         Ok(r) => r,
         Err(e) => {
+            if docker {
+                crate::docker::delete_cluster(home, &name);
+            }
             let _ = std::fs::remove_file(ClusterRecord::path(home, &name));
             return Outcome::k3d_fatal(format!(
                 "Failed to create cluster '{name}': {e}\nERRO[0001] Failed to create cluster >>> Rolling Back"
@@ -623,8 +650,8 @@ fn node_json(rec: &ClusterRecord, name: &str, role: &str, running: bool, ports: 
     })
 }
 
-fn cluster_json(rec: &ClusterRecord) -> Value {
-    let running = rec.is_running();
+fn cluster_json(home: &Path, rec: &ClusterRecord) -> Value {
+    let running = rec.is_running(home);
     let mut nodes = Vec::new();
     for i in 0..rec.servers.max(1) {
         nodes.push(node_json(
@@ -695,7 +722,7 @@ fn cluster_list(home: &Path, rest: &[&str]) -> Outcome {
     match flag_value(&rest, &["-o", "--output"]).as_deref() {
         Some("json") => Outcome::ok(format!(
             "{}\n",
-            Value::Array(picked.iter().map(cluster_json).collect())
+            Value::Array(picked.iter().map(|r| cluster_json(home, r)).collect())
         )),
         Some(other) if other != "yaml" => {
             Outcome::k3d_fatal(format!("Unknown output format '{other}'"))
@@ -703,7 +730,7 @@ fn cluster_list(home: &Path, rest: &[&str]) -> Outcome {
         _ => {
             let mut t = "NAME   SERVERS   AGENTS   LOADBALANCER\n".to_string();
             for r in &picked {
-                let up = usize::from(r.is_running());
+                let up = usize::from(r.is_running(home));
                 t.push_str(&format!(
                     "{}   {}/{}   {}/{}   true\n",
                     r.name,
@@ -734,9 +761,12 @@ fn cluster_delete(home: &Path, rest: &[&str]) -> Outcome {
             continue;
         };
         log.push_str(&format!("INFO[0000] Deleting cluster '{n}'\n"));
-        if let Some(pid) = rec.pid.filter(|p| world::alive(*p)) {
+        if rec.docker {
+            crate::docker::delete_cluster(home, &n);
+        } else if let Some(pid) = rec.pid.filter(|p| world::alive(*p)) {
             world::stop_server(pid);
         }
+        let _ = std::fs::remove_file(ClusterRecord::ready_path(home, &n));
         let _ = std::fs::remove_file(ClusterRecord::path(home, &n));
         let _ = std::fs::remove_file(ClusterRecord::snapshot_path(home, &n));
         log.push_str(&format!("INFO[0001] Successfully deleted cluster {n}!\n"));
@@ -755,7 +785,11 @@ fn cluster_stop(home: &Path, rest: &[&str]) -> Outcome {
                 "Failed to get cluster '{n}': No nodes found for given cluster"
             ));
         };
-        if let Some(pid) = rec.pid.filter(|p| world::alive(*p)) {
+        if rec.docker {
+            if let Err(e) = crate::docker::stop_cluster(home, &n) {
+                return Outcome::k3d_fatal(format!("Failed to stop cluster '{n}': {e}"));
+            }
+        } else if let Some(pid) = rec.pid.filter(|p| world::alive(*p)) {
             world::stop_server(pid);
         }
         rec.running = false;
@@ -767,15 +801,20 @@ fn cluster_stop(home: &Path, rest: &[&str]) -> Outcome {
 
 fn cluster_start(home: &Path, rest: &[&str]) -> Outcome {
     for n in positionals(&to_strings(rest), &[]) {
-        let Some(rec) = ClusterRecord::load(home, &n) else {
+        let Some(mut rec) = ClusterRecord::load(home, &n) else {
             return Outcome::k3d_fatal(format!(
                 "Failed to get cluster '{n}': No nodes found for given cluster"
             ));
         };
-        if rec.is_running() {
+        if rec.is_running(home) {
             continue;
         }
-        if let Err(e) = world::spawn_server(home, &n) {
+        let started = if rec.docker {
+            world::start_docker_cluster(home, &mut rec, false)
+        } else {
+            world::spawn_server(home, &n).map(|_| ())
+        };
+        if let Err(e) = started {
             return Outcome::k3d_fatal(format!("Failed to start cluster '{n}': {e}"));
         }
     }
@@ -830,6 +869,11 @@ fn registry_create(home: &Path, rest: &[&str]) -> Outcome {
         volumes: flag_values(&rest, &["-v", "--volume"]),
         labels: BTreeMap::new(),
     };
+    if crate::docker::enabled()
+        && let Err(e) = crate::docker::create_registry(home, &rec)
+    {
+        return Outcome::k3d_fatal(format!("Failed to create registry: {e}"));
+    }
     if let Err(e) = rec.save(home) {
         return Outcome::k3d_fatal(e);
     }

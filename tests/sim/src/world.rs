@@ -39,6 +39,8 @@ pub struct ClusterRecord {
     pub created: String,
     /// The config the cluster was created from.
     pub config: Value,
+    /// Nodes are Docker containers (else one local process).
+    pub docker: bool,
 }
 
 impl ClusterRecord {
@@ -88,9 +90,17 @@ impl ClusterRecord {
         out
     }
 
-    /// Is the cluster's server process alive?
-    pub fn is_running(&self) -> bool {
+    /// Is the cluster running (its process alive, or all its containers running)?
+    pub fn is_running(&self, home: &Path) -> bool {
+        if self.docker {
+            return self.running && crate::docker::running(home, &self.name);
+        }
         self.running && self.pid.is_some_and(alive)
+    }
+
+    /// Written by a cluster serving inside a container once it listens.
+    pub fn ready_path(home: &Path, name: &str) -> PathBuf {
+        Self::dir(home).join(format!("{name}.ready"))
     }
 
     pub fn server_url(&self) -> String {
@@ -217,25 +227,39 @@ pub async fn serve_cluster(home: PathBuf, name: String) -> Result<(), String> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let knobs = crate::knobs::Knobs::load(&home)?;
+    let in_container = std::env::var("PADDOCK_SIM_IN_CONTAINER").is_ok_and(|v| v == "1");
+    let (bind, api_port, lb_ports) = if in_container {
+        // Inside the server container: k3s's ports, reached through the serverlb container.
+        let lb = rec.lb_ports.iter().map(|(_, c)| (*c, *c)).collect();
+        ("0.0.0.0".to_string(), crate::docker::API_PORT, lb)
+    } else {
+        ("127.0.0.1".to_string(), rec.api_port, rec.lb_ports.clone())
+    };
     let cluster = crate::Cluster::start_with(
         &name,
         crate::Options {
             servers: rec.servers,
             agents: rec.agents,
             knobs,
-            api_port: rec.api_port,
-            lb_ports: rec.lb_ports.clone(),
+            api_port,
+            lb_ports,
             home: Some(home.clone()),
             snapshot,
+            bind,
         },
     )
     .await
     .map_err(|e| format!("Bind for 127.0.0.1 failed: {e}: port is already allocated"))?;
-    rec.api_port = cluster.addr.port();
-    rec.lb_ports = cluster.lb_ports.clone();
-    rec.pid = Some(std::process::id());
-    rec.running = true;
-    rec.save(&home).map_err(|e| e.to_string())?;
+    if in_container {
+        std::fs::write(ClusterRecord::ready_path(&home, &name), "ready")
+            .map_err(|e| e.to_string())?;
+    } else {
+        rec.api_port = cluster.addr.port();
+        rec.lb_ports = cluster.lb_ports.clone();
+        rec.pid = Some(std::process::id());
+        rec.running = true;
+        rec.save(&home).map_err(|e| e.to_string())?;
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     tokio::select! {
@@ -280,4 +304,38 @@ pub fn log_invocation(home: &Path, inv: &Invocation) {
     {
         let _ = writeln!(f, "{line}");
     }
+}
+
+/// Start a Docker-backed cluster from its saved record and wait until it serves.
+pub fn start_docker_cluster(
+    home: &Path,
+    rec: &mut ClusterRecord,
+    fresh: bool,
+) -> Result<(), String> {
+    let _ = std::fs::remove_file(ClusterRecord::ready_path(home, &rec.name));
+    rec.running = true;
+    rec.save(home).map_err(|e| e.to_string())?;
+    let started = if fresh {
+        crate::docker::create_cluster(home, rec)
+    } else {
+        crate::docker::start_cluster(home, &rec.name)
+    };
+    if let Err(e) = started {
+        return Err(e);
+    }
+    for _ in 0..2000 {
+        if ClusterRecord::ready_path(home, &rec.name).exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err("the server container did not serve within 20s".into())
+}
+
+/// A free port of 127.0.0.1 (for publishing a container port).
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
 }

@@ -14,6 +14,8 @@ use serde_json::Value;
 const ISTIO: &str = "https://istio-release.storage.googleapis.com/charts";
 
 struct World {
+    /// Nodes are Docker containers (else local processes).
+    docker: bool,
     home: tempfile::TempDir,
     bin: PathBuf,
     kubeconfig: PathBuf,
@@ -21,7 +23,19 @@ struct World {
 }
 
 impl World {
-    fn new() -> Self {
+    /// A world whose clusters are Docker containers (when `docker` and an engine answers) or
+    /// local processes.
+    fn new(docker: bool) -> Option<Self> {
+        if docker {
+            if paddock_sim::docker::available() {
+                paddock_sim::docker::cleanup_stale();
+            } else if std::env::var("PADDOCK_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
+                panic!("a Docker engine is required (PADDOCK_REQUIRE_TOOLS=1) but does not answer");
+            } else {
+                eprintln!("skipping: no Docker engine answers");
+                return None;
+            }
+        }
         let home = tempfile::tempdir().expect("tempdir");
         let bin = home.path().join("bin");
         std::fs::create_dir_all(&bin).expect("bin");
@@ -32,12 +46,13 @@ impl World {
             .expect("link");
         assert!(st.success());
         let kubeconfig = home.path().join("kubeconfig");
-        Self {
+        Some(Self {
+            docker,
             home,
             bin,
             kubeconfig,
             kubectl: kubectl(),
-        }
+        })
     }
 
     fn cmd(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> Output {
@@ -46,6 +61,7 @@ impl World {
             .env("PADDOCK_SIM_HOME", self.home.path())
             .env("HOME", self.home.path())
             .env("KUBECONFIG", &self.kubeconfig)
+            .env("PADDOCK_SIM_DOCKER", if self.docker { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -80,6 +96,7 @@ impl Drop for World {
     fn drop(&mut self) {
         // Stop every cluster process this test started, even when it failed.
         let _ = self.k3d(&["cluster", "delete", "--all"], None);
+        paddock_sim::docker::cleanup(self.home.path());
     }
 }
 
@@ -177,8 +194,20 @@ spec:
 "#;
 
 #[test]
-fn hand_driven_cluster_moves_from_istio_1_29_to_1_30() {
-    let w = World::new();
+fn hand_driven_docker_cluster_moves_from_istio_1_29_to_1_30() {
+    if let Some(w) = World::new(true) {
+        scenario(&w);
+    }
+}
+
+#[test]
+fn hand_driven_process_cluster_moves_from_istio_1_29_to_1_30() {
+    if let Some(w) = World::new(false) {
+        scenario(&w);
+    }
+}
+
+fn scenario(w: &World) {
     if w.kubectl.is_none() {
         return;
     }
@@ -421,7 +450,7 @@ fn hand_driven_cluster_moves_from_istio_1_29_to_1_30() {
         ),
         "web rollout",
     );
-    let pods = pods_json(&w, "apps");
+    let pods = pods_json(w, "apps");
     assert_eq!(pods.len(), 2);
     for p in &pods {
         assert_eq!(p["metadata"]["annotations"]["istio.io/rev"], "1-29-6");
@@ -528,7 +557,7 @@ fn hand_driven_cluster_moves_from_istio_1_29_to_1_30() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let pods = loop {
-        let pods = pods_json(&w, "apps");
+        let pods = pods_json(w, "apps");
         if pods.len() == 2 || Instant::now() > deadline {
             break pods;
         }
