@@ -1135,7 +1135,7 @@ pub fn evict(s: &mut Store, ns: &str, name: &str) -> Result<Value, ApiError> {
         }
         let b = budget(s, &pdb);
         let allowed = if pod_ready(&pod) {
-            b.healthy - 1 >= b.desired
+            b.healthy > b.desired
         } else {
             b.healthy >= b.desired
         };

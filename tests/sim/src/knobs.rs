@@ -126,7 +126,8 @@ pub struct ToolFault {
     #[serde(default)]
     pub args: Vec<String>,
     pub action: FaultAction,
-    /// Let this many matching invocations through first.
+    /// Let this many matching invocations through first (counted from when the knobs file
+    /// was last written).
     #[serde(default)]
     pub after: usize,
     /// Affect at most this many matching invocations (all when absent).
@@ -149,6 +150,8 @@ pub enum FaultAction {
     FailAfter,
     /// Sleep until killed.
     Hang,
+    /// helm only: record the release as `pending-*` and exit 137, as a helm killed mid-way.
+    DiePending,
 }
 
 impl ToolFault {

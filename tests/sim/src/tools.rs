@@ -62,7 +62,21 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
             return 2;
         }
     };
-    let earlier = world::invocations(&home);
+    let now_ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
+    let started_at = now_ms(std::time::SystemTime::now());
+    // `after` and `times` count the invocations since the knobs were last written.
+    let knobs_at = std::fs::metadata(Knobs::path(&home))
+        .and_then(|m| m.modified())
+        .map(now_ms)
+        .unwrap_or(0);
+    let earlier: Vec<Invocation> = world::invocations(&home)
+        .into_iter()
+        .filter(|i| i.at_ms >= knobs_at)
+        .collect();
     let fault = knobs
         .tool_faults
         .iter()
@@ -85,6 +99,7 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
                 args: args.to_vec(),
                 code,
                 ms: started.elapsed().as_millis() as u64,
+                at_ms: started_at,
             },
         );
     };
@@ -119,7 +134,7 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
                 log(out.code);
                 return out.code;
             }
-            FaultAction::FailAfter => {}
+            FaultAction::FailAfter | FaultAction::DiePending => {}
         }
     }
     if let Some(ms) = knobs.tool_latency_ms.get(tool) {
@@ -132,7 +147,13 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
     };
     let mut out = match tool {
         "k3d" => k3d(&home, args, stdin_text),
-        _ => helm_cli(args, knobs.helm_major),
+        _ => helm_cli(
+            args,
+            knobs.helm_major,
+            fault
+                .as_ref()
+                .is_some_and(|f| f.action == FaultAction::DiePending),
+        ),
     };
     if let Some(f) = fault.filter(|f| f.action == FaultAction::FailAfter) {
         let failed = fault_outcome(&f);
@@ -953,7 +974,7 @@ fn unknown_in(major: u8, flag: &str) -> bool {
     }
 }
 
-fn helm_cli(args: &[String], major: u8) -> Outcome {
+fn helm_cli(args: &[String], major: u8, die_pending: bool) -> Outcome {
     // Validate flags as cobra would.
     let mut i = 0;
     while i < args.len() {
@@ -1046,6 +1067,7 @@ fn helm_cli(args: &[String], major: u8) -> Outcome {
                 values,
                 reuse_values: has(&["--reuse-values"]),
                 take_ownership: has(&["--take-ownership"]),
+                die_pending,
                 ..Default::default()
             };
             let dry = has(&["--dry-run"]);
@@ -1687,7 +1709,7 @@ mod tests {
         assert!(unknown_in(4, "--atomic"));
         assert!(!unknown_in(3, "--atomic"));
         assert!(unknown_in(3, "--rollback-on-failure"));
-        let out = helm_cli(&["upgrade".into(), "--force".into()], 4);
+        let out = helm_cli(&["upgrade".into(), "--force".into()], 4, false);
         assert_eq!(out.code, 1);
         assert_eq!(out.stderr, "Error: unknown flag: --force\n");
     }

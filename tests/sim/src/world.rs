@@ -278,6 +278,9 @@ pub struct Invocation {
     pub args: Vec<String>,
     pub code: i32,
     pub ms: u64,
+    /// When it started (Unix milliseconds).
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 pub fn invocations_path(home: &Path) -> PathBuf {
@@ -320,9 +323,7 @@ pub fn start_docker_cluster(
     } else {
         crate::docker::start_cluster(home, &rec.name)
     };
-    if let Err(e) = started {
-        return Err(e);
-    }
+    started?;
     for _ in 0..2000 {
         if ClusterRecord::ready_path(home, &rec.name).exists() {
             return Ok(());

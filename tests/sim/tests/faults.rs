@@ -1,0 +1,341 @@
+//! Fault and latency knobs, set per test through the sim home's `knobs.json`: failing, hanging
+//! and half-done tool invocations, Helm 3 versus 4, an API server that is down for a while, and
+//! a cluster that keeps its objects across `k3d cluster stop` / `start`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use paddock_sim::knobs::{FaultAction, Knobs, ToolFault};
+use serde_json::Value;
+
+const ISTIO: &str = "https://istio-release.storage.googleapis.com/charts";
+
+struct Home {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Home {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        assert!(
+            Command::new(env!("CARGO_BIN_EXE_paddock-sim"))
+                .arg("link")
+                .arg(&bin)
+                .status()
+                .expect("link")
+                .success()
+        );
+        Self { dir, bin }
+    }
+
+    fn command(&self, tool: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(self.bin.join(tool));
+        c.args(args)
+            .env("PADDOCK_SIM_HOME", self.dir.path())
+            .env("PADDOCK_SIM_DOCKER", "0")
+            .env("HOME", self.dir.path())
+            .env("KUBECONFIG", self.dir.path().join("kubeconfig"));
+        c
+    }
+
+    fn run(&self, tool: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(tool, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        if let Some(t) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(t.as_bytes())
+                .expect("stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("wait")
+    }
+
+    fn knobs(&self, k: &Knobs) {
+        k.save(self.dir.path()).expect("knobs");
+    }
+
+    fn cluster(&self, name: &str) {
+        let cfg = format!(
+            "apiVersion: k3d.io/v1alpha5\nkind: Simple\nmetadata:\n  name: {name}\noptions:\n  kubeconfig:\n    updateDefaultKubeconfig: false\n"
+        );
+        let out = self.run(
+            "k3d",
+            &["cluster", "create", name, "--config", "-"],
+            Some(&cfg),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kc = self.run("k3d", &["kubeconfig", "get", name], None);
+        std::fs::write(self.dir.path().join("kubeconfig"), &kc.stdout).expect("kubeconfig");
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.run("k3d", &["cluster", "delete", "--all"], None);
+    }
+}
+
+fn base_install(h: &Home) -> Output {
+    h.run(
+        "helm",
+        &[
+            "upgrade",
+            "--install",
+            "istio-base",
+            "base",
+            "--repo",
+            ISTIO,
+            "--version",
+            "1.29.6",
+            "-n",
+            "istio-system",
+            "--create-namespace",
+        ],
+        None,
+    )
+}
+
+#[test]
+fn tool_faults_fail_chosen_invocations_and_are_logged() {
+    let h = Home::new();
+    h.cluster("faults");
+    h.knobs(&Knobs {
+        tool_faults: vec![ToolFault {
+            tool: "helm".into(),
+            args: vec!["istio-base".into()],
+            action: FaultAction::Fail,
+            after: 1,
+            times: Some(1),
+            stderr: Some("Error: UPGRADE FAILED: simulated".into()),
+            exit_code: None,
+        }],
+        ..Knobs::default()
+    });
+    assert!(base_install(&h).status.success(), "first passes (after: 1)");
+    let failed = base_install(&h);
+    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&failed.stderr),
+        "Error: UPGRADE FAILED: simulated\n"
+    );
+    assert!(
+        base_install(&h).status.success(),
+        "only one failure (times: 1)"
+    );
+    let log = paddock_sim::world::invocations(h.dir.path());
+    let codes: Vec<i32> = log
+        .iter()
+        .filter(|i| i.tool == "helm")
+        .map(|i| i.code)
+        .collect();
+    assert_eq!(codes, [0, 1, 0]);
+}
+
+#[test]
+fn hanging_tools_hang_until_killed() {
+    let h = Home::new();
+    h.knobs(&Knobs {
+        tool_faults: vec![ToolFault {
+            tool: "k3d".into(),
+            args: vec!["create".into()],
+            action: FaultAction::Hang,
+            after: 0,
+            times: None,
+            stderr: None,
+            exit_code: None,
+        }],
+        ..Knobs::default()
+    });
+    let mut child = h
+        .command("k3d", &["cluster", "create", "x", "--config", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "still hanging"
+    );
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let list = h.run("k3d", &["cluster", "list", "-o", "json"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout).trim(),
+        "[]",
+        "nothing was created"
+    );
+}
+
+#[test]
+fn a_helm_killed_mid_upgrade_leaves_a_pending_release() {
+    let h = Home::new();
+    h.cluster("pending");
+    assert!(base_install(&h).status.success());
+    h.knobs(&Knobs {
+        tool_faults: vec![ToolFault {
+            tool: "helm".into(),
+            args: vec!["upgrade".into()],
+            action: FaultAction::DiePending,
+            after: 0,
+            times: Some(1),
+            stderr: None,
+            exit_code: None,
+        }],
+        ..Knobs::default()
+    });
+    assert_eq!(base_install(&h).status.code(), Some(137));
+    let all = h.run(
+        "helm",
+        &["list", "-n", "istio-system", "-a", "-o", "json"],
+        None,
+    );
+    let rows: Value = serde_json::from_slice(&all.stdout).expect("json");
+    assert_eq!(rows[0]["status"], "pending-upgrade", "{rows}");
+    let default = h.run("helm", &["list", "-n", "istio-system", "-o", "json"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&default.stdout).trim(),
+        "[]",
+        "helm list hides pending releases by default"
+    );
+    let again = base_install(&h);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr),
+        "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress\n"
+    );
+    let history = h.run(
+        "helm",
+        &["history", "istio-base", "-n", "istio-system", "-o", "json"],
+        None,
+    );
+    let rows: Value = serde_json::from_slice(&history.stdout).expect("json");
+    let statuses: Vec<&str> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["deployed", "pending-upgrade"]);
+}
+
+#[test]
+fn helm_3_and_4_differ_in_flags_and_version() {
+    let h = Home::new();
+    let v4 = h.run("helm", &["version", "--short"], None);
+    assert_eq!(String::from_utf8_lossy(&v4.stdout), "v4.1.4+gsim\n");
+    let atomic4 = h.run(
+        "helm",
+        &["upgrade", "--install", "x", "base", "--atomic"],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&atomic4.stderr),
+        "Error: unknown flag: --atomic\n"
+    );
+    h.knobs(&Knobs {
+        helm_major: 3,
+        ..Knobs::default()
+    });
+    let v3 = h.run("helm", &["version", "--template", "{{.Version}}"], None);
+    assert_eq!(String::from_utf8_lossy(&v3.stdout), "v3.19.0");
+    let rof3 = h.run(
+        "helm",
+        &["upgrade", "--install", "x", "base", "--rollback-on-failure"],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&rof3.stderr),
+        "Error: unknown flag: --rollback-on-failure\n"
+    );
+    let wait3 = h.run(
+        "helm",
+        &["upgrade", "--install", "x", "base", "--wait=watcher"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&wait3.stderr).contains("invalid argument \"watcher\""));
+}
+
+#[test]
+fn the_api_server_can_be_down_for_a_while() {
+    let h = Home::new();
+    h.cluster("flaky");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    h.knobs(&Knobs {
+        api_down_until_ms: now + 600,
+        ..Knobs::default()
+    });
+    // The server re-reads its knobs within its 200 ms idle tick.
+    std::thread::sleep(Duration::from_millis(300));
+    let down = base_install(&h);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("unreachable"),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if base_install(&h).status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the API server came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn stopped_clusters_keep_their_objects() {
+    let h = Home::new();
+    h.cluster("pause");
+    assert!(base_install(&h).status.success());
+    assert!(
+        h.run("k3d", &["cluster", "stop", "pause"], None)
+            .status
+            .success()
+    );
+    let list: Value = serde_json::from_slice(
+        &h.run("k3d", &["cluster", "list", "-o", "json"], None)
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(list[0]["serversRunning"], 0);
+    assert_eq!(list[0]["nodes"][0]["State"]["Status"], "exited");
+    let unreachable = h.run("helm", &["list", "-A", "-o", "json"], None);
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(
+        h.run("k3d", &["cluster", "start", "pause"], None)
+            .status
+            .success()
+    );
+    let kc = h.run("k3d", &["kubeconfig", "get", "pause"], None);
+    std::fs::write(h.dir.path().join("kubeconfig"), &kc.stdout).expect("kubeconfig");
+    let rows: Value =
+        serde_json::from_slice(&h.run("helm", &["list", "-A", "-o", "json"], None).stdout)
+            .expect("json");
+    assert_eq!(
+        rows[0]["name"], "istio-base",
+        "the release survived stop/start: {rows}"
+    );
+}
