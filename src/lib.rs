@@ -4,9 +4,11 @@
 //! → [`plan`] (desired vs observed → a DAG of steps) → execution → drivers.
 
 pub mod cli;
+pub mod exec;
 pub mod helm;
 pub mod istio;
 pub mod k3d;
+pub mod kubeapi;
 pub mod observe;
 pub mod plan;
 pub mod spec;

@@ -5,6 +5,8 @@ use serde_json::Value;
 
 use crate::spec::types::Addon;
 
+pub mod cli;
+
 /// One Helm release paddock manages.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Release {

@@ -6,6 +6,8 @@ use serde_json::{Map, Value, json};
 use crate::spec::ClusterSpec;
 use crate::spec::yaml::FieldPath;
 
+pub mod cli;
+
 pub const API_VERSION: &str = "k3d.io/v1alpha5";
 pub const KIND: &str = "Simple";
 /// Docker label on every node container of a cluster paddock created.

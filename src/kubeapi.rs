@@ -1,0 +1,387 @@
+//! The Kubernetes driver (kube-rs): a client from the cluster's kubeconfig, server-side apply
+//! with the `paddock` field manager, paddock's in-cluster record, and waits that re-check on
+//! watch events rather than sleeping.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::plan::SYSTEM_NAMESPACE;
+
+/// Field manager of everything paddock applies.
+pub const FIELD_MANAGER: &str = "paddock";
+/// ConfigMap (in `paddock-system`) holding the applied spec, its hash and what was installed.
+pub const RECORD_NAME: &str = "paddock";
+/// Label on paddock's namespace: the in-cluster ownership marker.
+pub const MARKER_LABEL: &str = "dev.paddock.managed";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not read the kubeconfig of cluster {cluster}: {message}")]
+    Kubeconfig { cluster: String, message: String },
+    #[error("the Kubernetes API of cluster {cluster} failed: {source}")]
+    Api {
+        cluster: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("timed out after {}s waiting for {what}", timeout.as_secs())]
+    Timeout { what: String, timeout: Duration },
+    #[error("{what} failed: {reason}")]
+    Failed { what: String, reason: String },
+    #[error("cannot apply {what}: {reason}")]
+    BadObject { what: String, reason: String },
+}
+
+/// A connected cluster.
+#[derive(Clone)]
+pub struct Kube {
+    pub cluster: String,
+    pub client: Client,
+}
+
+impl Debug for Kube {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kube").field("cluster", &self.cluster).finish()
+    }
+}
+
+/// paddock's in-cluster record of what it applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    pub spec_hash: String,
+    /// Release name → `{chart, version, values}` as last installed by paddock.
+    pub releases: BTreeMap<String, Value>,
+    /// The k3d config the cluster was created from.
+    pub k3d: Value,
+    pub istio_version: String,
+    /// Hash of everything applied with server-side apply (workloads, addon manifests).
+    pub applied_hash: String,
+}
+
+impl Kube {
+    /// Connect with a kubeconfig's current context.
+    pub async fn connect(cluster: &str, kubeconfig_yaml: &str) -> Result<Self, Error> {
+        let bad = |message: String| Error::Kubeconfig {
+            cluster: cluster.to_string(),
+            message,
+        };
+        let kc = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).map_err(|e| bad(e.to_string()))?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+        config.connect_timeout = Some(Duration::from_secs(5));
+        config.read_timeout = Some(Duration::from_secs(60));
+        let client = Client::try_from(config).map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            cluster: cluster.to_string(),
+            client,
+        })
+    }
+
+    fn api_err(&self, source: kube::Error) -> Error {
+        Error::Api {
+            cluster: self.cluster.clone(),
+            source,
+        }
+    }
+
+    /// Re-check `check` on every watch event of `api` (after an initial check) until it holds,
+    /// fails, or `timeout` passes.
+    async fn wait_for<K>(
+        &self,
+        api: Api<K>,
+        params: ListParams,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&[K]) -> Result<bool, String>,
+    ) -> Result<(), Error>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut cfg = watcher::Config::default();
+        if let Some(f) = &params.field_selector {
+            cfg = cfg.fields(f);
+        }
+        let mut events = watcher(api.clone(), cfg).boxed();
+        loop {
+            let items = api.list(&params).await.map_err(|e| self.api_err(e))?.items;
+            match check(&items) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(reason) => {
+                    return Err(Error::Failed {
+                        what: what.to_string(),
+                        reason,
+                    });
+                }
+            }
+            tokio::select! {
+                _ = events.next() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::Timeout { what: what.to_string(), timeout });
+                }
+            }
+        }
+    }
+
+    /// Every node reports Ready.
+    pub async fn wait_nodes_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        self.wait_for(api, ListParams::default(), "nodes to be Ready", timeout, |nodes| {
+            Ok(!nodes.is_empty()
+                && nodes.iter().all(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                }))
+        })
+        .await
+    }
+
+    /// A workload is rolled out by kubectl's rules (ISTIO.md, Restarts).
+    pub async fn wait_rollout(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let what = format!("{kind} {namespace}/{name} to roll out");
+        let params = ListParams::default().fields(&format!("metadata.name={name}"));
+        let c = self.client.clone();
+        match kind {
+            "StatefulSet" => {
+                self.wait_for(Api::<StatefulSet>::namespaced(c, namespace), params, &what, timeout, |items| {
+                    Ok(items.first().is_some_and(statefulset_done))
+                })
+                .await
+            }
+            "DaemonSet" => {
+                self.wait_for(Api::<DaemonSet>::namespaced(c, namespace), params, &what, timeout, |items| {
+                    Ok(items.first().is_some_and(daemonset_done))
+                })
+                .await
+            }
+            _ => {
+                self.wait_for(Api::<Deployment>::namespaced(c, namespace), params, &what, timeout, |items| {
+                    match items.first() {
+                        Some(d) => deployment_done(d),
+                        None => Ok(false),
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// A webhook configuration has a caBundle in every webhook (istiod patched it in).
+    pub async fn wait_webhook_ca(&self, name: &str, timeout: Duration) -> Result<(), Error> {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let params = ListParams::default().fields(&format!("metadata.name={name}"));
+        self.wait_for(api, params, &format!("a caBundle in {name}"), timeout, |items| {
+            Ok(items.first().is_some_and(|h| {
+                h.webhooks.as_ref().is_some_and(|ws| {
+                    !ws.is_empty()
+                        && ws.iter().all(|w| {
+                            w.client_config.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty())
+                        })
+                })
+            }))
+        })
+        .await
+    }
+
+    /// Create or label a namespace (server-side apply).
+    pub async fn apply_namespace(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
+        api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&ns))
+            .await
+            .map_err(|e| self.api_err(e))?;
+        Ok(())
+    }
+
+    /// Labels of every namespace.
+    pub async fn namespaces(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, Error> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let list = api.list(&ListParams::default()).await.map_err(|e| self.api_err(e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|n| {
+                (
+                    n.metadata.name.unwrap_or_default(),
+                    n.metadata.labels.unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Server-side apply of arbitrary objects; namespaced ones default to `default_ns`.
+    pub async fn apply(&self, objects: &[Value], default_ns: &str) -> Result<(), Error> {
+        for obj in objects {
+            let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+            let kind = obj["kind"].as_str().unwrap_or_default();
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            let what = format!("{kind} {name}");
+            if api_version.is_empty() || kind.is_empty() || name.is_empty() {
+                return Err(Error::BadObject {
+                    what,
+                    reason: "apiVersion, kind and metadata.name are required".into(),
+                });
+            }
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            let gvk = GroupVersionKind::gvk(group, version, kind);
+            let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+                .await
+                .map_err(|e| Error::BadObject {
+                    what: what.clone(),
+                    reason: format!("the cluster does not serve {api_version} {kind} ({e})"),
+                })?;
+            let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+                let ns = obj["metadata"]["namespace"].as_str().unwrap_or(default_ns);
+                Api::namespaced_with(self.client.clone(), ns, &ar)
+            } else {
+                Api::all_with(self.client.clone(), &ar)
+            };
+            api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+                .await
+                .map_err(|e| self.api_err(e))?;
+        }
+        Ok(())
+    }
+
+    /// paddock's record, if the cluster has one.
+    pub async fn record(&self) -> Result<Option<Record>, Error> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
+        let Some(cm) = api.get_opt(RECORD_NAME).await.map_err(|e| self.api_err(e))? else {
+            return Ok(None);
+        };
+        let data = cm.data.unwrap_or_default();
+        let get = |k: &str| data.get(k).cloned().unwrap_or_default();
+        let json_of = |k: &str| serde_json::from_str::<Value>(&get(k)).unwrap_or(Value::Null);
+        Ok(Some(Record {
+            spec_hash: get("spec-hash"),
+            releases: serde_json::from_str(&get("releases")).unwrap_or_default(),
+            k3d: json_of("k3d"),
+            istio_version: get("istio-version"),
+            applied_hash: get("applied-hash"),
+        }))
+    }
+
+    /// Write the marker namespace and the record.
+    pub async fn write_record(&self, cluster: &str, record: &Record, spec: &Value) -> Result<(), Error> {
+        let mut labels = BTreeMap::new();
+        labels.insert(MARKER_LABEL.to_string(), "true".to_string());
+        self.apply_namespace(SYSTEM_NAMESPACE, &labels).await?;
+        let cm = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": RECORD_NAME, "namespace": SYSTEM_NAMESPACE,
+                "labels": {MARKER_LABEL: "true", "app.kubernetes.io/managed-by": "paddock"}},
+            "data": {
+                "cluster": cluster,
+                "spec-hash": record.spec_hash,
+                "spec": spec.to_string(),
+                "releases": serde_json::to_string(&record.releases).unwrap_or_default(),
+                "k3d": record.k3d.to_string(),
+                "istio-version": record.istio_version,
+                "applied-hash": record.applied_hash,
+                "paddock-version": env!("CARGO_PKG_VERSION"),
+            },
+        });
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
+        api.patch(RECORD_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
+            .await
+            .map_err(|e| self.api_err(e))?;
+        Ok(())
+    }
+
+    /// Any object as JSON, by API path (for status reads).
+    pub async fn list_json(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Result<Vec<Value>, Error> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (ar, _) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| self.api_err(e))?;
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        };
+        let list = api.list(&ListParams::default()).await.map_err(|e| self.api_err(e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|o| serde_json::to_value(o).ok())
+            .collect())
+    }
+}
+
+/// kubectl's Deployment rule; `Err` when the rollout exceeded its progress deadline.
+pub fn deployment_done(d: &Deployment) -> Result<bool, String> {
+    let generation = d.metadata.generation.unwrap_or(0);
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(st) = &d.status else {
+        return Ok(false);
+    };
+    if let Some(c) = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+    {
+        return Err(c.message.clone().unwrap_or_else(|| "progress deadline exceeded".into()));
+    }
+    let updated = st.updated_replicas.unwrap_or(0);
+    Ok(st.observed_generation.unwrap_or(0) >= generation
+        && updated >= want
+        && st.replicas.unwrap_or(0) <= updated
+        && st.available_replicas.unwrap_or(0) >= updated)
+}
+
+/// kubectl's StatefulSet rule (RollingUpdate).
+pub fn statefulset_done(s: &StatefulSet) -> bool {
+    let generation = s.metadata.generation.unwrap_or(0);
+    let spec = s.spec.as_ref();
+    let want = spec.and_then(|s| s.replicas).unwrap_or(1);
+    let partition = spec
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+        .unwrap_or(0);
+    let Some(st) = &s.status else {
+        return false;
+    };
+    st.observed_generation.unwrap_or(0) >= generation
+        && st.ready_replicas.unwrap_or(0) >= want
+        && st.updated_replicas.unwrap_or(0) >= want - partition
+}
+
+/// kubectl's DaemonSet rule (RollingUpdate).
+pub fn daemonset_done(d: &DaemonSet) -> bool {
+    let generation = d.metadata.generation.unwrap_or(0);
+    let Some(st) = &d.status else {
+        return false;
+    };
+    st.observed_generation.unwrap_or(0) >= generation
+        && st.updated_number_scheduled.unwrap_or(0) >= st.desired_number_scheduled
+        && st.number_available.unwrap_or(0) >= st.desired_number_scheduled
+}
