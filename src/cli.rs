@@ -41,6 +41,21 @@ pub struct Args {
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// The k3d binary to drive (default: `tools.k3d` in paddock.yaml, then PATH).
+    #[arg(long, global = true, env = "PADDOCK_K3D")]
+    pub k3d: Option<PathBuf>,
+    /// The helm binary to drive (default: `tools.helm` in paddock.yaml, then PATH).
+    #[arg(long, global = true, env = "PADDOCK_HELM")]
+    pub helm: Option<PathBuf>,
+    /// Where paddock keeps locks and kubeconfigs.
+    #[arg(long, global = true, env = "PADDOCK_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Also print the commands paddock runs.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,9 +78,19 @@ pub enum Command {
     /// Print the generated k3d config and every Helm release's values.
     Render { cluster: Option<String> },
     /// Converge a cluster to its spec.
-    Up { cluster: Option<String> },
+    Up {
+        cluster: Option<String>,
+        /// Manage a cluster paddock did not create.
+        #[arg(long)]
+        adopt: bool,
+    },
     /// Delete a cluster and everything paddock made for it.
-    Down { cluster: Option<String> },
+    Down {
+        cluster: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Show nodes, revisions, tags, workloads and addons of a cluster.
     Status { cluster: Option<String> },
     /// Check Docker, k3d, helm, kubectl, ports and host limits.
@@ -101,8 +126,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
         Command::Render { cluster } => with_spec(args, cluster.as_deref(), |spec| {
             print_render(args, spec, out)
         }),
-        Command::Up { .. } => not_yet("up", "issue 3 of the roadmap: drivers and convergence"),
-        Command::Down { .. } => not_yet("down", "drivers and convergence"),
+        Command::Up { cluster, adopt } => {
+            with_spec(args, cluster.as_deref(), |spec| up(args, spec, *adopt, out))
+        }
+        Command::Down { cluster, yes } => down(args, cluster.as_deref(), *yes, out),
         Command::Status { .. } => not_yet("status", "drivers and convergence"),
         Command::Doctor => not_yet("doctor", "drivers and convergence"),
         Command::Upgrade { .. } => not_yet("upgrade", "Istio upgrades"),
@@ -117,6 +144,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
             report_problems(args, &errors, out);
             exit::BAD_INPUT
         }
+        Err(Failure::NotOwned(message)) => {
+            if args.output == Output::Json {
+                let _ = writeln!(out, "{}", json!({ "ok": false, "error": message }));
+            }
+            eprintln!("error: {message}");
+            exit::NOT_OWNED
+        }
         Err(Failure::Other(message)) => {
             if args.output == Output::Json {
                 let _ = writeln!(out, "{}", json!({ "ok": false, "error": message }));
@@ -130,6 +164,16 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
 enum Failure {
     BadInput(SpecErrors),
     Other(String),
+    NotOwned(String),
+}
+
+impl From<crate::converge::Error> for Failure {
+    fn from(e: crate::converge::Error) -> Self {
+        match e {
+            crate::converge::Error::NotOwned(m) => Failure::NotOwned(m),
+            other => Failure::Other(other.to_string()),
+        }
+    }
 }
 
 impl From<SpecErrors> for Failure {
@@ -252,7 +296,7 @@ fn yaml(value: &impl serde::Serialize) -> String {
 }
 
 fn print_plan(args: &Args, spec: &ClusterSpec, out: &mut dyn Write) -> Result<(), Failure> {
-    let plan = plan::up(spec, &ClusterState::Absent);
+    let plan = plan::up(spec, &ClusterState::Absent, &applied_objects(args, spec)?);
     if args.output == Output::Json {
         writeln!(
             out,
@@ -351,6 +395,7 @@ fn describe(cluster: &str, action: &Action) -> Vec<String> {
             namespace,
             workloads,
             checks,
+            ..
         } => {
             let mut v: Vec<String> = workloads
                 .iter()
@@ -395,9 +440,11 @@ fn describe(cluster: &str, action: &Action) -> Vec<String> {
         Action::VerifyIngress { url } => {
             vec![format!("GET {url} is answered by the ingress gateway")]
         }
-        Action::RecordSpec { hash } => vec![format!(
-            "record spec hash {hash} in ConfigMap {}/paddock-spec",
-            plan::SYSTEM_NAMESPACE
+        Action::RecordSpec { record } => vec![format!(
+            "record spec hash {} in ConfigMap {}/{}",
+            record.spec_hash,
+            plan::SYSTEM_NAMESPACE,
+            crate::kubeapi::RECORD_NAME
         )],
     }
 }
@@ -428,6 +475,143 @@ fn print_render(args: &Args, spec: &ClusterSpec, out: &mut dyn Write) -> Result<
             r.name, r.chart, r.version, r.repo, r.namespace
         )?;
         write!(out, "---\n{}", yaml(&r.values))?;
+    }
+    Ok(())
+}
+
+fn applied_objects(args: &Args, spec: &ClusterSpec) -> Result<Vec<Value>, Failure> {
+    crate::converge::load_manifests(&args.dir, &spec.body.workloads).map_err(Failure::Other)
+}
+
+fn toolchain(args: &Args) -> crate::toolchain::Toolchain {
+    let repo_tools = spec::load(&args.dir).repo.config.tools;
+    crate::toolchain::Toolchain::resolve(
+        args.k3d.as_deref(),
+        args.helm.as_deref(),
+        &repo_tools,
+        args.state_dir.as_deref(),
+    )
+}
+
+fn reporter(args: &Args) -> std::sync::Arc<crate::output::Reporter> {
+    let mode = match (args.output, args.quiet) {
+        (Output::Json, _) => crate::output::Mode::Json,
+        (_, true) => crate::output::Mode::Quiet,
+        _ => crate::output::Mode::Text,
+    };
+    std::sync::Arc::new(crate::output::Reporter::new(
+        mode,
+        args.verbose,
+        Box::new(std::io::stdout()),
+    ))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(format!("failed to start the async runtime: {e}")))
+}
+
+/// Ctrl-C once: start no new step, let running ones finish. Twice: stop now.
+fn watch_interrupts(
+    reporter: std::sync::Arc<crate::output::Reporter>,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            reporter.note(
+                "interrupted: finishing the steps already running (Ctrl-C again to stop at once)",
+            );
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    cancel
+}
+
+fn up(args: &Args, spec: &ClusterSpec, adopt: bool, _out: &mut dyn Write) -> Result<(), Failure> {
+    let applied = applied_objects(args, spec)?;
+    let tools = toolchain(args);
+    let rep = reporter(args);
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let cancel = watch_interrupts(rep.clone());
+        crate::converge::up(spec, &applied, &tools, rep.clone(), cancel, adopt).await
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            rep.result(
+                &format!("✗ {e}"),
+                json!({"ok": false, "cluster": spec.name, "error": e.to_string()}),
+            );
+            return Err(e.into());
+        }
+    };
+    let s = &report.summary;
+    let summary = if report.up_to_date {
+        format!(
+            "cluster {} is up to date with its spec; nothing to do",
+            report.cluster
+        )
+    } else {
+        format!(
+            "cluster {} converged: {} steps in {:.1}s (critical path {:.1}s, {:.1}s if run one by one)",
+            report.cluster,
+            report.steps_run,
+            s.wall.as_secs_f64(),
+            s.critical_path.as_secs_f64(),
+            s.sum.as_secs_f64()
+        )
+    };
+    rep.result(
+        &summary,
+        json!({"ok": true, "cluster": report.cluster, "upToDate": report.up_to_date,
+            "stepsRun": report.steps_run, "wallMs": s.wall.as_millis() as u64,
+            "criticalPathMs": s.critical_path.as_millis() as u64, "sumMs": s.sum.as_millis() as u64,
+            "steps": s.steps.iter().map(|(k, v)| (k.clone(), json!(v.as_millis() as u64))).collect::<serde_json::Map<String, Value>>(),
+            "notes": report.notes}),
+    );
+    Ok(())
+}
+
+fn cluster_name(args: &Args, cluster: Option<&str>) -> Result<String, Failure> {
+    if let Some(c) = cluster {
+        return Ok(c.to_string());
+    }
+    let repo = spec::validate_repo(&args.dir)?;
+    Ok(repo.choose_cluster(None)?)
+}
+
+fn down(args: &Args, cluster: Option<&str>, yes: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let name = cluster_name(args, cluster)?;
+    let tools = toolchain(args);
+    let rt = runtime()?;
+    let confirm = |question: &str| {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "refusing to delete without confirmation on a non-interactive input; pass --yes"
+            );
+            return false;
+        }
+        eprint!("{question}");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        matches!(answer.trim(), "y" | "Y" | "yes")
+    };
+    let result = rt.block_on(crate::converge::down(&name, &tools, yes, confirm))?;
+    if args.output == Output::Json {
+        let mut r = result;
+        r["ok"] = json!(true);
+        writeln!(out, "{r}")?;
+    } else if !args.quiet {
+        writeln!(out, "{}", result["message"].as_str().unwrap_or_default())?;
     }
     Ok(())
 }

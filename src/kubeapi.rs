@@ -7,9 +7,9 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::runtime::watcher;
@@ -17,6 +17,7 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+pub use crate::observe::Record;
 use crate::plan::SYSTEM_NAMESPACE;
 
 /// Field manager of everything paddock applies.
@@ -53,21 +54,10 @@ pub struct Kube {
 
 impl Debug for Kube {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kube").field("cluster", &self.cluster).finish()
+        f.debug_struct("Kube")
+            .field("cluster", &self.cluster)
+            .finish()
     }
-}
-
-/// paddock's in-cluster record of what it applied.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Record {
-    pub spec_hash: String,
-    /// Release name → `{chart, version, values}` as last installed by paddock.
-    pub releases: BTreeMap<String, Value>,
-    /// The k3d config the cluster was created from.
-    pub k3d: Value,
-    pub istio_version: String,
-    /// Hash of everything applied with server-side apply (workloads, addon manifests).
-    pub applied_hash: String,
 }
 
 impl Kube {
@@ -77,7 +67,8 @@ impl Kube {
             cluster: cluster.to_string(),
             message,
         };
-        let kc = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).map_err(|e| bad(e.to_string()))?;
+        let kc =
+            kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).map_err(|e| bad(e.to_string()))?;
         let mut config =
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
@@ -141,15 +132,23 @@ impl Kube {
     /// Every node reports Ready.
     pub async fn wait_nodes_ready(&self, timeout: Duration) -> Result<(), Error> {
         let api: Api<Node> = Api::all(self.client.clone());
-        self.wait_for(api, ListParams::default(), "nodes to be Ready", timeout, |nodes| {
-            Ok(!nodes.is_empty()
-                && nodes.iter().all(|n| {
-                    n.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                }))
-        })
+        self.wait_for(
+            api,
+            ListParams::default(),
+            "nodes to be Ready",
+            timeout,
+            |nodes| {
+                Ok(!nodes.is_empty()
+                    && nodes.iter().all(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    }))
+            },
+        )
         .await
     }
 
@@ -166,24 +165,36 @@ impl Kube {
         let c = self.client.clone();
         match kind {
             "StatefulSet" => {
-                self.wait_for(Api::<StatefulSet>::namespaced(c, namespace), params, &what, timeout, |items| {
-                    Ok(items.first().is_some_and(statefulset_done))
-                })
+                self.wait_for(
+                    Api::<StatefulSet>::namespaced(c, namespace),
+                    params,
+                    &what,
+                    timeout,
+                    |items| Ok(items.first().is_some_and(statefulset_done)),
+                )
                 .await
             }
             "DaemonSet" => {
-                self.wait_for(Api::<DaemonSet>::namespaced(c, namespace), params, &what, timeout, |items| {
-                    Ok(items.first().is_some_and(daemonset_done))
-                })
+                self.wait_for(
+                    Api::<DaemonSet>::namespaced(c, namespace),
+                    params,
+                    &what,
+                    timeout,
+                    |items| Ok(items.first().is_some_and(daemonset_done)),
+                )
                 .await
             }
             _ => {
-                self.wait_for(Api::<Deployment>::namespaced(c, namespace), params, &what, timeout, |items| {
-                    match items.first() {
+                self.wait_for(
+                    Api::<Deployment>::namespaced(c, namespace),
+                    params,
+                    &what,
+                    timeout,
+                    |items| match items.first() {
                         Some(d) => deployment_done(d),
                         None => Ok(false),
-                    }
-                })
+                    },
+                )
                 .await
             }
         }
@@ -193,16 +204,25 @@ impl Kube {
     pub async fn wait_webhook_ca(&self, name: &str, timeout: Duration) -> Result<(), Error> {
         let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
         let params = ListParams::default().fields(&format!("metadata.name={name}"));
-        self.wait_for(api, params, &format!("a caBundle in {name}"), timeout, |items| {
-            Ok(items.first().is_some_and(|h| {
-                h.webhooks.as_ref().is_some_and(|ws| {
-                    !ws.is_empty()
-                        && ws.iter().all(|w| {
-                            w.client_config.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty())
-                        })
-                })
-            }))
-        })
+        self.wait_for(
+            api,
+            params,
+            &format!("a caBundle in {name}"),
+            timeout,
+            |items| {
+                Ok(items.first().is_some_and(|h| {
+                    h.webhooks.as_ref().is_some_and(|ws| {
+                        !ws.is_empty()
+                            && ws.iter().all(|w| {
+                                w.client_config
+                                    .ca_bundle
+                                    .as_ref()
+                                    .is_some_and(|b| !b.0.is_empty())
+                            })
+                    })
+                }))
+            },
+        )
         .await
     }
 
@@ -214,16 +234,23 @@ impl Kube {
     ) -> Result<(), Error> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
-        api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&ns))
-            .await
-            .map_err(|e| self.api_err(e))?;
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&ns),
+        )
+        .await
+        .map_err(|e| self.api_err(e))?;
         Ok(())
     }
 
     /// Labels of every namespace.
     pub async fn namespaces(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, Error> {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let list = api.list(&ListParams::default()).await.map_err(|e| self.api_err(e))?;
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.api_err(e))?;
         Ok(list
             .items
             .into_iter()
@@ -263,9 +290,13 @@ impl Kube {
             } else {
                 Api::all_with(self.client.clone(), &ar)
             };
-            api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
-                .await
-                .map_err(|e| self.api_err(e))?;
+            api.patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(obj),
+            )
+            .await
+            .map_err(|e| self.api_err(e))?;
         }
         Ok(())
     }
@@ -273,7 +304,11 @@ impl Kube {
     /// paddock's record, if the cluster has one.
     pub async fn record(&self) -> Result<Option<Record>, Error> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
-        let Some(cm) = api.get_opt(RECORD_NAME).await.map_err(|e| self.api_err(e))? else {
+        let Some(cm) = api
+            .get_opt(RECORD_NAME)
+            .await
+            .map_err(|e| self.api_err(e))?
+        else {
             return Ok(None);
         };
         let data = cm.data.unwrap_or_default();
@@ -289,7 +324,12 @@ impl Kube {
     }
 
     /// Write the marker namespace and the record.
-    pub async fn write_record(&self, cluster: &str, record: &Record, spec: &Value) -> Result<(), Error> {
+    pub async fn write_record(
+        &self,
+        cluster: &str,
+        record: &Record,
+        spec: &Value,
+    ) -> Result<(), Error> {
         let mut labels = BTreeMap::new();
         labels.insert(MARKER_LABEL.to_string(), "true".to_string());
         self.apply_namespace(SYSTEM_NAMESPACE, &labels).await?;
@@ -309,14 +349,23 @@ impl Kube {
             },
         });
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
-        api.patch(RECORD_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
-            .await
-            .map_err(|e| self.api_err(e))?;
+        api.patch(
+            RECORD_NAME,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .map_err(|e| self.api_err(e))?;
         Ok(())
     }
 
     /// Any object as JSON, by API path (for status reads).
-    pub async fn list_json(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Result<Vec<Value>, Error> {
+    pub async fn list_json(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>, Error> {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let gvk = GroupVersionKind::gvk(group, version, kind);
         let (ar, _) = kube::discovery::pinned_kind(&self.client, &gvk)
@@ -326,7 +375,10 @@ impl Kube {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),
         };
-        let list = api.list(&ListParams::default()).await.map_err(|e| self.api_err(e))?;
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.api_err(e))?;
         Ok(list
             .items
             .into_iter()
@@ -342,13 +394,13 @@ pub fn deployment_done(d: &Deployment) -> Result<bool, String> {
     let Some(st) = &d.status else {
         return Ok(false);
     };
-    if let Some(c) = st
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
-    {
-        return Err(c.message.clone().unwrap_or_else(|| "progress deadline exceeded".into()));
+    if let Some(c) = st.conditions.iter().flatten().find(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
+        return Err(c
+            .message
+            .clone()
+            .unwrap_or_else(|| "progress deadline exceeded".into()));
     }
     let updated = st.updated_replicas.unwrap_or(0);
     Ok(st.observed_generation.unwrap_or(0) >= generation

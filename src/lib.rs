@@ -4,11 +4,16 @@
 //! → [`plan`] (desired vs observed → a DAG of steps) → execution → drivers.
 
 pub mod cli;
+pub mod converge;
 pub mod exec;
+pub mod execute;
 pub mod helm;
 pub mod istio;
 pub mod k3d;
 pub mod kubeapi;
+pub mod lock;
 pub mod observe;
+pub mod output;
 pub mod plan;
 pub mod spec;
+pub mod toolchain;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::helm::{self, Release};
 use crate::istio;
 use crate::k3d;
-use crate::observe::ClusterState;
+use crate::observe::{ClusterState, Record};
 use crate::spec::ClusterSpec;
 use crate::spec::types::{Injection, WorkloadKind};
 
@@ -43,6 +43,11 @@ pub enum Action {
         namespace: String,
         workloads: Vec<WorkloadRef>,
         checks: Vec<String>,
+        /// Webhook configurations that must carry a caBundle (istiod patched them).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ca_bundles: Vec<String>,
+        /// How long to wait, in seconds.
+        timeout_secs: u64,
     },
     /// Create or label a namespace.
     Namespace {
@@ -53,8 +58,8 @@ pub enum Action {
     Apply { source: String, objects: Vec<Value> },
     /// HTTP through the load balancer's published port reaches the ingress gateway.
     VerifyIngress { url: String },
-    /// Record the applied spec and its hash in `paddock-system`.
-    RecordSpec { hash: String },
+    /// Record the applied spec, its hash and what was installed in `paddock-system`.
+    RecordSpec { record: Record },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,6 +123,8 @@ impl Builder {
         after: &[&str],
         workloads: Vec<WorkloadRef>,
         checks: Vec<String>,
+        ca_bundles: Vec<String>,
+        timeout_secs: u64,
     ) -> String {
         let name = release.name.clone();
         let namespace = release.namespace.clone();
@@ -133,6 +140,8 @@ impl Builder {
                 namespace,
                 workloads,
                 checks,
+                ca_bundles,
+                timeout_secs,
             },
         )
     }
@@ -147,14 +156,141 @@ impl Builder {
     }
 }
 
-/// Plan `up` for a cluster.
-pub fn up(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
-    match observed {
-        ClusterState::Absent => from_nothing(spec, observed),
+impl Action {
+    /// Does running this step change the cluster (as opposed to waiting or checking)?
+    pub fn mutates(&self) -> bool {
+        matches!(
+            self,
+            Action::CreateCluster { .. }
+                | Action::HelmInstall { .. }
+                | Action::Namespace { .. }
+                | Action::Apply { .. }
+                | Action::RecordSpec { .. }
+        )
     }
 }
 
-fn from_nothing(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
+/// What paddock records about a release it installed, to tell later whether it changed.
+pub fn release_fingerprint(r: &Release) -> Value {
+    json!({"chart": r.chart, "repo": r.repo, "version": r.version, "values": r.values})
+}
+
+/// Hash of objects applied with server-side apply.
+pub fn objects_hash(objects: &[&Value]) -> String {
+    let digest = Sha256::digest(serde_json::to_vec(objects).unwrap_or_default());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Plan `up` for a cluster: everything from nothing, or, for a cluster that exists, only
+/// what differs from what paddock recorded and what helm and the API report. `applied` are the
+/// parsed workload manifests of the spec.
+pub fn up(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) -> Plan {
+    let plan = from_nothing(spec, observed, applied);
+    match observed {
+        ClusterState::Absent => plan,
+        ClusterState::Present(o) => converge(spec, plan, o),
+    }
+}
+
+fn record_of(plan: &Plan) -> Option<&Record> {
+    plan.steps.iter().find_map(|s| match &s.action {
+        Action::RecordSpec { record } => Some(record),
+        _ => None,
+    })
+}
+
+fn is_istio_chart(r: &Release) -> bool {
+    matches!(r.chart.as_str(), "base" | "istiod" | "gateway")
+}
+
+/// Trim a from-nothing plan to what an existing cluster still needs.
+fn converge(spec: &ClusterSpec, mut plan: Plan, o: &crate::observe::Observed) -> Plan {
+    let desired = record_of(&plan).cloned().unwrap_or_default();
+    let recorded = o.record.as_ref();
+    let istio_change = recorded
+        .filter(|r| !r.istio_version.is_empty() && r.istio_version != desired.istio_version)
+        .map(|r| (r.istio_version.clone(), desired.istio_version.clone()));
+    if let Some((from, to)) = &istio_change {
+        plan.notes.push(format!(
+            "Istio {from} → {to} is an upgrade, not a reinstall: run `paddock upgrade {} --to {to}`; `up` leaves Istio as it is",
+            spec.name
+        ));
+    }
+    if let Some(r) = recorded
+        && !r.k3d.is_null()
+        && r.k3d != k3d::config(spec)
+    {
+        plan.notes.push(format!(
+            "the k3d section changed (node layout, image or ports): that needs a new cluster; run `paddock switchover {}` to replace it blue-green",
+            spec.name
+        ));
+    }
+    let installed = |rel: &Release| {
+        let chart = format!("{}-{}", rel.chart, rel.version);
+        o.releases.iter().any(|h| {
+            h.name == rel.name
+                && h.namespace == rel.namespace
+                && h.status == "deployed"
+                && h.chart == chart
+        }) && recorded.and_then(|r| r.releases.get(&rel.name)) == Some(&release_fingerprint(rel))
+    };
+    let keep = |step: &Step| match &step.action {
+        Action::CreateCluster { .. } => false,
+        Action::HelmInstall { release } => {
+            !(istio_change.is_some() && is_istio_chart(release)) && !installed(release)
+        }
+        Action::Namespace { name, labels } => o
+            .namespaces
+            .get(name)
+            .is_none_or(|have| labels.iter().any(|(k, v)| have.get(k) != Some(v))),
+        Action::Apply { .. } => {
+            recorded.map(|r| r.applied_hash.as_str()) != Some(desired.applied_hash.as_str())
+        }
+        Action::RecordSpec { .. } => istio_change.is_none(),
+        Action::WaitNodesReady
+        | Action::WaitCoreDns
+        | Action::WaitReady { .. }
+        | Action::VerifyIngress { .. } => true,
+    };
+    let changes = plan
+        .steps
+        .iter()
+        .any(|s| s.action.mutates() && !matches!(s.action, Action::RecordSpec { .. }) && keep(s));
+    let recorded_same = recorded.is_some_and(|r| r.spec_hash == desired.spec_hash);
+    if !changes && (recorded_same || istio_change.is_some()) {
+        plan.steps.clear();
+    } else {
+        plan.steps = prune(std::mem::take(&mut plan.steps), keep);
+    }
+    plan.groups = layers(&plan.steps);
+    plan
+}
+
+/// Drop steps, handing each dropped step's needs on to the steps that needed it.
+pub fn prune(steps: Vec<Step>, keep: impl Fn(&Step) -> bool) -> Vec<Step> {
+    let mut resolved: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for step in steps {
+        let mut needs: Vec<String> = Vec::new();
+        for n in &step.needs {
+            match resolved.get(n) {
+                Some(through) => needs.extend(through.iter().cloned()),
+                None => needs.push(n.clone()),
+            }
+        }
+        needs.sort();
+        needs.dedup();
+        if keep(&step) {
+            resolved.insert(step.id.clone(), vec![step.id.clone()]);
+            out.push(Step { needs, ..step });
+        } else {
+            resolved.insert(step.id.clone(), needs);
+        }
+    }
+    out
+}
+
+fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) -> Plan {
     let mut b = Builder { steps: Vec::new() };
     let create = b.add(
         format!("k3d.create/{}", spec.name),
@@ -208,16 +344,22 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
                     .as_ref()
                     .map(istio::tags_of)
                     .unwrap_or_default();
+                let mut ca_bundles = vec![format!(
+                    "istio-sidecar-injector-{}",
+                    name.trim_start_matches("istiod-")
+                )];
                 for t in tags {
                     checks.push(format!(
                         "MutatingWebhookConfiguration istio-revision-tag-{t} has a caBundle"
                     ));
+                    ca_bundles.push(format!("istio-revision-tag-{t}"));
                 }
                 let workloads = vec![WorkloadRef {
                     kind: WorkloadKind::Deployment,
                     name,
                 }];
-                istiod_ready = Some(b.install_and_wait(rel, &[&base], workloads, checks));
+                istiod_ready =
+                    Some(b.install_and_wait(rel, &[&base], workloads, checks, ca_bundles, 300));
             }
             _ => {
                 let after = istiod_ready.clone().unwrap_or_else(|| dns.clone());
@@ -227,7 +369,14 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
                 }];
                 let checks =
                     vec!["pods run the proxy image of the revision tag `default` points at".into()];
-                gateway_ready.push(b.install_and_wait(rel, &[&after], workloads, checks));
+                gateway_ready.push(b.install_and_wait(
+                    rel,
+                    &[&after],
+                    workloads,
+                    checks,
+                    Vec::new(),
+                    300,
+                ));
             }
         }
     }
@@ -260,11 +409,20 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
                 name: r.name.clone(),
             })
             .collect();
+        let timeout = addon
+            .ready
+            .iter()
+            .filter_map(|r| crate::spec::validate::parse_duration(&r.timeout).ok())
+            .map(|d| d.as_secs().max(1) as u64)
+            .max()
+            .unwrap_or(300);
         let ready = b.install_and_wait(
             helm::addon_release(addon),
             &needs_ref,
             workloads,
             Vec::new(),
+            Vec::new(),
+            timeout,
         );
         let mut last = ready.clone();
         if !addon.manifests.is_empty() {
@@ -297,7 +455,7 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
             &deps,
             Action::Apply {
                 source: spec.body.workloads.join(", "),
-                objects: Vec::new(),
+                objects: applied.to_vec(),
             },
         );
         finals.push(id);
@@ -318,10 +476,33 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState) -> Plan {
     }
     let hash = spec_hash(spec);
     let deps: Vec<&str> = finals.iter().map(String::as_str).collect();
+    let mut releases = BTreeMap::new();
+    let mut applied_objects: Vec<&Value> = Vec::new();
+    for step in &b.steps {
+        match &step.action {
+            Action::HelmInstall { release } => {
+                releases.insert(release.name.clone(), release_fingerprint(release));
+            }
+            Action::Apply { objects, .. } => applied_objects.extend(objects.iter()),
+            _ => {}
+        }
+    }
+    let record = Record {
+        spec_hash: hash.clone(),
+        releases,
+        k3d: k3d::config(spec),
+        istio_version: spec
+            .body
+            .istio
+            .as_ref()
+            .map(|i| i.version.clone())
+            .unwrap_or_default(),
+        applied_hash: objects_hash(&applied_objects),
+    };
     b.add(
         "paddock.record".into(),
         &deps,
-        Action::RecordSpec { hash: hash.clone() },
+        Action::RecordSpec { record },
     );
 
     let groups = layers(&b.steps);

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Release;
 use crate::exec::{Cmd, ExecError, exec};
@@ -26,7 +26,7 @@ pub struct Helm {
 }
 
 /// One row of `helm list -o json`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseInfo {
     pub name: String,
     pub namespace: String,
@@ -117,7 +117,8 @@ impl Helm {
     }
 
     pub fn rollback_cmd(&self, name: &str, namespace: &str, kubeconfig: &Path) -> Cmd {
-        self.cmd(kubeconfig).args(["rollback", name, "-n", namespace])
+        self.cmd(kubeconfig)
+            .args(["rollback", name, "-n", namespace])
     }
 
     /// Every release in every namespace, whatever its status.
@@ -182,7 +183,10 @@ mod tests {
             json!({}),
         );
         let cmd = helm(3).upgrade_install_cmd(&r, Path::new("kc"));
-        assert!(cmd.args.contains(&"oci://registry.istio.io/release/charts/base".to_string()));
+        assert!(
+            cmd.args
+                .contains(&"oci://registry.istio.io/release/charts/base".to_string())
+        );
         assert!(!cmd.args.contains(&"--repo".to_string()));
     }
 

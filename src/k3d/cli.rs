@@ -232,8 +232,13 @@ mod tests {
             "k3d cluster create dev --config - < (generated input)"
         );
         assert_eq!(
-            k.registry_create_cmd("paddock-docker-io", 5001, "https://registry-1.docker.io", "paddock-docker-io")
-                .to_string(),
+            k.registry_create_cmd(
+                "paddock-docker-io",
+                5001,
+                "https://registry-1.docker.io",
+                "paddock-docker-io"
+            )
+            .to_string(),
             "k3d registry create paddock-docker-io -p 127.0.0.1:5001 --proxy-remote-url https://registry-1.docker.io -v paddock-docker-io:/var/lib/registry"
         );
     }

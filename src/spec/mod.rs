@@ -7,7 +7,7 @@ pub mod merge;
 pub mod schema;
 pub mod typed;
 pub mod types;
-mod validate;
+pub mod validate;
 pub mod yaml;
 
 use std::collections::BTreeMap;

@@ -284,4 +284,17 @@ pub struct RepoConfig {
     /// Cluster used when a command is given none.
     #[serde(default)]
     pub default_cluster: Option<String>,
+    /// Specific binaries to drive instead of those on `PATH`.
+    #[serde(default)]
+    pub tools: ToolPaths,
+}
+
+/// Paths of the tools paddock drives (`paddock.yaml` `tools`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPaths {
+    #[serde(default)]
+    pub k3d: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub helm: Option<std::path::PathBuf>,
 }

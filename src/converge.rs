@@ -1,0 +1,251 @@
+//! `up` and `down`: observe a cluster through the drivers, plan, execute, report. Safety lives
+//! here: one operation per cluster (the lock), never mutating a cluster without paddock's
+//! marker unless `--adopt`, and confirmation before deleting.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use crate::execute::{self, Ctx, Outcome};
+use crate::helm::cli::Helm;
+use crate::k3d::cli::{ClusterInfo, K3d};
+use crate::kubeapi::Kube;
+use crate::lock;
+use crate::observe::{ClusterState, Observed};
+use crate::output::Reporter;
+use crate::plan;
+use crate::spec::ClusterSpec;
+use crate::toolchain::Toolchain;
+
+/// Why an operation did not succeed, mapped to exit codes by the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotOwned(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    Interrupted(String),
+}
+
+impl From<String> for Error {
+    fn from(s: String) -> Self {
+        Error::Failed(s)
+    }
+}
+
+/// What `up` did.
+#[derive(Debug)]
+pub struct UpReport {
+    pub cluster: String,
+    pub steps_run: usize,
+    pub summary: execute::Summary,
+    pub up_to_date: bool,
+    pub notes: Vec<String>,
+}
+
+fn not_owned(cluster: &str) -> Error {
+    Error::NotOwned(format!(
+        "cluster {cluster} exists but paddock did not create it (its nodes lack the `{}=true` label); paddock leaves it alone. Pass --adopt to manage it anyway, or pick another cluster name",
+        crate::k3d::MANAGED_LABEL
+    ))
+}
+
+/// A connected view of an existing cluster.
+#[derive(Debug)]
+pub struct Connected {
+    pub info: ClusterInfo,
+    pub kube: Kube,
+    pub kubeconfig: PathBuf,
+}
+
+/// Fetch a running cluster's kubeconfig, save it for helm, and connect.
+pub async fn connect(k3d: &K3d, tools: &Toolchain, info: ClusterInfo) -> Result<Connected, Error> {
+    let name = info.name.clone();
+    let text = k3d.run(k3d.kubeconfig_cmd(&name)).await.map_err(|e| {
+        Error::Failed(format!(
+            "failed to get the kubeconfig of cluster {name}: {e}"
+        ))
+    })?;
+    let kubeconfig = tools.cluster_dir(&name).join("kubeconfig");
+    execute::write_kubeconfig(&kubeconfig, &text).map_err(|e| {
+        Error::Failed(format!(
+            "failed to save the kubeconfig of cluster {name} to {}: {e}",
+            kubeconfig.display()
+        ))
+    })?;
+    let kube = Kube::connect(&name, &text)
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?;
+    Ok(Connected {
+        info,
+        kube,
+        kubeconfig,
+    })
+}
+
+/// Converge a cluster to its spec.
+pub async fn up(
+    spec: &ClusterSpec,
+    applied: &[Value],
+    tools: &Toolchain,
+    reporter: Arc<Reporter>,
+    cancel: Arc<AtomicBool>,
+    adopt: bool,
+) -> Result<UpReport, Error> {
+    let k3d = K3d::new(tools.need_k3d()?);
+    let helm = Helm::detect(tools.need_helm()?)
+        .await
+        .map_err(|e| Error::Failed(format!("failed to run helm: {e}")))?;
+    let _lock = lock::acquire(&tools.state_dir, &spec.name, "up")
+        .map_err(|e| Error::Failed(e.to_string()))?;
+    let found = k3d.find(&spec.name).await.map_err(|e| {
+        Error::Failed(format!(
+            "could not tell whether cluster {} exists: {e}",
+            spec.name
+        ))
+    })?;
+    let kubeconfig = tools.cluster_dir(&spec.name).join("kubeconfig");
+    let kube_cell = OnceCell::new();
+    let observed = match found {
+        None => ClusterState::Absent,
+        Some(info) => {
+            if !info.owned() && !adopt {
+                return Err(not_owned(&spec.name));
+            }
+            if !info.running() {
+                reporter.note(&format!("cluster {} is stopped; starting it", spec.name));
+                k3d.run(crate::exec::Cmd::new(&k3d.bin).args(["cluster", "start", &spec.name]))
+                    .await
+                    .map_err(|e| {
+                        Error::Failed(format!("failed to start cluster {}: {e}", spec.name))
+                    })?;
+            }
+            let c = connect(&k3d, tools, info).await?;
+            let record = c
+                .kube
+                .record()
+                .await
+                .map_err(|e| Error::Failed(e.to_string()))?;
+            let namespaces = c
+                .kube
+                .namespaces()
+                .await
+                .map_err(|e| Error::Failed(e.to_string()))?;
+            let releases = helm.list(&c.kubeconfig).await.map_err(|e| {
+                Error::Failed(format!(
+                    "could not list the Helm releases of cluster {}: {e}",
+                    spec.name
+                ))
+            })?;
+            let _ = kube_cell.set(c.kube);
+            ClusterState::Present(Box::new(Observed {
+                record,
+                releases,
+                namespaces,
+            }))
+        }
+    };
+    let plan = plan::up(spec, &observed, applied);
+    for n in &plan.notes {
+        reporter.note(n);
+    }
+    if plan.steps.is_empty() {
+        return Ok(UpReport {
+            cluster: spec.name.clone(),
+            steps_run: 0,
+            summary: execute::Summary::default(),
+            up_to_date: true,
+            notes: plan.notes.clone(),
+        });
+    }
+    let ctx = Arc::new(Ctx {
+        cluster: spec.name.clone(),
+        k3d,
+        helm,
+        kubeconfig,
+        kube: kube_cell,
+        reporter: reporter.clone(),
+        cancel,
+        spec_json: serde_json::to_value(spec).unwrap_or(Value::Null),
+    });
+    match execute::run(&plan, ctx).await {
+        Outcome::Done(summary) => Ok(UpReport {
+            cluster: spec.name.clone(),
+            steps_run: summary.steps.len(),
+            summary,
+            up_to_date: false,
+            notes: plan.notes.clone(),
+        }),
+        Outcome::Failed { step, error, .. } => Err(Error::Failed(format!(
+            "step {step} failed: {error}\nnothing is lost: fix the cause and run `paddock up {}` again to continue",
+            spec.name
+        ))),
+        Outcome::Interrupted(_) => Err(Error::Interrupted(format!(
+            "interrupted; the steps that finished stay done: run `paddock up {}` again to continue",
+            spec.name
+        ))),
+    }
+}
+
+/// Delete a cluster paddock owns. Standalone registry caches are kept for other clusters.
+pub async fn down(
+    cluster: &str,
+    tools: &Toolchain,
+    confirmed: bool,
+    confirm: impl FnOnce(&str) -> bool,
+) -> Result<Value, Error> {
+    let k3d = K3d::new(tools.need_k3d()?);
+    let _lock = lock::acquire(&tools.state_dir, cluster, "down")
+        .map_err(|e| Error::Failed(e.to_string()))?;
+    let found = k3d.find(cluster).await.map_err(|e| {
+        Error::Failed(format!(
+            "could not tell whether cluster {cluster} exists: {e}"
+        ))
+    })?;
+    let Some(info) = found else {
+        return Ok(
+            json!({"cluster": cluster, "deleted": false, "message": format!("cluster {cluster} does not exist; nothing to delete")}),
+        );
+    };
+    if !info.owned() {
+        return Err(Error::NotOwned(format!(
+            "cluster {cluster} was not created by paddock (no `{}=true` label); delete it with `k3d cluster delete {cluster}` yourself if you mean to",
+            crate::k3d::MANAGED_LABEL
+        )));
+    }
+    if !confirmed
+        && !confirm(&format!(
+            "Delete cluster {cluster} and everything in it ({} nodes)? [y/N] ",
+            info.nodes.len()
+        ))
+    {
+        return Err(Error::Failed(format!(
+            "not confirmed; cluster {cluster} is untouched (pass --yes to skip the question)"
+        )));
+    }
+    k3d.run(k3d.delete_cmd(cluster))
+        .await
+        .map_err(|e| Error::Failed(format!("failed to delete cluster {cluster}: {e}")))?;
+    let _ = std::fs::remove_dir_all(tools.cluster_dir(cluster));
+    Ok(
+        json!({"cluster": cluster, "deleted": true, "message": format!("cluster {cluster} deleted; registry caches are kept for other clusters")}),
+    )
+}
+
+/// Parse workload manifests (multi-document YAML files relative to `root`).
+pub fn load_manifests(root: &std::path::Path, files: &[String]) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for f in files {
+        let path = root.join(f);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        out.extend(docs.into_iter().filter(|d| !d.is_null()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,363 @@
+//! Executing a plan: steps whose needs are done run concurrently; each step is idempotent, so a
+//! run that stops (failure, Ctrl-C, SIGKILL) is continued by planning again and rerunning.
+//! On a failure no new step starts; running ones finish; the error names the step and quotes
+//! the command and its stderr.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::helm::cli::Helm;
+use crate::k3d::cli::K3d;
+use crate::kubeapi::Kube;
+use crate::output::Reporter;
+use crate::plan::{Action, Plan, Step};
+use crate::spec::types::WorkloadKind;
+
+/// Everything steps need.
+#[derive(Debug)]
+pub struct Ctx {
+    pub cluster: String,
+    pub k3d: K3d,
+    pub helm: Helm,
+    /// Where the cluster's kubeconfig is kept for helm.
+    pub kubeconfig: PathBuf,
+    pub kube: OnceCell<Kube>,
+    pub reporter: Arc<Reporter>,
+    /// Set by Ctrl-C: start no new step.
+    pub cancel: Arc<AtomicBool>,
+    /// The merged spec, recorded in the cluster.
+    pub spec_json: Value,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(Summary),
+    Failed {
+        step: String,
+        error: String,
+        summary: Summary,
+    },
+    Interrupted(Summary),
+}
+
+/// Timings of a run.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub steps: BTreeMap<String, Duration>,
+    pub wall: Duration,
+    /// Sum of all step times (what running them one by one would take).
+    pub sum: Duration,
+    /// Longest chain of step times through the DAG.
+    pub critical_path: Duration,
+}
+
+fn summarize(plan: &Plan, steps: BTreeMap<String, Duration>, wall: Duration) -> Summary {
+    let mut finish: BTreeMap<&str, Duration> = BTreeMap::new();
+    for s in &plan.steps {
+        let start = s
+            .needs
+            .iter()
+            .filter_map(|n| finish.get(n.as_str()))
+            .max()
+            .copied()
+            .unwrap_or_default();
+        finish.insert(&s.id, start + steps.get(&s.id).copied().unwrap_or_default());
+    }
+    Summary {
+        sum: steps.values().sum(),
+        critical_path: finish.values().max().copied().unwrap_or_default(),
+        steps,
+        wall,
+    }
+}
+
+/// Run a plan's steps.
+pub async fn run(plan: &Plan, ctx: Arc<Ctx>) -> Outcome {
+    let started = Instant::now();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut running: BTreeSet<String> = BTreeSet::new();
+    let mut times: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut failure: Option<(String, String)> = None;
+    let mut set = tokio::task::JoinSet::new();
+    loop {
+        let stop = failure.is_some() || ctx.cancel.load(Ordering::SeqCst);
+        if !stop {
+            for step in &plan.steps {
+                if done.contains(&step.id) || running.contains(&step.id) {
+                    continue;
+                }
+                if step.needs.iter().all(|n| done.contains(n)) {
+                    running.insert(step.id.clone());
+                    ctx.reporter.step_started(&step.id);
+                    let (step, ctx) = (step.clone(), ctx.clone());
+                    set.spawn(async move {
+                        let t = Instant::now();
+                        let r = run_step(&step, &ctx).await;
+                        (step.id, t.elapsed(), r)
+                    });
+                }
+            }
+        }
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
+        let (id, took, result) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                failure.get_or_insert(("?".into(), format!("a step panicked: {e}")));
+                continue;
+            }
+        };
+        running.remove(&id);
+        times.insert(id.clone(), took);
+        match result {
+            Ok(()) => {
+                ctx.reporter.step_done(&id, took);
+                done.insert(id);
+            }
+            Err(e) => {
+                ctx.reporter.step_failed(&id, took, &e);
+                failure.get_or_insert((id, e));
+            }
+        }
+    }
+    let summary = summarize(plan, times, started.elapsed());
+    match failure {
+        Some((step, error)) => Outcome::Failed {
+            step,
+            error,
+            summary,
+        },
+        None if done.len() < plan.steps.len() => Outcome::Interrupted(summary),
+        None => Outcome::Done(summary),
+    }
+}
+
+async fn kube(ctx: &Ctx) -> Result<&Kube, String> {
+    ctx.kube
+        .get_or_try_init(|| async {
+            let text = ctx
+                .k3d
+                .run(ctx.k3d.kubeconfig_cmd(&ctx.cluster))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "failed to get the kubeconfig of cluster {}: {e}",
+                        ctx.cluster
+                    )
+                })?;
+            write_kubeconfig(&ctx.kubeconfig, &text).map_err(|e| {
+                format!(
+                    "failed to save the kubeconfig to {}: {e}",
+                    ctx.kubeconfig.display()
+                )
+            })?;
+            Kube::connect(&ctx.cluster, &text)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+}
+
+/// Save a kubeconfig readable only by the user.
+pub fn write_kubeconfig(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
+    match &step.action {
+        Action::CreateCluster { config } => {
+            let cmd = ctx.k3d.create_cmd(&ctx.cluster, config);
+            ctx.reporter.command(&cmd.to_string());
+            ctx.k3d
+                .run(cmd)
+                .await
+                .map_err(|e| format!("failed to create cluster {}: {e}", ctx.cluster))?;
+            kube(ctx).await.map(|_| ())
+        }
+        Action::WaitNodesReady => kube(ctx)
+            .await?
+            .wait_nodes_ready(Duration::from_secs(300))
+            .await
+            .map_err(|e| e.to_string()),
+        Action::WaitCoreDns => kube(ctx)
+            .await?
+            .wait_rollout(
+                "Deployment",
+                "kube-system",
+                "coredns",
+                Duration::from_secs(300),
+            )
+            .await
+            .map_err(|e| e.to_string()),
+        Action::HelmInstall { release } => {
+            recover_pending(ctx, &release.name, &release.namespace).await?;
+            let cmd = ctx.helm.upgrade_install_cmd(release, &ctx.kubeconfig);
+            ctx.reporter.command(&cmd.to_string());
+            ctx.helm
+                .run(cmd)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("failed to install {}: {e}", release.name))
+        }
+        Action::WaitReady {
+            namespace,
+            workloads,
+            ca_bundles,
+            timeout_secs,
+            ..
+        } => {
+            let k = kube(ctx).await?;
+            let timeout = Duration::from_secs(*timeout_secs);
+            for w in workloads {
+                let kind = match w.kind {
+                    WorkloadKind::Deployment => "Deployment",
+                    WorkloadKind::StatefulSet => "StatefulSet",
+                    WorkloadKind::DaemonSet => "DaemonSet",
+                };
+                k.wait_rollout(kind, namespace, &w.name, timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for hook in ca_bundles {
+                k.wait_webhook_ca(hook, timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+        Action::Namespace { name, labels } => kube(ctx)
+            .await?
+            .apply_namespace(name, labels)
+            .await
+            .map_err(|e| e.to_string()),
+        Action::Apply { objects, source } => kube(ctx)
+            .await?
+            .apply(objects, "default")
+            .await
+            .map_err(|e| format!("failed to apply {source}: {e}")),
+        Action::VerifyIngress { url } => verify_ingress(url, Duration::from_secs(120)).await,
+        Action::RecordSpec { record } => kube(ctx)
+            .await?
+            .write_record(&ctx.cluster, record, &ctx.spec_json)
+            .await
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// A release left `pending-*` by an interrupted helm (we hold the cluster lock, so nobody
+/// else is operating on it): roll an upgrade back, remove an install, so it can run again.
+async fn recover_pending(ctx: &Ctx, name: &str, namespace: &str) -> Result<(), String> {
+    let releases = ctx
+        .helm
+        .list(&ctx.kubeconfig)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(r) = releases
+        .iter()
+        .find(|r| r.name == name && r.namespace == namespace)
+    else {
+        return Ok(());
+    };
+    let cmd = match r.status.as_str() {
+        "pending-install" => ctx.helm.uninstall_cmd(name, namespace, &ctx.kubeconfig),
+        "pending-upgrade" | "pending-rollback" => {
+            ctx.helm.rollback_cmd(name, namespace, &ctx.kubeconfig)
+        }
+        _ => return Ok(()),
+    };
+    ctx.reporter.note(&format!(
+        "release {name} was left {} by an interrupted run; recovering with `{cmd}`",
+        r.status
+    ));
+    ctx.helm
+        .run(cmd)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("failed to recover release {name}: {e}"))
+}
+
+/// GET `url` until the ingress gateway (Envoy) answers, whatever the status code.
+pub async fn verify_ingress(url: &str, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        let u = url.to_string();
+        match tokio::task::spawn_blocking(move || http_get(&u)).await {
+            Ok(Ok((status, headers))) if headers.contains("server: istio-envoy") => {
+                let _ = status;
+                return Ok(());
+            }
+            Ok(Ok((status, _))) => {
+                last = format!("answered {status} without the gateway's `server: istio-envoy`")
+            }
+            Ok(Err(e)) => last = e,
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the ingress gateway did not answer at {url} within {}s: {last}",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 GET: (status, lower-cased headers).
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("only http:// URLs are checked: {url}"))?;
+    let (host, path) = match rest.split_once('/') {
+        Some((h, p)) => (h, format!("/{p}")),
+        None => (rest, "/".to_string()),
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .map_err(|e| format!("{host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}: no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| format!("connect {host}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read from {host}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{host} did not answer HTTP"))?;
+    Ok((status, head.to_ascii_lowercase()))
+}

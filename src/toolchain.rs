@@ -1,0 +1,97 @@
+//! Where the outside tools and paddock's state live, resolved once at the edge: flags and
+//! environment first, then `paddock.yaml`'s `tools`, then `PATH`.
+
+use std::path::{Path, PathBuf};
+
+/// The binaries paddock drives and its state directory.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    pub k3d: Option<PathBuf>,
+    pub helm: Option<PathBuf>,
+    pub kubectl: Option<PathBuf>,
+    pub state_dir: PathBuf,
+}
+
+/// Exactly what to install when a tool is missing.
+pub fn install_help(tool: &str) -> &'static str {
+    match tool {
+        "k3d" => {
+            "install k3d 5.x: `curl -s https://raw.githubusercontent.com/k3d-io/k3d/main/install.sh | bash` (or `brew install k3d`), or point paddock at it with --k3d PATH or `tools.k3d` in paddock.yaml"
+        }
+        "helm" => {
+            "install Helm 3 or 4: `curl https://raw.githubusercontent.com/helm/helm/main/scripts/get-helm-3 | bash` (or `brew install helm`), or point paddock at it with --helm PATH or `tools.helm` in paddock.yaml"
+        }
+        _ => {
+            "install kubectl: https://kubernetes.io/docs/tasks/tools/ (optional: paddock does not need it)"
+        }
+    }
+}
+
+/// Find an executable on `PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A configured tool path: absolute or relative paths must exist; bare names are looked up.
+fn pick(configured: Option<&Path>, name: &str) -> Option<PathBuf> {
+    match configured {
+        Some(p) if p.components().count() > 1 => Some(p.to_path_buf()),
+        Some(p) => on_path(&p.display().to_string()),
+        None => on_path(name),
+    }
+}
+
+/// paddock's state directory: `--state-dir`/`PADDOCK_STATE_DIR`, else
+/// `$XDG_STATE_HOME/paddock`, else `~/.local/state/paddock`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(x).join("paddock");
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/state/paddock"))
+        .unwrap_or_else(|| std::env::temp_dir().join("paddock-state"))
+}
+
+impl Toolchain {
+    pub fn resolve(
+        k3d: Option<&Path>,
+        helm: Option<&Path>,
+        configured: &crate::spec::types::ToolPaths,
+        state_dir: Option<&Path>,
+    ) -> Self {
+        Self {
+            k3d: pick(k3d.or(configured.k3d.as_deref()), "k3d"),
+            helm: pick(helm.or(configured.helm.as_deref()), "helm"),
+            kubectl: on_path("kubectl"),
+            state_dir: state_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(default_state_dir),
+        }
+    }
+
+    /// The k3d binary, or the error that says what to install.
+    pub fn need_k3d(&self) -> Result<&Path, String> {
+        self.k3d
+            .as_deref()
+            .ok_or_else(|| format!("k3d was not found; {}", install_help("k3d")))
+    }
+
+    pub fn need_helm(&self) -> Result<&Path, String> {
+        self.helm
+            .as_deref()
+            .ok_or_else(|| format!("helm was not found; {}", install_help("helm")))
+    }
+
+    /// Per-cluster files (kubeconfig) under the state directory.
+    pub fn cluster_dir(&self, cluster: &str) -> PathBuf {
+        self.state_dir.join("clusters").join(cluster)
+    }
+}
