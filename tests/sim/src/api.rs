@@ -92,6 +92,22 @@ async fn handle(
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
+    if path == "/sim/requests" && method == Method::GET {
+        let s = match state.store.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let mutating: Vec<String> = s
+            .requests
+            .iter()
+            .filter(|r| r.is_mutating())
+            .map(|r| format!("{} {}", r.verb, r.path))
+            .collect();
+        return json_response(
+            StatusCode::OK,
+            &json!({"total": s.requests.len(), "mutating": mutating}),
+        );
+    }
     if path == "/sim/helm" && method == Method::POST {
         let req = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let mut s = match state.store.lock() {

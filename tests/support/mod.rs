@@ -1,0 +1,270 @@
+//! A simulated world for paddock's scenario tests: the sim's fake `k3d` and `helm` first on
+//! `PATH`, a fresh sim home, state directory and copy of the repository (with free host ports),
+//! and everything removed afterwards, Docker objects included.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub struct World {
+    pub docker: bool,
+    pub home: tempfile::TempDir,
+    pub repo: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+    pub bin: PathBuf,
+    /// Host ports substituted for the shipped ones: (shipped, here).
+    pub ports: Vec<(u16, u16)>,
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The sim binary beside paddock's, built if missing.
+fn sim_binary() -> PathBuf {
+    let paddock = PathBuf::from(env!("CARGO_BIN_EXE_paddock"));
+    let sim = paddock.with_file_name("paddock-sim");
+    if !sim.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "paddock-sim", "--bin", "paddock-sim"])
+            .current_dir(workspace())
+            .status()
+            .expect("cargo build paddock-sim");
+        assert!(st.success(), "building the sim failed");
+    }
+    sim
+}
+
+pub fn require_docker() -> bool {
+    if paddock_sim::docker::available() {
+        paddock_sim::docker::cleanup_stale();
+        return true;
+    }
+    if std::env::var("PADDOCK_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
+        panic!("a Docker engine is required (PADDOCK_REQUIRE_TOOLS=1) but does not answer");
+    }
+    eprintln!("skipping: no Docker engine answers");
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn copy_dir(from: &Path, to: &Path, ports: &[(u16, u16)]) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let p = e.path();
+        let dest = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest, ports);
+        } else {
+            let mut text = std::fs::read_to_string(&p).expect("read");
+            for (old, new) in ports {
+                text = text.replace(&format!("127.0.0.1:{old}:"), &format!("127.0.0.1:{new}:"));
+            }
+            std::fs::write(&dest, text).expect("write");
+        }
+    }
+}
+
+impl World {
+    /// A world whose clusters are Docker containers (`docker`) or local processes.
+    pub fn new(docker: bool) -> Self {
+        let home = tempfile::tempdir().expect("home");
+        let bin = home.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        let st = Command::new(sim_binary())
+            .arg("link")
+            .arg(&bin)
+            .status()
+            .expect("link");
+        assert!(st.success());
+        let ports: Vec<(u16, u16)> = [8080, 8443, 9080]
+            .iter()
+            .map(|p| (*p, free_port()))
+            .collect();
+        let repo = tempfile::tempdir().expect("repo");
+        for d in ["profiles", "clusters", "addons", "manifests"] {
+            copy_dir(&workspace().join(d), &repo.path().join(d), &ports);
+        }
+        std::fs::copy(
+            workspace().join("paddock.yaml"),
+            repo.path().join("paddock.yaml"),
+        )
+        .expect("paddock.yaml");
+        Self {
+            docker,
+            home,
+            repo,
+            state: tempfile::tempdir().expect("state"),
+            bin,
+            ports,
+        }
+    }
+
+    /// The host port used here for a shipped one (8080, 8443, 9080).
+    pub fn port(&self, shipped: u16) -> u16 {
+        self.ports
+            .iter()
+            .find(|(o, _)| *o == shipped)
+            .map(|(_, n)| *n)
+            .expect("known port")
+    }
+
+    fn env(&self, c: &mut Command) {
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        c.env("PATH", path)
+            .env("PADDOCK_SIM_HOME", self.home.path())
+            .env("PADDOCK_SIM_DOCKER", if self.docker { "1" } else { "0" })
+            .env("PADDOCK_STATE_DIR", self.state.path())
+            .env("HOME", self.home.path())
+            .env_remove("PADDOCK_K3D")
+            .env_remove("PADDOCK_HELM")
+            .env_remove("KUBECONFIG")
+            .env_remove("PADDOCK_DIR");
+    }
+
+    pub fn paddock_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_paddock"));
+        c.arg("-C").arg(self.repo.path()).args(args);
+        self.env(&mut c);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn paddock(&self, args: &[&str]) -> Output {
+        self.paddock_cmd(args).output().expect("paddock runs")
+    }
+
+    pub fn spawn_paddock(&self, args: &[&str]) -> Child {
+        self.paddock_cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("paddock starts")
+    }
+
+    pub fn tool(&self, tool: &str, args: &[&str]) -> Output {
+        let mut c = Command::new(self.bin.join(tool));
+        c.args(args);
+        self.env(&mut c);
+        c.stdin(Stdio::null()).output().expect("tool runs")
+    }
+
+    pub fn invocations(&self) -> Vec<paddock_sim::world::Invocation> {
+        paddock_sim::world::invocations(self.home.path())
+    }
+
+    /// Invocations that change something: helm installs/upgrades/uninstalls/rollbacks, k3d
+    /// creates/deletes/imports.
+    pub fn mutations(&self) -> Vec<String> {
+        self.invocations()
+            .into_iter()
+            .filter(|i| {
+                let a: Vec<&str> = i.args.iter().map(String::as_str).collect();
+                match i.tool.as_str() {
+                    "helm" => a
+                        .iter()
+                        .any(|w| matches!(*w, "upgrade" | "install" | "uninstall" | "rollback")),
+                    _ => a
+                        .iter()
+                        .any(|w| matches!(*w, "create" | "delete" | "import" | "start" | "stop")),
+                }
+            })
+            .map(|i| format!("{} {}", i.tool, i.args.join(" ")))
+            .collect()
+    }
+
+    pub fn set_knobs(&self, k: &paddock_sim::knobs::Knobs) {
+        k.save(self.home.path()).expect("knobs");
+    }
+
+    /// The API server log of a cluster: (total requests, mutating requests).
+    pub fn requests(&self, cluster: &str) -> (u64, Vec<String>) {
+        let rec = paddock_sim::world::ClusterRecord::load(self.home.path(), cluster)
+            .expect("cluster record");
+        let url = rec.server_url();
+        let body = get(&format!("{url}/sim/requests"));
+        let v: Value = serde_json::from_str(&body).expect("requests json");
+        let mutating = v["mutating"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str().map(str::to_string))
+            .collect();
+        (v["total"].as_u64().unwrap_or(0), mutating)
+    }
+
+    pub fn edit(&self, file: &str, f: impl FnOnce(String) -> String) {
+        let p = self.repo.path().join(file);
+        let text = std::fs::read_to_string(&p).expect("read");
+        std::fs::write(&p, f(text)).expect("write");
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.tool("k3d", &["cluster", "delete", "--all"]);
+        if self.docker {
+            paddock_sim::docker::cleanup(self.home.path());
+        }
+    }
+}
+
+/// HTTP GET, body as text.
+pub fn get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// HTTP GET: (status, lower-cased head) or None when nothing answered.
+pub fn probe(port: u16) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let head = raw.split("\r\n\r\n").next()?.to_ascii_lowercase();
+    Some((head.split_whitespace().nth(1)?.parse().ok()?, head))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The final NDJSON result of a `--output json` run.
+pub fn result(o: &Output) -> Value {
+    stdout(o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "result" || v.get("ok").is_some())
+        .unwrap_or(Value::Null)
+}

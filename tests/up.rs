@@ -1,0 +1,286 @@
+//! `up` and `down` against the sim: from nothing to verified, idempotent reruns, incremental
+//! changes, ownership, locking, failures and kills that a rerun recovers from.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use paddock_sim::knobs::{FaultAction, Knobs, ToolFault};
+use support::{World, probe, result, stderr, stdout};
+
+fn up_ok(w: &World, cluster: &str) -> serde_json::Value {
+    let out = w.paddock(&["up", cluster, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "up {cluster} failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    result(&out)
+}
+
+fn up_from_nothing(docker: bool) {
+    let w = World::new(docker);
+    for (cluster, port) in [("ci", w.port(9080)), ("dev", w.port(8080))] {
+        let r = up_ok(&w, cluster);
+        assert_eq!(r["ok"], true);
+        assert_eq!(r["upToDate"], false);
+        assert!(
+            r["steps"]["verify/ingress"].is_u64(),
+            "{cluster} ends verified: {r}"
+        );
+        assert!(r["steps"]["paddock.record"].is_u64(), "{r}");
+        let (code, head) = probe(port).expect("the ingress answers");
+        assert_eq!(code, 404, "Envoy without routes");
+        assert!(head.contains("server: istio-envoy"), "{head}");
+        assert!(
+            head.contains(&format!("x-paddock-cluster: {cluster}")),
+            "{head}"
+        );
+        assert!(head.contains("x-paddock-proxy-version: 1.30.3"), "{head}");
+    }
+    let list = w.tool("k3d", &["cluster", "list", "-o", "json"]);
+    let clusters: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    assert_eq!(clusters.as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn up_from_nothing_converges_ci_and_dev_with_processes() {
+    up_from_nothing(false);
+}
+
+#[test]
+fn up_from_nothing_converges_ci_and_dev_with_docker() {
+    if support::require_docker() {
+        up_from_nothing(true);
+    }
+}
+
+#[test]
+fn a_second_up_changes_nothing() {
+    let w = World::new(false);
+    up_ok(&w, "ci");
+    let mutations_before = w.mutations();
+    let (_, api_before) = w.requests("ci");
+    let out = w.paddock(&["up", "ci"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("cluster ci is up to date with its spec; nothing to do"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(w.mutations(), mutations_before, "no helm or k3d mutation");
+    let (_, api_after) = w.requests("ci");
+    assert_eq!(api_after, api_before, "no mutating API call");
+}
+
+#[test]
+fn adding_an_addon_installs_only_that_addon() {
+    let w = World::new(false);
+    up_ok(&w, "ci");
+    let before = w.mutations().len();
+    w.edit("clusters/ci.yaml", |t| format!("{t}addons: [prometheus]\n"));
+    let r = up_ok(&w, "ci");
+    let new: Vec<String> = w.mutations().split_off(before);
+    assert_eq!(new.len(), 1, "one helm install: {new:?}");
+    assert!(
+        new[0].contains("upgrade --install prometheus prometheus"),
+        "{new:?}"
+    );
+    assert!(
+        r["steps"]["kube.wait/prometheus"].is_u64(),
+        "waited for it: {r}"
+    );
+    assert!(
+        r["steps"].get("helm.install/istiod-1-30-3").is_none(),
+        "{r}"
+    );
+}
+
+#[test]
+fn down_removes_what_the_cluster_owned() {
+    let w = World::new(false);
+    up_ok(&w, "ci");
+    let refused = w.paddock(&["down", "ci"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "no confirmation on a non-interactive input"
+    );
+    let out = w.paddock(&["down", "ci", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = w.tool("k3d", &["cluster", "list", "-o", "json"]);
+    assert_eq!(stdout(&list).trim(), "[]");
+    assert!(
+        probe(w.port(9080)).is_none(),
+        "nothing listens on the ingress port"
+    );
+    assert!(
+        !w.state.path().join("clusters/ci").exists(),
+        "its kubeconfig is gone"
+    );
+    let again = w.paddock(&["down", "ci", "--yes"]);
+    assert!(again.status.success());
+    assert!(stdout(&again).contains("does not exist"));
+}
+
+#[test]
+fn up_refuses_a_cluster_without_paddocks_marker() {
+    let w = World::new(false);
+    // Made by hand, with the same ingress port, but without paddock's labels.
+    let cfg = format!(
+        "apiVersion: k3d.io/v1alpha5\nkind: Simple\nmetadata:\n  name: ci\nports:\n  - port: 127.0.0.1:{}:80\n    nodeFilters: [loadbalancer]\noptions:\n  kubeconfig:\n    updateDefaultKubeconfig: false\n",
+        w.port(9080)
+    );
+    let mut c = std::process::Command::new(w.bin.join("k3d"));
+    c.args(["cluster", "create", "ci", "--config", "-"])
+        .env("PADDOCK_SIM_HOME", w.home.path())
+        .env("PADDOCK_SIM_DOCKER", "0")
+        .env("HOME", w.home.path())
+        .stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("k3d");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(cfg.as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("wait").success());
+    let before = w.mutations();
+    let out = w.paddock(&["up", "ci"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("paddock did not create it"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--adopt"), "{}", stderr(&out));
+    assert_eq!(w.mutations(), before, "nothing was changed");
+    let down = w.paddock(&["down", "ci", "--yes"]);
+    assert_eq!(down.status.code(), Some(4), "down refuses it too");
+    let adopted = w.paddock(&["up", "ci", "--adopt"]);
+    assert!(
+        adopted.status.success(),
+        "--adopt manages it: {}",
+        stderr(&adopted)
+    );
+}
+
+#[test]
+fn two_concurrent_ups_on_one_cluster_one_fails_clearly() {
+    let w = World::new(false);
+    w.set_knobs(&Knobs {
+        tool_latency_ms: [("k3d".to_string(), 400)].into(),
+        ..Knobs::default()
+    });
+    let first = w.spawn_paddock(&["up", "ci"]);
+    std::thread::sleep(Duration::from_millis(250));
+    let second = w.paddock(&["up", "ci"]);
+    let first = first.wait_with_output().expect("first");
+    assert!(
+        first.status.success(),
+        "the first finishes: {}",
+        stderr(&first)
+    );
+    assert_eq!(second.status.code(), Some(1));
+    let msg = stderr(&second);
+    assert!(msg.contains("cluster ci is busy"), "{msg}");
+    assert!(msg.contains("`paddock up` (pid"), "names the holder: {msg}");
+}
+
+#[test]
+fn a_failing_helm_install_is_reported_and_a_rerun_continues() {
+    let w = World::new(false);
+    w.set_knobs(&Knobs {
+        tool_faults: vec![ToolFault {
+            tool: "helm".into(),
+            args: vec!["istiod-1-30-3".into()],
+            action: FaultAction::Fail,
+            after: 0,
+            times: Some(1),
+            stderr: Some("Error: INSTALLATION FAILED: simulated chart trouble".into()),
+            exit_code: None,
+        }],
+        ..Knobs::default()
+    });
+    let out = w.paddock(&["up", "ci"]);
+    assert_eq!(out.status.code(), Some(1));
+    let msg = stderr(&out);
+    assert!(
+        msg.contains("step helm.install/istiod-1-30-3 failed"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("upgrade --install istiod-1-30-3 istiod"),
+        "quotes the command: {msg}"
+    );
+    assert!(msg.contains("exit status 1"), "{msg}");
+    assert!(
+        msg.contains("simulated chart trouble"),
+        "quotes stderr: {msg}"
+    );
+    assert!(msg.contains("run `paddock up ci` again"), "{msg}");
+    let r = up_ok(&w, "ci");
+    assert!(
+        r["steps"].get("k3d.create/ci").is_none(),
+        "the cluster is not created twice: {r}"
+    );
+    assert!(r["steps"]["verify/ingress"].is_u64(), "{r}");
+    let creates = w
+        .mutations()
+        .iter()
+        .filter(|m| m.starts_with("k3d cluster create"))
+        .count();
+    assert_eq!(creates, 1);
+}
+
+/// Kill `paddock up` with SIGKILL as step `target` starts; the rerun must converge.
+#[test]
+fn up_killed_at_each_step_converges_on_rerun() {
+    let w = World::new(false);
+    let plan = w.paddock(&["plan", "ci", "-o", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan json");
+    let steps: Vec<String> = plan["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(steps.len() >= 10, "{steps:?}");
+    // Slow enough that the kill lands inside each step.
+    w.set_knobs(&Knobs {
+        pod_start_ms: 150,
+        tool_latency_ms: [("helm".to_string(), 100), ("k3d".to_string(), 100)].into(),
+        ..Knobs::default()
+    });
+    for target in &steps {
+        let mut child = w.spawn_paddock(&["up", "ci", "-o", "json"]);
+        let out = child.stdout.take().expect("stdout");
+        let mut killed = false;
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["event"] == "step" && v["status"] == "started" && v["step"] == target.as_str() {
+                child.kill().expect("SIGKILL");
+                killed = true;
+                break;
+            }
+        }
+        let _ = child.wait();
+        let rerun = w.paddock(&["up", "ci", "-o", "json"]);
+        assert!(
+            rerun.status.success(),
+            "rerun after a kill at {target}: {}{}",
+            stdout(&rerun),
+            stderr(&rerun)
+        );
+        let again = result(&w.paddock(&["up", "ci", "-o", "json"]));
+        assert_eq!(
+            again["upToDate"], true,
+            "converged after a kill at {target} (killed: {killed})"
+        );
+        let down = w.paddock(&["down", "ci", "--yes"]);
+        assert!(down.status.success(), "{}", stderr(&down));
+    }
+}
