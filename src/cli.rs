@@ -130,8 +130,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
             with_spec(args, cluster.as_deref(), |spec| up(args, spec, *adopt, out))
         }
         Command::Down { cluster, yes } => down(args, cluster.as_deref(), *yes, out),
-        Command::Status { .. } => not_yet("status", "drivers and convergence"),
-        Command::Doctor => not_yet("doctor", "drivers and convergence"),
+        Command::Status { cluster } => status(args, cluster.as_deref(), out),
+        Command::Doctor => doctor(args, out),
         Command::Upgrade { .. } => not_yet("upgrade", "Istio upgrades"),
         Command::Restart { .. } => not_yet("restart", "Istio upgrades"),
         Command::History { .. } => not_yet("history", "Istio upgrades"),
@@ -614,4 +614,56 @@ fn down(args: &Args, cluster: Option<&str>, yes: bool, out: &mut dyn Write) -> R
         writeln!(out, "{}", result["message"].as_str().unwrap_or_default())?;
     }
     Ok(())
+}
+
+fn status(args: &Args, cluster: Option<&str>, out: &mut dyn Write) -> Result<(), Failure> {
+    let name = cluster_name(args, cluster)?;
+    let tools = toolchain(args);
+    let s = runtime()?.block_on(crate::status::collect(&name, &tools))?;
+    if args.output == Output::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&s).unwrap_or_default())?;
+    } else {
+        write!(out, "{}", crate::status::text(&s))?;
+    }
+    Ok(())
+}
+
+fn doctor(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
+    let tools = toolchain(args);
+    let mut claims = Vec::new();
+    let mut clusters = 0;
+    let loaded = spec::load(&args.dir);
+    for name in loaded.repo.clusters.keys() {
+        if let Ok(spec) = loaded.repo.resolve(name) {
+            clusters += 1;
+            for c in k3d::host_port_claims(&spec.body.k3d) {
+                claims.push(crate::doctor::PortClaim {
+                    port: c.port,
+                    cluster: spec.name.clone(),
+                    field: format!("k3d.{}", c.field),
+                });
+            }
+        }
+    }
+    let checks = runtime()?.block_on(crate::doctor::run(&tools, &claims, clusters));
+    let ok = checks.iter().all(|c| c.ok);
+    if args.output == Output::Json {
+        writeln!(out, "{}", json!({"ok": ok, "checks": checks}))?;
+    } else {
+        for c in &checks {
+            let mark = if !c.ok { "✗" } else if c.warning { "!" } else { "✓" };
+            writeln!(out, "{mark} {:<28} {}", c.name, c.detail)?;
+            if let Some(fix) = c.fix.as_ref().filter(|_| !c.ok || c.warning) {
+                writeln!(out, "  fix: {fix}")?;
+            }
+        }
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::Other(format!(
+            "{} check(s) failed; see the fixes above",
+            checks.iter().filter(|c| !c.ok).count()
+        )))
+    }
 }

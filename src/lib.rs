@@ -5,6 +5,8 @@
 
 pub mod cli;
 pub mod converge;
+pub mod docker;
+pub mod doctor;
 pub mod exec;
 pub mod execute;
 pub mod helm;
@@ -12,8 +14,10 @@ pub mod istio;
 pub mod k3d;
 pub mod kubeapi;
 pub mod lock;
+pub mod mesh;
 pub mod observe;
 pub mod output;
 pub mod plan;
 pub mod spec;
+pub mod status;
 pub mod toolchain;

@@ -92,6 +92,16 @@ impl ClusterInfo {
             })
     }
 
+    /// Does the cluster's load balancer (or API) publish this host port?
+    pub fn publishes(&self, host_port: u16) -> bool {
+        self.nodes.iter().any(|n| {
+            n.port_mappings
+                .values()
+                .flatten()
+                .any(|b| b.host_port.parse::<u16>().ok() == Some(host_port))
+        })
+    }
+
     /// The host port the load balancer publishes for a container port.
     pub fn host_port(&self, container: u16) -> Option<u16> {
         self.nodes

@@ -1,0 +1,240 @@
+//! `status`: where a cluster stands — nodes, Istio revisions and tags, each namespace's
+//! revision, each workload's injected revision, proxy version and whether it needs a restart
+//! (ISTIO.md's rule), Helm releases and addons, and the URLs to reach the cluster.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::converge::{self, Error};
+use crate::helm::cli::Helm;
+use crate::k3d::cli::K3d;
+use crate::kubeapi::Kube;
+use crate::mesh::{self, Injectors};
+use crate::toolchain::Toolchain;
+
+fn labels(v: &Value) -> BTreeMap<String, String> {
+    v["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn name(v: &Value) -> &str {
+    v["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn ready(conditions: &Value) -> bool {
+    conditions
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// Namespaces whose pods are the platform's, not the user's workloads.
+const SYSTEM: &[&str] = &["kube-system", "kube-public", "kube-node-lease", "paddock-system"];
+
+/// The workload a pod belongs to: (kind, name).
+fn owner(pod: &Value) -> (String, String) {
+    let o = &pod["metadata"]["ownerReferences"][0];
+    let kind = o["kind"].as_str().unwrap_or("Pod");
+    let oname = o["name"].as_str().unwrap_or(name(pod));
+    match kind {
+        "ReplicaSet" => (
+            "Deployment".into(),
+            oname.rsplit_once('-').map(|(d, _)| d).unwrap_or(oname).to_string(),
+        ),
+        "StatefulSet" | "DaemonSet" | "Job" => (kind.into(), oname.into()),
+        _ => ("Pod".into(), name(pod).into()),
+    }
+}
+
+async fn list(kube: &Kube, api: &str, kind: &str, ns: Option<&str>) -> Result<Vec<Value>, Error> {
+    kube.list_json(api, kind, ns)
+        .await
+        .map_err(|e| Error::Failed(format!("failed to read {kind} objects: {e}")))
+}
+
+/// Collect a cluster's status as JSON.
+pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
+    let k3d = K3d::new(tools.need_k3d()?);
+    let info = k3d
+        .find(cluster)
+        .await
+        .map_err(|e| Error::Failed(format!("could not tell whether cluster {cluster} exists: {e}")))?
+        .ok_or_else(|| Error::Failed(format!("cluster {cluster} does not exist; `paddock up {cluster}` creates it")))?;
+    let mut urls = serde_json::Map::new();
+    if let Some(p) = info.host_port(80) {
+        urls.insert("ingress".into(), json!(format!("http://127.0.0.1:{p}/")));
+    }
+    if let Some(p) = info.host_port(443) {
+        urls.insert("ingressTls".into(), json!(format!("https://127.0.0.1:{p}/")));
+    }
+    if !info.running() {
+        return Ok(json!({"cluster": cluster, "running": false, "owned": info.owned(), "urls": urls}));
+    }
+    let owned = info.owned();
+    let c = converge::connect(&k3d, tools, info).await?;
+    let kube = &c.kube;
+    let nodes: Vec<Value> = list(kube, "v1", "Node", None)
+        .await?
+        .iter()
+        .map(|n| {
+            let l = labels(n);
+            let role = if l.contains_key("node-role.kubernetes.io/control-plane") { "server" } else { "agent" };
+            json!({"name": name(n), "ready": ready(&n["status"]["conditions"]), "role": role})
+        })
+        .collect();
+    let hooks = list(kube, "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", None).await?;
+    let injectors = Injectors::from_webhooks(&hooks);
+    let configmaps = list(kube, "v1", "ConfigMap", Some("istio-system")).await.unwrap_or_default();
+    let image_of = |rev: &str| -> Option<String> {
+        let cm = if rev.is_empty() { "istio-sidecar-injector".to_string() } else { format!("istio-sidecar-injector-{rev}") };
+        configmaps
+            .iter()
+            .find(|c| name(c) == cm)
+            .and_then(|c| c["data"]["values"].as_str())
+            .and_then(mesh::expected_image)
+    };
+    let deployments = list(kube, "apps/v1", "Deployment", Some("istio-system")).await.unwrap_or_default();
+    let mut revisions = Vec::new();
+    for rev in &injectors.revisions {
+        let dname = if rev.is_empty() { "istiod".to_string() } else { format!("istiod-{rev}") };
+        let d = deployments.iter().find(|d| name(d) == dname);
+        let image = image_of(rev);
+        revisions.push(json!({
+            "revision": rev,
+            "version": image.as_deref().map(mesh::image_tag).unwrap_or_default(),
+            "istiod": dname,
+            "ready": d.is_some_and(|d| d["status"]["readyReplicas"].as_i64().unwrap_or(0) > 0),
+            "proxyImage": image,
+        }));
+    }
+    let ns_objs = list(kube, "v1", "Namespace", None).await?;
+    let ns_labels: BTreeMap<String, BTreeMap<String, String>> =
+        ns_objs.iter().map(|n| (name(n).to_string(), labels(n))).collect();
+    let mut namespaces = Vec::new();
+    for (n, l) in &ns_labels {
+        if SYSTEM.contains(&n.as_str()) {
+            continue;
+        }
+        let via = if l.get("istio-injection").is_some() {
+            format!("istio-injection={}", l["istio-injection"])
+        } else if let Some(r) = l.get("istio.io/rev") {
+            format!("istio.io/rev={r}")
+        } else {
+            "no injection label".to_string()
+        };
+        namespaces.push(json!({"name": n, "selects": via,
+            "revision": mesh::resolve(l, &BTreeMap::new(), &injectors)}));
+    }
+    let pods = list(kube, "v1", "Pod", None).await?;
+    let mut workloads: BTreeMap<(String, String, String), Value> = BTreeMap::new();
+    for pod in &pods {
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        if SYSTEM.contains(&ns.as_str()) {
+            continue;
+        }
+        let (kind, wname) = owner(pod);
+        let proxy = mesh::proxy_of(pod);
+        let empty = BTreeMap::new();
+        let expected_rev = mesh::resolve(ns_labels.get(&ns).unwrap_or(&empty), &labels(pod), &injectors);
+        let expected_image = expected_rev.as_deref().and_then(image_of);
+        let reason = if kind == "Job" {
+            None
+        } else {
+            mesh::restart_reason(&proxy, expected_rev.as_deref(), expected_image.as_deref())
+        };
+        let entry = workloads.entry((ns.clone(), kind.clone(), wname.clone())).or_insert_with(|| {
+            json!({"namespace": ns, "kind": kind, "name": wname, "pods": 0, "revisions": [], "proxyVersions": [],
+                "expectedRevision": expected_rev, "needsRestart": false, "reasons": []})
+        });
+        entry["pods"] = json!(entry["pods"].as_u64().unwrap_or(0) + 1);
+        let mut push = |key: &str, v: Value| {
+            if let Some(a) = entry[key].as_array_mut()
+                && !a.contains(&v)
+            {
+                a.push(v);
+            }
+        };
+        push("revisions", json!(proxy.revision));
+        push("proxyVersions", json!(proxy.image.as_deref().map(mesh::image_tag)));
+        if let Some(r) = reason {
+            push("reasons", json!(r));
+            entry["needsRestart"] = json!(true);
+        }
+    }
+    let helm = match tools.helm.as_deref() {
+        Some(bin) => Helm::detect(bin).await.ok(),
+        None => None,
+    };
+    let releases = match &helm {
+        Some(h) => h.list(&c.kubeconfig).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let record = kube.record().await.ok().flatten();
+    Ok(json!({
+        "cluster": cluster,
+        "running": true,
+        "owned": owned,
+        "specHash": record.as_ref().map(|r| r.spec_hash.clone()),
+        "nodes": nodes,
+        "revisions": revisions,
+        "tags": injectors.tags,
+        "namespaces": namespaces,
+        "workloads": workloads.into_values().collect::<Vec<_>>(),
+        "releases": releases.iter().map(|r| json!({"name": r.name, "namespace": r.namespace, "chart": r.chart, "status": r.status})).collect::<Vec<_>>(),
+        "urls": urls,
+    }))
+}
+
+/// The human-readable status.
+pub fn text(s: &Value) -> String {
+    let mut out = String::new();
+    let cluster = s["cluster"].as_str().unwrap_or_default();
+    if s["running"] != true {
+        out.push_str(&format!("cluster {cluster}: stopped\n"));
+        return out;
+    }
+    out.push_str(&format!("cluster {cluster}: running{}\n", if s["owned"] == true { "" } else { " (not created by paddock)" }));
+    out.push_str("\nnodes\n");
+    for n in s["nodes"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {:<32} {:<7} {}\n", n["name"].as_str().unwrap_or_default(), n["role"].as_str().unwrap_or_default(), if n["ready"] == true { "Ready" } else { "NotReady" }));
+    }
+    out.push_str("\nistio revisions\n");
+    for r in s["revisions"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {:<12} {:<10} {}\n", r["revision"].as_str().unwrap_or_default(), r["version"].as_str().unwrap_or_default(), if r["ready"] == true { "ready" } else { "NOT READY" }));
+    }
+    out.push_str("\ntags\n");
+    for (t, r) in s["tags"].as_object().into_iter().flatten() {
+        out.push_str(&format!("  {t:<12} → {}\n", r.as_str().unwrap_or_default()));
+    }
+    out.push_str("\nnamespaces\n");
+    for n in s["namespaces"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {:<24} {:<28} → {}\n", n["name"].as_str().unwrap_or_default(), n["selects"].as_str().unwrap_or_default(), n["revision"].as_str().unwrap_or("not injected")));
+    }
+    out.push_str("\nworkloads\n");
+    for w in s["workloads"].as_array().into_iter().flatten() {
+        let revs: Vec<String> = w["revisions"].as_array().into_iter().flatten().map(|r| r.as_str().unwrap_or("none").to_string()).collect();
+        let vers: Vec<String> = w["proxyVersions"].as_array().into_iter().flatten().map(|r| r.as_str().unwrap_or("-").to_string()).collect();
+        let flag = if w["needsRestart"] == true { "NEEDS RESTART" } else { "ok" };
+        out.push_str(&format!("  {}/{} {} ({} pods): revision {}, proxy {}, {flag}\n",
+            w["namespace"].as_str().unwrap_or_default(), w["name"].as_str().unwrap_or_default(), w["kind"].as_str().unwrap_or_default(),
+            w["pods"], revs.join(","), vers.join(",")));
+        for r in w["reasons"].as_array().into_iter().flatten() {
+            out.push_str(&format!("      {}\n", r.as_str().unwrap_or_default()));
+        }
+    }
+    out.push_str("\nhelm releases\n");
+    for r in s["releases"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {:<20} {:<16} {:<28} {}\n", r["name"].as_str().unwrap_or_default(), r["namespace"].as_str().unwrap_or_default(), r["chart"].as_str().unwrap_or_default(), r["status"].as_str().unwrap_or_default()));
+    }
+    out.push_str("\nurls\n");
+    for (k, v) in s["urls"].as_object().into_iter().flatten() {
+        out.push_str(&format!("  {k:<12} {}\n", v.as_str().unwrap_or_default()));
+    }
+    out
+}
