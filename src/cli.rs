@@ -621,7 +621,11 @@ fn status(args: &Args, cluster: Option<&str>, out: &mut dyn Write) -> Result<(),
     let tools = toolchain(args);
     let s = runtime()?.block_on(crate::status::collect(&name, &tools))?;
     if args.output == Output::Json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&s).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&s).unwrap_or_default()
+        )?;
     } else {
         write!(out, "{}", crate::status::text(&s))?;
     }
@@ -651,7 +655,13 @@ fn doctor(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
         writeln!(out, "{}", json!({"ok": ok, "checks": checks}))?;
     } else {
         for c in &checks {
-            let mark = if !c.ok { "✗" } else if c.warning { "!" } else { "✓" };
+            let mark = if !c.ok {
+                "✗"
+            } else if c.warning {
+                "!"
+            } else {
+                "✓"
+            };
             writeln!(out, "{mark} {:<28} {}", c.name, c.detail)?;
             if let Some(fix) = c.fix.as_ref().filter(|_| !c.ok || c.warning) {
                 writeln!(out, "  fix: {fix}")?;

@@ -18,22 +18,46 @@ pub struct Check {
 }
 
 fn pass(name: &str, detail: impl Into<String>) -> Check {
-    Check { name: name.into(), ok: true, warning: false, detail: detail.into(), fix: None }
+    Check {
+        name: name.into(),
+        ok: true,
+        warning: false,
+        detail: detail.into(),
+        fix: None,
+    }
 }
 
 fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { name: name.into(), ok: false, warning: false, detail: detail.into(), fix: Some(fix.into()) }
+    Check {
+        name: name.into(),
+        ok: false,
+        warning: false,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
 }
 
 fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { name: name.into(), ok: true, warning: true, detail: detail.into(), fix: Some(fix.into()) }
+    Check {
+        name: name.into(),
+        ok: true,
+        warning: true,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
 }
 
 async fn tool_version(bin: &std::path::Path, args: &[&str]) -> Result<String, String> {
     let out = crate::exec::exec(crate::exec::Cmd::new(bin).args(args.iter().copied()))
         .await
         .map_err(|e| e.to_string())?;
-    Ok(out.stdout.lines().next().unwrap_or_default().trim().to_string())
+    Ok(out
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string())
 }
 
 fn read_number(path: &str) -> Option<u64> {
@@ -67,7 +91,10 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
         Some(bin) => match tool_version(bin, &["version"]).await {
             Ok(v) => {
                 checks.push(pass("k3d", format!("{v} ({})", bin.display())));
-                k3d_clusters = crate::k3d::cli::K3d::new(bin).list().await.unwrap_or_default();
+                k3d_clusters = crate::k3d::cli::K3d::new(bin)
+                    .list()
+                    .await
+                    .unwrap_or_default();
             }
             Err(e) => checks.push(fail("k3d", e, install_help("k3d"))),
         },
@@ -75,7 +102,10 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
     }
     match &tools.helm {
         Some(bin) => match crate::helm::cli::Helm::detect(bin).await {
-            Ok(h) => checks.push(pass("helm", format!("Helm {} ({})", h.version, bin.display()))),
+            Ok(h) => checks.push(pass(
+                "helm",
+                format!("Helm {} ({})", h.version, bin.display()),
+            )),
             Err(e) => checks.push(fail("helm", e.to_string(), install_help("helm"))),
         },
         None => checks.push(fail("helm", "not found", install_help("helm"))),
@@ -85,7 +115,11 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
             Ok(v) => checks.push(pass("kubectl", format!("{v} ({})", bin.display()))),
             Err(e) => checks.push(warn("kubectl", e, install_help("kubectl"))),
         },
-        None => checks.push(warn("kubectl", "not found (optional)", install_help("kubectl"))),
+        None => checks.push(warn(
+            "kubectl",
+            "not found (optional)",
+            install_help("kubectl"),
+        )),
     }
     for claim in ports {
         let free = std::net::TcpListener::bind(("127.0.0.1", claim.port)).is_ok();
@@ -97,9 +131,15 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
                 .any(|c| c.name == claim.cluster && c.publishes(claim.port));
         let name = format!("port {}", claim.port);
         if free {
-            checks.push(pass(&name, format!("free for cluster {} ({})", claim.cluster, claim.field)));
+            checks.push(pass(
+                &name,
+                format!("free for cluster {} ({})", claim.cluster, claim.field),
+            ));
         } else if ours {
-            checks.push(pass(&name, format!("published by cluster {} (already up)", claim.cluster)));
+            checks.push(pass(
+                &name,
+                format!("published by cluster {} (already up)", claim.cluster),
+            ));
         } else {
             checks.push(fail(
                 &name,
@@ -119,14 +159,25 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
         if gib >= want {
             checks.push(pass("memory", format!("{gib:.1} GiB available")));
         } else {
-            checks.push(warn("memory", format!("{gib:.1} GiB available; {clusters} cluster(s) want about {want:.0} GiB"), "close other programs or run fewer clusters at once"));
+            checks.push(warn(
+                "memory",
+                format!("{gib:.1} GiB available; {clusters} cluster(s) want about {want:.0} GiB"),
+                "close other programs or run fewer clusters at once",
+            ));
         }
     }
     let fix = "sudo sysctl -w fs.inotify.max_user_instances=512 fs.inotify.max_user_watches=524288, and to keep it: printf 'fs.inotify.max_user_instances=512\\nfs.inotify.max_user_watches=524288\\n' | sudo tee /etc/sysctl.d/99-paddock.conf";
-    for (key, min) in [("max_user_instances", 512u64), ("max_user_watches", 524_288)] {
+    for (key, min) in [
+        ("max_user_instances", 512u64),
+        ("max_user_watches", 524_288),
+    ] {
         match read_number(&format!("/proc/sys/fs/inotify/{key}")) {
             Some(v) if v >= min => checks.push(pass(&format!("inotify {key}"), format!("{v}"))),
-            Some(v) => checks.push(fail(&format!("inotify {key}"), format!("{v}, below {min}: several clusters exhaust it"), fix)),
+            Some(v) => checks.push(fail(
+                &format!("inotify {key}"),
+                format!("{v}, below {min}: several clusters exhaust it"),
+                fix,
+            )),
             None => checks.push(warn(&format!("inotify {key}"), "cannot read it", fix)),
         }
     }

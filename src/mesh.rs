@@ -59,7 +59,9 @@ pub fn resolve(
     pod: &BTreeMap<String, String>,
     injectors: &Injectors,
 ) -> Option<String> {
-    if get(ns, "istio-injection") == Some("disabled") || get(pod, "sidecar.istio.io/inject") == Some("false") {
+    if get(ns, "istio-injection") == Some("disabled")
+        || get(pod, "sidecar.istio.io/inject") == Some("false")
+    {
         return None;
     }
     if get(ns, "istio-injection") == Some("enabled") {
@@ -125,7 +127,10 @@ pub fn restart_reason(
 ) -> Option<String> {
     match (proxy.image.as_deref(), expected_revision) {
         (None, None) => None,
-        (None, Some(rev)) => Some(format!("has no proxy but revision {} would inject it", shown(rev))),
+        (None, Some(rev)) => Some(format!(
+            "has no proxy but revision {} would inject it",
+            shown(rev)
+        )),
         (Some(_), None) => Some(format!(
             "has a proxy from revision {} but no control plane should inject it now",
             shown(proxy.revision.as_deref().unwrap_or("?"))
@@ -156,7 +161,11 @@ fn shown(rev: &str) -> String {
 
 /// The version tag of an image reference (`docker.io/istio/proxyv2:1.30.3` → `1.30.3`).
 pub fn image_tag(image: &str) -> &str {
-    image.rsplit_once(':').map(|(_, t)| t).filter(|t| !t.contains('/')).unwrap_or("")
+    image
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .filter(|t| !t.contains('/'))
+        .unwrap_or("")
 }
 
 #[cfg(test)]
@@ -164,52 +173,131 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn injection_resolution_follows_istio_md() {
         let inj = Injectors {
             revisions: vec!["1-29-6".into(), "1-30-3".into()],
-            tags: [("stable".to_string(), "1-29-6".to_string()), ("default".to_string(), "1-30-3".to_string())].into(),
+            tags: [
+                ("stable".to_string(), "1-29-6".to_string()),
+                ("default".to_string(), "1-30-3".to_string()),
+            ]
+            .into(),
         };
         let cases: &[(&[(&str, &str)], &[(&str, &str)], Option<&str>, &str)] = &[
-            (&[("istio-injection", "disabled"), ("istio.io/rev", "stable")], &[], None, "rule 1: disabled wins"),
-            (&[("istio-injection", "enabled"), ("istio.io/rev", "stable")], &[], Some("1-30-3"), "rule 2: enabled → default, beats istio.io/rev"),
-            (&[("istio.io/rev", "stable")], &[], Some("1-29-6"), "rule 3: a tag"),
-            (&[("istio.io/rev", "1-30-3")], &[], Some("1-30-3"), "rule 3: a revision"),
-            (&[("istio.io/rev", "nope")], &[], None, "rule 3: unknown name injects nothing"),
-            (&[], &[("istio.io/rev", "stable")], Some("1-29-6"), "rule 4: pod label"),
-            (&[], &[("sidecar.istio.io/inject", "true")], Some("1-30-3"), "rule 4: inject=true → default"),
+            (
+                &[("istio-injection", "disabled"), ("istio.io/rev", "stable")],
+                &[],
+                None,
+                "rule 1: disabled wins",
+            ),
+            (
+                &[("istio-injection", "enabled"), ("istio.io/rev", "stable")],
+                &[],
+                Some("1-30-3"),
+                "rule 2: enabled → default, beats istio.io/rev",
+            ),
+            (
+                &[("istio.io/rev", "stable")],
+                &[],
+                Some("1-29-6"),
+                "rule 3: a tag",
+            ),
+            (
+                &[("istio.io/rev", "1-30-3")],
+                &[],
+                Some("1-30-3"),
+                "rule 3: a revision",
+            ),
+            (
+                &[("istio.io/rev", "nope")],
+                &[],
+                None,
+                "rule 3: unknown name injects nothing",
+            ),
+            (
+                &[],
+                &[("istio.io/rev", "stable")],
+                Some("1-29-6"),
+                "rule 4: pod label",
+            ),
+            (
+                &[],
+                &[("sidecar.istio.io/inject", "true")],
+                Some("1-30-3"),
+                "rule 4: inject=true → default",
+            ),
             (&[], &[], None, "rule 4: neither"),
-            (&[("istio.io/rev", "stable")], &[("sidecar.istio.io/inject", "false")], None, "rule 5: opt out"),
+            (
+                &[("istio.io/rev", "stable")],
+                &[("sidecar.istio.io/inject", "false")],
+                None,
+                "rule 5: opt out",
+            ),
         ];
         for (ns, pod, want, why) in cases {
-            assert_eq!(resolve(&labels(ns), &labels(pod), &inj).as_deref(), *want, "{why}");
+            assert_eq!(
+                resolve(&labels(ns), &labels(pod), &inj).as_deref(),
+                *want,
+                "{why}"
+            );
         }
     }
 
     #[test]
     fn restart_rule_catches_revision_image_and_missing_proxy() {
-        let p = |rev: &str, img: &str| Proxy { revision: Some(rev.into()), image: Some(img.into()) };
+        let p = |rev: &str, img: &str| Proxy {
+            revision: Some(rev.into()),
+            image: Some(img.into()),
+        };
         let img = "docker.io/istio/proxyv2:1.30.3";
-        assert_eq!(restart_reason(&p("1-30-3", img), Some("1-30-3"), Some(img)), None);
-        assert!(restart_reason(&p("1-29-6", "docker.io/istio/proxyv2:1.29.6"), Some("1-30-3"), Some(img))
-            .is_some_and(|r| r.contains("injected by revision 1-29-6")));
-        assert!(restart_reason(&p("1-30-3", "docker.io/istio/proxyv2:1.30.2"), Some("1-30-3"), Some(img))
-            .is_some_and(|r| r.contains("differs")), "in-place upgrade leaves old images");
-        assert!(restart_reason(&Proxy::default(), Some("1-30-3"), Some(img)).is_some_and(|r| r.contains("no proxy")));
+        assert_eq!(
+            restart_reason(&p("1-30-3", img), Some("1-30-3"), Some(img)),
+            None
+        );
+        assert!(
+            restart_reason(
+                &p("1-29-6", "docker.io/istio/proxyv2:1.29.6"),
+                Some("1-30-3"),
+                Some(img)
+            )
+            .is_some_and(|r| r.contains("injected by revision 1-29-6"))
+        );
+        assert!(
+            restart_reason(
+                &p("1-30-3", "docker.io/istio/proxyv2:1.30.2"),
+                Some("1-30-3"),
+                Some(img)
+            )
+            .is_some_and(|r| r.contains("differs")),
+            "in-place upgrade leaves old images"
+        );
+        assert!(
+            restart_reason(&Proxy::default(), Some("1-30-3"), Some(img))
+                .is_some_and(|r| r.contains("no proxy"))
+        );
         assert_eq!(restart_reason(&Proxy::default(), None, None), None);
     }
 
     #[test]
     fn expected_images_follow_the_injector_values() {
         assert_eq!(
-            expected_image(r#"{"global":{"hub":"docker.io/istio","tag":"1.30.3","proxy":{"image":"proxyv2"}}}"#).as_deref(),
+            expected_image(
+                r#"{"global":{"hub":"docker.io/istio","tag":"1.30.3","proxy":{"image":"proxyv2"}}}"#
+            )
+            .as_deref(),
             Some("docker.io/istio/proxyv2:1.30.3")
         );
         assert_eq!(
-            expected_image(r#"{"global":{"hub":"x","tag":"y","proxy":{"image":"my.reg/proxy:9"}}}"#).as_deref(),
+            expected_image(
+                r#"{"global":{"hub":"x","tag":"y","proxy":{"image":"my.reg/proxy:9"}}}"#
+            )
+            .as_deref(),
             Some("my.reg/proxy:9")
         );
         assert_eq!(image_tag("docker.io/istio/proxyv2:1.30.3"), "1.30.3");

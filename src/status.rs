@@ -29,13 +29,19 @@ fn name(v: &Value) -> &str {
 }
 
 fn ready(conditions: &Value) -> bool {
-    conditions
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    conditions.as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 /// Namespaces whose pods are the platform's, not the user's workloads.
-const SYSTEM: &[&str] = &["kube-system", "kube-public", "kube-node-lease", "paddock-system"];
+const SYSTEM: &[&str] = &[
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "paddock-system",
+];
 
 /// The workload a pod belongs to: (kind, name).
 fn owner(pod: &Value) -> (String, String) {
@@ -45,7 +51,11 @@ fn owner(pod: &Value) -> (String, String) {
     match kind {
         "ReplicaSet" => (
             "Deployment".into(),
-            oname.rsplit_once('-').map(|(d, _)| d).unwrap_or(oname).to_string(),
+            oname
+                .rsplit_once('-')
+                .map(|(d, _)| d)
+                .unwrap_or(oname)
+                .to_string(),
         ),
         "StatefulSet" | "DaemonSet" | "Job" => (kind.into(), oname.into()),
         _ => ("Pod".into(), name(pod).into()),
@@ -64,17 +74,30 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
     let info = k3d
         .find(cluster)
         .await
-        .map_err(|e| Error::Failed(format!("could not tell whether cluster {cluster} exists: {e}")))?
-        .ok_or_else(|| Error::Failed(format!("cluster {cluster} does not exist; `paddock up {cluster}` creates it")))?;
+        .map_err(|e| {
+            Error::Failed(format!(
+                "could not tell whether cluster {cluster} exists: {e}"
+            ))
+        })?
+        .ok_or_else(|| {
+            Error::Failed(format!(
+                "cluster {cluster} does not exist; `paddock up {cluster}` creates it"
+            ))
+        })?;
     let mut urls = serde_json::Map::new();
     if let Some(p) = info.host_port(80) {
         urls.insert("ingress".into(), json!(format!("http://127.0.0.1:{p}/")));
     }
     if let Some(p) = info.host_port(443) {
-        urls.insert("ingressTls".into(), json!(format!("https://127.0.0.1:{p}/")));
+        urls.insert(
+            "ingressTls".into(),
+            json!(format!("https://127.0.0.1:{p}/")),
+        );
     }
     if !info.running() {
-        return Ok(json!({"cluster": cluster, "running": false, "owned": info.owned(), "urls": urls}));
+        return Ok(
+            json!({"cluster": cluster, "running": false, "owned": info.owned(), "urls": urls}),
+        );
     }
     let owned = info.owned();
     let c = converge::connect(&k3d, tools, info).await?;
@@ -84,25 +107,47 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         .iter()
         .map(|n| {
             let l = labels(n);
-            let role = if l.contains_key("node-role.kubernetes.io/control-plane") { "server" } else { "agent" };
+            let role = if l.contains_key("node-role.kubernetes.io/control-plane") {
+                "server"
+            } else {
+                "agent"
+            };
             json!({"name": name(n), "ready": ready(&n["status"]["conditions"]), "role": role})
         })
         .collect();
-    let hooks = list(kube, "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", None).await?;
+    let hooks = list(
+        kube,
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+        None,
+    )
+    .await?;
     let injectors = Injectors::from_webhooks(&hooks);
-    let configmaps = list(kube, "v1", "ConfigMap", Some("istio-system")).await.unwrap_or_default();
+    let configmaps = list(kube, "v1", "ConfigMap", Some("istio-system"))
+        .await
+        .unwrap_or_default();
     let image_of = |rev: &str| -> Option<String> {
-        let cm = if rev.is_empty() { "istio-sidecar-injector".to_string() } else { format!("istio-sidecar-injector-{rev}") };
+        let cm = if rev.is_empty() {
+            "istio-sidecar-injector".to_string()
+        } else {
+            format!("istio-sidecar-injector-{rev}")
+        };
         configmaps
             .iter()
             .find(|c| name(c) == cm)
             .and_then(|c| c["data"]["values"].as_str())
             .and_then(mesh::expected_image)
     };
-    let deployments = list(kube, "apps/v1", "Deployment", Some("istio-system")).await.unwrap_or_default();
+    let deployments = list(kube, "apps/v1", "Deployment", Some("istio-system"))
+        .await
+        .unwrap_or_default();
     let mut revisions = Vec::new();
     for rev in &injectors.revisions {
-        let dname = if rev.is_empty() { "istiod".to_string() } else { format!("istiod-{rev}") };
+        let dname = if rev.is_empty() {
+            "istiod".to_string()
+        } else {
+            format!("istiod-{rev}")
+        };
         let d = deployments.iter().find(|d| name(d) == dname);
         let image = image_of(rev);
         revisions.push(json!({
@@ -114,8 +159,10 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         }));
     }
     let ns_objs = list(kube, "v1", "Namespace", None).await?;
-    let ns_labels: BTreeMap<String, BTreeMap<String, String>> =
-        ns_objs.iter().map(|n| (name(n).to_string(), labels(n))).collect();
+    let ns_labels: BTreeMap<String, BTreeMap<String, String>> = ns_objs
+        .iter()
+        .map(|n| (name(n).to_string(), labels(n)))
+        .collect();
     let mut namespaces = Vec::new();
     for (n, l) in &ns_labels {
         if SYSTEM.contains(&n.as_str()) {
@@ -134,14 +181,21 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
     let pods = list(kube, "v1", "Pod", None).await?;
     let mut workloads: BTreeMap<(String, String, String), Value> = BTreeMap::new();
     for pod in &pods {
-        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let ns = pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if SYSTEM.contains(&ns.as_str()) {
             continue;
         }
         let (kind, wname) = owner(pod);
         let proxy = mesh::proxy_of(pod);
         let empty = BTreeMap::new();
-        let expected_rev = mesh::resolve(ns_labels.get(&ns).unwrap_or(&empty), &labels(pod), &injectors);
+        let expected_rev = mesh::resolve(
+            ns_labels.get(&ns).unwrap_or(&empty),
+            &labels(pod),
+            &injectors,
+        );
         let expected_image = expected_rev.as_deref().and_then(image_of);
         let reason = if kind == "Job" {
             None
@@ -161,7 +215,10 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
             }
         };
         push("revisions", json!(proxy.revision));
-        push("proxyVersions", json!(proxy.image.as_deref().map(mesh::image_tag)));
+        push(
+            "proxyVersions",
+            json!(proxy.image.as_deref().map(mesh::image_tag)),
+        );
         if let Some(r) = reason {
             push("reasons", json!(r));
             entry["needsRestart"] = json!(true);
@@ -199,14 +256,39 @@ pub fn text(s: &Value) -> String {
         out.push_str(&format!("cluster {cluster}: stopped\n"));
         return out;
     }
-    out.push_str(&format!("cluster {cluster}: running{}\n", if s["owned"] == true { "" } else { " (not created by paddock)" }));
+    out.push_str(&format!(
+        "cluster {cluster}: running{}\n",
+        if s["owned"] == true {
+            ""
+        } else {
+            " (not created by paddock)"
+        }
+    ));
     out.push_str("\nnodes\n");
     for n in s["nodes"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  {:<32} {:<7} {}\n", n["name"].as_str().unwrap_or_default(), n["role"].as_str().unwrap_or_default(), if n["ready"] == true { "Ready" } else { "NotReady" }));
+        out.push_str(&format!(
+            "  {:<32} {:<7} {}\n",
+            n["name"].as_str().unwrap_or_default(),
+            n["role"].as_str().unwrap_or_default(),
+            if n["ready"] == true {
+                "Ready"
+            } else {
+                "NotReady"
+            }
+        ));
     }
     out.push_str("\nistio revisions\n");
     for r in s["revisions"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  {:<12} {:<10} {}\n", r["revision"].as_str().unwrap_or_default(), r["version"].as_str().unwrap_or_default(), if r["ready"] == true { "ready" } else { "NOT READY" }));
+        out.push_str(&format!(
+            "  {:<12} {:<10} {}\n",
+            r["revision"].as_str().unwrap_or_default(),
+            r["version"].as_str().unwrap_or_default(),
+            if r["ready"] == true {
+                "ready"
+            } else {
+                "NOT READY"
+            }
+        ));
     }
     out.push_str("\ntags\n");
     for (t, r) in s["tags"].as_object().into_iter().flatten() {
@@ -214,23 +296,54 @@ pub fn text(s: &Value) -> String {
     }
     out.push_str("\nnamespaces\n");
     for n in s["namespaces"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  {:<24} {:<28} → {}\n", n["name"].as_str().unwrap_or_default(), n["selects"].as_str().unwrap_or_default(), n["revision"].as_str().unwrap_or("not injected")));
+        out.push_str(&format!(
+            "  {:<24} {:<28} → {}\n",
+            n["name"].as_str().unwrap_or_default(),
+            n["selects"].as_str().unwrap_or_default(),
+            n["revision"].as_str().unwrap_or("not injected")
+        ));
     }
     out.push_str("\nworkloads\n");
     for w in s["workloads"].as_array().into_iter().flatten() {
-        let revs: Vec<String> = w["revisions"].as_array().into_iter().flatten().map(|r| r.as_str().unwrap_or("none").to_string()).collect();
-        let vers: Vec<String> = w["proxyVersions"].as_array().into_iter().flatten().map(|r| r.as_str().unwrap_or("-").to_string()).collect();
-        let flag = if w["needsRestart"] == true { "NEEDS RESTART" } else { "ok" };
-        out.push_str(&format!("  {}/{} {} ({} pods): revision {}, proxy {}, {flag}\n",
-            w["namespace"].as_str().unwrap_or_default(), w["name"].as_str().unwrap_or_default(), w["kind"].as_str().unwrap_or_default(),
-            w["pods"], revs.join(","), vers.join(",")));
+        let revs: Vec<String> = w["revisions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r.as_str().unwrap_or("none").to_string())
+            .collect();
+        let vers: Vec<String> = w["proxyVersions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r.as_str().unwrap_or("-").to_string())
+            .collect();
+        let flag = if w["needsRestart"] == true {
+            "NEEDS RESTART"
+        } else {
+            "ok"
+        };
+        out.push_str(&format!(
+            "  {}/{} {} ({} pods): revision {}, proxy {}, {flag}\n",
+            w["namespace"].as_str().unwrap_or_default(),
+            w["name"].as_str().unwrap_or_default(),
+            w["kind"].as_str().unwrap_or_default(),
+            w["pods"],
+            revs.join(","),
+            vers.join(",")
+        ));
         for r in w["reasons"].as_array().into_iter().flatten() {
             out.push_str(&format!("      {}\n", r.as_str().unwrap_or_default()));
         }
     }
     out.push_str("\nhelm releases\n");
     for r in s["releases"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  {:<20} {:<16} {:<28} {}\n", r["name"].as_str().unwrap_or_default(), r["namespace"].as_str().unwrap_or_default(), r["chart"].as_str().unwrap_or_default(), r["status"].as_str().unwrap_or_default()));
+        out.push_str(&format!(
+            "  {:<20} {:<16} {:<28} {}\n",
+            r["name"].as_str().unwrap_or_default(),
+            r["namespace"].as_str().unwrap_or_default(),
+            r["chart"].as_str().unwrap_or_default(),
+            r["status"].as_str().unwrap_or_default()
+        ));
     }
     out.push_str("\nurls\n");
     for (k, v) in s["urls"].as_object().into_iter().flatten() {

@@ -268,3 +268,39 @@ pub fn result(o: &Output) -> Value {
         .find(|v| v["event"] == "result" || v.get("ok").is_some())
         .unwrap_or(Value::Null)
 }
+
+/// An HTTP request to a cluster's API server: (status, body).
+pub fn api(
+    w: &World,
+    cluster: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let rec =
+        paddock_sim::world::ClusterRecord::load(w.home.path(), cluster).expect("cluster record");
+    let host = format!("127.0.0.1:{}", rec.api_port);
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let ctype = if method == "PATCH" {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
+    };
+    let mut s = std::net::TcpStream::connect(&host).expect("connect");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
