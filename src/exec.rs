@@ -104,7 +104,9 @@ pub struct Output {
 
 /// Run a command to completion (blocking).
 pub fn exec_blocking(cmd: &Cmd) -> Result<Output, ExecError> {
-    let mut expr = duct::cmd(&cmd.program, &cmd.args)
+    // An OsString (not a Path) so a bare name is looked up on PATH.
+    let program = cmd.program.clone().into_os_string();
+    let mut expr = duct::cmd(program, &cmd.args)
         .stdout_capture()
         .stderr_capture()
         .unchecked();

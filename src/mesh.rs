@@ -189,7 +189,8 @@ mod tests {
             ]
             .into(),
         };
-        let cases: &[(&[(&str, &str)], &[(&str, &str)], Option<&str>, &str)] = &[
+        type Labels<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Labels, Labels, Option<&str>, &str)] = &[
             (
                 &[("istio-injection", "disabled"), ("istio.io/rev", "stable")],
                 &[],

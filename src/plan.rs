@@ -237,7 +237,8 @@ fn converge(spec: &ClusterSpec, mut plan: Plan, o: &crate::observe::Observed) ->
     let keep = |step: &Step| match &step.action {
         Action::CreateCluster { .. } => false,
         Action::HelmInstall { release } => {
-            !(istio_change.is_some() && is_istio_chart(release)) && !installed(release)
+            let upgrade_needed = istio_change.is_some() && is_istio_chart(release);
+            !upgrade_needed && !installed(release)
         }
         Action::Namespace { name, labels } => o
             .namespaces

@@ -43,7 +43,7 @@ fn is_executable(p: &Path) -> bool {
 /// A configured tool path: absolute or relative paths must exist; bare names are looked up.
 fn pick(configured: Option<&Path>, name: &str) -> Option<PathBuf> {
     match configured {
-        Some(p) if p.components().count() > 1 => Some(p.to_path_buf()),
+        Some(p) if p.components().count() > 1 => p.exists().then(|| p.to_path_buf()),
         Some(p) => on_path(&p.display().to_string()),
         None => on_path(name),
     }

@@ -204,10 +204,31 @@ fn plan_json_groups_independent_addons_together() {
 #[test]
 fn commands_that_are_not_built_yet_say_so() {
     paddock()
-        .args(["up", "dev"])
+        .args(["upgrade", "dev"])
         .assert()
         .code(1)
         .stderr(contains("not yet available"));
+}
+
+#[test]
+fn up_without_k3d_says_what_to_install_and_changes_nothing() {
+    let state = tempfile::tempdir().expect("state");
+    paddock()
+        .args(["up", "dev"])
+        .env("PATH", "/nonexistent")
+        .env("PADDOCK_STATE_DIR", state.path())
+        .env_remove("PADDOCK_K3D")
+        .assert()
+        .code(1)
+        .stderr(contains("k3d was not found"))
+        .stderr(contains("install k3d 5.x"));
+    assert!(
+        std::fs::read_dir(state.path())
+            .expect("state dir")
+            .next()
+            .is_none(),
+        "nothing was written"
+    );
 }
 
 #[test]
