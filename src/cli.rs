@@ -296,7 +296,12 @@ fn yaml(value: &impl serde::Serialize) -> String {
 }
 
 fn print_plan(args: &Args, spec: &ClusterSpec, out: &mut dyn Write) -> Result<(), Failure> {
-    let plan = plan::up(spec, &ClusterState::Absent, &applied_objects(args, spec)?);
+    let plan = plan::up(
+        spec,
+        &ClusterState::Absent,
+        &applied_objects(args, spec)?,
+        &[],
+    );
     if args.output == Output::Json {
         writeln!(
             out,
@@ -373,6 +378,16 @@ fn describe(cluster: &str, action: &Action) -> Vec<String> {
             )];
             v.extend(indent(&yaml(config), "  "));
             v
+        }
+        Action::EnsureRegistry { registry } => vec![format!(
+            "k3d registry create {} -p 127.0.0.1:{} --proxy-remote-url {}   (pull-through cache for {}, kept across clusters)",
+            registry.name, registry.port, registry.remote, registry.host
+        )],
+        Action::ImportImages { images } => {
+            vec![format!(
+                "k3d image import {} -c {cluster}",
+                images.join(" ")
+            )]
         }
         Action::WaitNodesReady => vec!["wait until every Node is Ready".into()],
         Action::WaitCoreDns => {

@@ -149,7 +149,17 @@ pub async fn up(
             }))
         }
     };
-    let plan = plan::up(spec, &observed, applied);
+    let registries: Vec<String> = if spec.body.caches.as_ref().is_some_and(|c| c.enabled) {
+        k3d.registries()
+            .await
+            .map_err(|e| Error::Failed(format!("could not list the registry caches: {e}")))?
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let plan = plan::up(spec, &observed, applied, &registries);
     for n in &plan.notes {
         reporter.note(n);
     }

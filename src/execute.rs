@@ -197,6 +197,42 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
                 .map_err(|e| format!("failed to create cluster {}: {e}", ctx.cluster))?;
             kube(ctx).await.map(|_| ())
         }
+        Action::EnsureRegistry { registry } => {
+            let volume = format!("{}-data", registry.name);
+            let cmd = ctx.k3d.registry_create_cmd(
+                &registry.name,
+                registry.port,
+                &registry.remote,
+                &volume,
+            );
+            ctx.reporter.command(&cmd.to_string());
+            match ctx.k3d.run(cmd).await {
+                Ok(_) => Ok(()),
+                // Another cluster's `up` may have made it meanwhile: that is just as good.
+                Err(e) => match ctx.k3d.registries().await {
+                    Ok(regs)
+                        if regs
+                            .iter()
+                            .any(|r| r.name == format!("k3d-{}", registry.name)) =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(format!(
+                        "failed to create registry cache {}: {e}",
+                        registry.name
+                    )),
+                },
+            }
+        }
+        Action::ImportImages { images } => {
+            let cmd = ctx.k3d.image_import_cmd(&ctx.cluster, images);
+            ctx.reporter.command(&cmd.to_string());
+            ctx.k3d
+                .run(cmd)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("failed to import images into cluster {}: {e}", ctx.cluster))
+        }
         Action::WaitNodesReady => kube(ctx)
             .await?
             .wait_nodes_ready(Duration::from_secs(300))

@@ -320,6 +320,7 @@ impl Kube {
             k3d: json_of("k3d"),
             istio_version: get("istio-version"),
             applied_hash: get("applied-hash"),
+            images: serde_json::from_str(&get("images")).unwrap_or_default(),
         }))
     }
 
@@ -345,6 +346,7 @@ impl Kube {
                 "k3d": record.k3d.to_string(),
                 "istio-version": record.istio_version,
                 "applied-hash": record.applied_hash,
+                "images": serde_json::to_string(&record.images).unwrap_or_default(),
                 "paddock-version": env!("CARGO_PKG_VERSION"),
             },
         });

@@ -52,4 +52,6 @@ pub struct Record {
     pub istio_version: String,
     /// Hash of everything applied with server-side apply (workloads, addon manifests).
     pub applied_hash: String,
+    /// Local images imported into the nodes.
+    pub images: Vec<String>,
 }

@@ -12,7 +12,7 @@ use crate::istio;
 use crate::k3d;
 use crate::observe::{ClusterState, Record};
 use crate::spec::ClusterSpec;
-use crate::spec::types::{Injection, WorkloadKind};
+use crate::spec::types::{CacheRegistry, Injection, WorkloadKind};
 
 /// Namespace holding paddock's in-cluster record of the applied spec.
 pub const SYSTEM_NAMESPACE: &str = "paddock-system";
@@ -30,8 +30,12 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Action {
+    /// A standalone pull-through cache registry (`k3d registry create`), kept across clusters.
+    EnsureRegistry { registry: CacheRegistry },
     /// `k3d cluster create NAME --config -` with the generated config.
     CreateCluster { config: Value },
+    /// `k3d image import` of local images into the nodes.
+    ImportImages { images: Vec<String> },
     /// Every node reports Ready.
     WaitNodesReady,
     /// CoreDNS has an available replica.
@@ -162,6 +166,8 @@ impl Action {
         matches!(
             self,
             Action::CreateCluster { .. }
+                | Action::EnsureRegistry { .. }
+                | Action::ImportImages { .. }
                 | Action::HelmInstall { .. }
                 | Action::Namespace { .. }
                 | Action::Apply { .. }
@@ -184,8 +190,22 @@ pub fn objects_hash(objects: &[&Value]) -> String {
 /// Plan `up` for a cluster: everything from nothing, or, for a cluster that exists, only
 /// what differs from what paddock recorded and what helm and the API report. `applied` are the
 /// parsed workload manifests of the spec.
-pub fn up(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) -> Plan {
-    let plan = from_nothing(spec, observed, applied);
+/// `registries` names the registry containers that exist (`k3d-<name>`).
+pub fn up(
+    spec: &ClusterSpec,
+    observed: &ClusterState,
+    applied: &[Value],
+    registries: &[String],
+) -> Plan {
+    let mut plan = from_nothing(spec, observed, applied);
+    let missing = |step: &Step| match &step.action {
+        Action::EnsureRegistry { registry } => {
+            !registries.contains(&format!("k3d-{}", registry.name))
+        }
+        _ => true,
+    };
+    plan.steps = prune(std::mem::take(&mut plan.steps), missing);
+    plan.groups = layers(&plan.steps);
     match observed {
         ClusterState::Absent => plan,
         ClusterState::Present(o) => converge(spec, plan, o),
@@ -236,6 +256,8 @@ fn converge(spec: &ClusterSpec, mut plan: Plan, o: &crate::observe::Observed) ->
     };
     let keep = |step: &Step| match &step.action {
         Action::CreateCluster { .. } => false,
+        Action::EnsureRegistry { .. } => true,
+        Action::ImportImages { images } => recorded.is_none_or(|r| &r.images != images),
         Action::HelmInstall { release } => {
             let upgrade_needed = istio_change.is_some() && is_istio_chart(release);
             !upgrade_needed && !installed(release)
@@ -293,9 +315,25 @@ pub fn prune(steps: Vec<Step>, keep: impl Fn(&Step) -> bool) -> Vec<Step> {
 
 fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) -> Plan {
     let mut b = Builder { steps: Vec::new() };
+    let caches: Vec<String> = spec
+        .body
+        .caches
+        .as_ref()
+        .map(|c| c.registries())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|registry| {
+            b.add(
+                format!("k3d.registry/{}", registry.name),
+                &[],
+                Action::EnsureRegistry { registry },
+            )
+        })
+        .collect();
+    let cache_refs: Vec<&str> = caches.iter().map(String::as_str).collect();
     let create = b.add(
         format!("k3d.create/{}", spec.name),
-        &[],
+        &cache_refs,
         Action::CreateCluster {
             config: k3d::config(spec),
         },
@@ -303,6 +341,15 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
     let nodes = b.add("kube.wait/nodes".into(), &[&create], Action::WaitNodesReady);
     let dns = b.add("kube.wait/coredns".into(), &[&nodes], Action::WaitCoreDns);
     let mut finals = vec![dns.clone()];
+    if !spec.body.images.is_empty() {
+        finals.push(b.add(
+            "k3d.import".into(),
+            &[&nodes],
+            Action::ImportImages {
+                images: spec.body.images.clone(),
+            },
+        ));
+    }
 
     let mut namespace_steps = Vec::new();
     for ns in &spec.body.namespaces {
@@ -499,6 +546,7 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
             .map(|i| i.version.clone())
             .unwrap_or_default(),
         applied_hash: objects_hash(&applied_objects),
+        images: spec.body.images.clone(),
     };
     b.add(
         "paddock.record".into(),

@@ -40,6 +40,12 @@ pub fn config(cluster: &ClusterSpec) -> Value {
     if !has_traefik_arg {
         extra.push(json!({ "arg": DISABLE_TRAEFIK, "nodeFilters": ["server:*"] }));
     }
+    let caches = cluster
+        .body
+        .caches
+        .as_ref()
+        .map(|c| c.registries())
+        .unwrap_or_default();
     let runtime = object_at(options, "runtime");
     let labels = array_at(runtime, "labels");
     for label in [
@@ -51,6 +57,26 @@ pub fn config(cluster: &ClusterSpec) -> Value {
             .any(|l| l.get("label").and_then(Value::as_str) == Some(label.as_str()))
         {
             labels.push(json!({ "label": label, "nodeFilters": ["all"] }));
+        }
+    }
+    if !caches.is_empty() {
+        let registries = object_at(&mut cfg, "registries");
+        let used = array_at(registries, "use");
+        for c in &caches {
+            let r = json!(format!("k3d-{}:{}", c.name, c.port));
+            if !used.contains(&r) {
+                used.push(r);
+            }
+        }
+        if !registries.contains_key("config") {
+            let mut mirrors = String::from("mirrors:\n");
+            for c in &caches {
+                mirrors.push_str(&format!(
+                    "  \"{}\":\n    endpoint:\n      - http://k3d-{}:5000\n",
+                    c.host, c.name
+                ));
+            }
+            registries.insert("config".into(), json!(mirrors));
         }
     }
     Value::Object(cfg)

@@ -27,6 +27,8 @@ const BODY_FIELDS: &[&str] = &[
     "namespaces",
     "workloads",
     "schedules",
+    "caches",
+    "images",
 ];
 const PROFILE_FIELDS: &[&str] = &["name", "description", "extends"];
 const CLUSTER_FIELDS: &[&str] = &["name", "description", "profile"];

@@ -28,6 +28,76 @@ pub struct Body {
     pub workloads: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<Schedule>,
+    /// Pull-through registry caches shared by every cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caches: Option<Caches>,
+    /// Local images loaded into the nodes with `k3d image import` after creation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+}
+
+/// Pull-through caches: one standalone k3d registry per upstream, created once, outliving
+/// clusters, and used by every cluster that enables them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Caches {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Registry names are `<prefix>-<upstream>` (containers `k3d-<prefix>-<upstream>`).
+    #[serde(default = "default_cache_prefix")]
+    pub prefix: String,
+    /// Host ports on 127.0.0.1: `portBase` for docker.io, then one more per upstream.
+    #[serde(default = "default_cache_port")]
+    pub port_base: u16,
+}
+
+fn default_cache_prefix() -> String {
+    "paddock-cache".into()
+}
+
+fn default_cache_port() -> u16 {
+    5100
+}
+
+/// The upstreams a cache is made for: (short name, registry host, remote URL).
+pub const CACHE_UPSTREAMS: &[(&str, &str, &str)] = &[
+    ("docker-io", "docker.io", "https://registry-1.docker.io"),
+    ("quay-io", "quay.io", "https://quay.io"),
+    ("gcr-io", "gcr.io", "https://gcr.io"),
+    ("ghcr-io", "ghcr.io", "https://ghcr.io"),
+    (
+        "registry-k8s-io",
+        "registry.k8s.io",
+        "https://registry.k8s.io",
+    ),
+];
+
+/// One cache registry as created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheRegistry {
+    /// Name given to `k3d registry create` (container `k3d-<name>`).
+    pub name: String,
+    pub host: String,
+    pub remote: String,
+    pub port: u16,
+}
+
+impl Caches {
+    pub fn registries(&self) -> Vec<CacheRegistry> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        CACHE_UPSTREAMS
+            .iter()
+            .enumerate()
+            .map(|(i, (short, host, remote))| CacheRegistry {
+                name: format!("{}-{short}", self.prefix),
+                host: host.to_string(),
+                remote: remote.to_string(),
+                port: self.port_base.saturating_add(i as u16),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -57,6 +57,19 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The first of `n` consecutive free ports.
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..100 {
+        let base = free_port();
+        if base < 65000
+            && (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
 fn copy_dir(from: &Path, to: &Path, ports: &[(u16, u16)]) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read_dir").flatten() {
@@ -99,6 +112,25 @@ impl World {
             repo.path().join("paddock.yaml"),
         )
         .expect("paddock.yaml");
+        // Caches of their own: registry names and ports are machine-wide.
+        let minimal = repo.path().join("profiles/minimal.yaml");
+        let text = std::fs::read_to_string(&minimal).expect("minimal profile");
+        let prefix: String = repo
+            .path()
+            .file_name()
+            .map(|f| f.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        let text = text.replace(
+            "caches:\n",
+            &format!(
+                "caches:\n  prefix: t{prefix}\n  portBase: {}\n",
+                free_ports(5)
+            ),
+        );
+        std::fs::write(&minimal, text).expect("write minimal");
         Self {
             docker,
             home,
@@ -107,6 +139,25 @@ impl World {
             bin,
             ports,
         }
+    }
+
+    /// Registry cache containers of this world: "name app-label ports", sorted.
+    pub fn cache_containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["ps", "--filter", "label=k3d.role=registry", "--filter"])
+            .arg(format!(
+                "label=dev.paddock.sim.home={}",
+                self.home.path().display()
+            ))
+            .args(["--format", "{{.Names}} {{.Label \"app\"}} {{.Ports}}"])
+            .output()
+            .expect("docker ps");
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
     }
 
     /// The host port used here for a shipped one (8080, 8443, 9080).

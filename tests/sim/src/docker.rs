@@ -307,6 +307,18 @@ pub fn create_registry(home: &Path, reg: &RegistryRecord) -> Result<(), String> 
         ]);
     }
     for v in &reg.volumes {
+        // Named volumes are made first, with the home's label, so cleanup finds them.
+        if let Some((src, _)) = v.split_once(':')
+            && !src.contains('/')
+        {
+            let mut create = s(&["volume", "create"]);
+            create.extend(label_args(&BTreeMap::from([(
+                HOME_LABEL.to_string(),
+                home.display().to_string(),
+            )])));
+            create.push(src.to_string());
+            docker(&create)?;
+        }
         args.extend(["-v".into(), v.clone()]);
     }
     args.push(img);
