@@ -23,18 +23,19 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The sim binary beside paddock's, built if missing.
+/// The sim binary beside paddock's, rebuilt once per test process so it is never stale.
 fn sim_binary() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let paddock = PathBuf::from(env!("CARGO_BIN_EXE_paddock"));
     let sim = paddock.with_file_name("paddock-sim");
-    if !sim.exists() {
+    BUILT.call_once(|| {
         let st = Command::new(env!("CARGO"))
-            .args(["build", "-p", "paddock-sim", "--bin", "paddock-sim"])
+            .args(["build", "-q", "-p", "paddock-sim", "--bin", "paddock-sim"])
             .current_dir(workspace())
             .status()
             .expect("cargo build paddock-sim");
         assert!(st.success(), "building the sim failed");
-    }
+    });
     sim
 }
 
