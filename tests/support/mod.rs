@@ -29,8 +29,16 @@ fn sim_binary() -> PathBuf {
     let paddock = PathBuf::from(env!("CARGO_BIN_EXE_paddock"));
     let sim = paddock.with_file_name("paddock-sim");
     BUILT.call_once(|| {
+        let release = paddock
+            .parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|d| d == "release");
+        let mut args = vec!["build", "-q", "-p", "paddock-sim", "--bin", "paddock-sim"];
+        if release {
+            args.push("--release");
+        }
         let st = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "paddock-sim", "--bin", "paddock-sim"])
+            .args(&args)
             .current_dir(workspace())
             .status()
             .expect("cargo build paddock-sim");

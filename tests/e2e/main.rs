@@ -1,0 +1,100 @@
+//! The real end-to-end suite: the same `up` → `status` → `down` scenario the sim tests run,
+//! against real Docker, k3d, helm and Istio. Enabled with `PADDOCK_E2E=1` on a machine that
+//! has them (and can pull images); otherwise every test returns at once, saying so.
+//!
+//! ```sh
+//! PADDOCK_E2E=1 cargo test --test e2e -- --nocapture
+//! ```
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn enabled() -> bool {
+    if std::env::var("PADDOCK_E2E").is_ok_and(|v| v == "1") {
+        return true;
+    }
+    eprintln!(
+        "skipping: the real end-to-end suite runs with PADDOCK_E2E=1 (needs Docker, k3d, helm and image pulls)"
+    );
+    false
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn paddock(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .arg("-C")
+        .arg(repo())
+        .args(args)
+        .output()
+        .expect("paddock runs")
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deletes the cluster even when the test fails.
+struct Cleanup(&'static str);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = paddock(&["down", self.0, "--yes"]);
+    }
+}
+
+#[test]
+fn ci_cluster_up_status_down_on_a_real_machine() {
+    if !enabled() {
+        return;
+    }
+    ok(&paddock(&["doctor"]), "doctor");
+    let _cleanup = Cleanup("ci");
+    let up = ok(&paddock(&["up", "ci", "-o", "json"]), "up");
+    let result: Value = up
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &Value| v["event"] == "result")
+        .expect("a result");
+    assert_eq!(result["ok"], true);
+    assert!(result["steps"]["verify/ingress"].is_u64(), "{result}");
+    let again = ok(&paddock(&["up", "ci"]), "second up");
+    assert!(again.contains("up to date"), "{again}");
+    let status: Value =
+        serde_json::from_str(&ok(&paddock(&["status", "ci", "-o", "json"]), "status"))
+            .expect("status json");
+    assert_eq!(status["running"], true);
+    assert_eq!(status["tags"]["stable"], "1-30-3");
+    assert!(
+        status["workloads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|w| w["needsRestart"] == false),
+        "{status}"
+    );
+    ok(&paddock(&["down", "ci", "--yes"]), "down");
+    let list = Command::new("k3d")
+        .args(["cluster", "list", "-o", "json"])
+        .output()
+        .expect("k3d");
+    let clusters: Value = serde_json::from_slice(&list.stdout).expect("k3d json");
+    assert!(
+        clusters
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|c| c["name"] != "ci"),
+        "ci is gone"
+    );
+}
