@@ -160,44 +160,49 @@ impl Kube {
         name: &str,
         timeout: Duration,
     ) -> Result<(), Error> {
-        let what = format!("{kind} {namespace}/{name} to roll out");
-        let params = ListParams::default().fields(&format!("metadata.name={name}"));
-        let c = self.client.clone();
         match kind {
             "StatefulSet" => {
-                self.wait_for(
-                    Api::<StatefulSet>::namespaced(c, namespace),
-                    params,
-                    &what,
-                    timeout,
-                    |items| Ok(items.first().is_some_and(statefulset_done)),
-                )
-                .await
+                self.wait_one::<StatefulSet>(namespace, name, timeout, |s| Ok(statefulset_done(s)))
+                    .await
             }
             "DaemonSet" => {
-                self.wait_for(
-                    Api::<DaemonSet>::namespaced(c, namespace),
-                    params,
-                    &what,
-                    timeout,
-                    |items| Ok(items.first().is_some_and(daemonset_done)),
-                )
-                .await
+                self.wait_one::<DaemonSet>(namespace, name, timeout, |d| Ok(daemonset_done(d)))
+                    .await
             }
             _ => {
-                self.wait_for(
-                    Api::<Deployment>::namespaced(c, namespace),
-                    params,
-                    &what,
-                    timeout,
-                    |items| match items.first() {
-                        Some(d) => deployment_done(d),
-                        None => Ok(false),
-                    },
-                )
-                .await
+                self.wait_one::<Deployment>(namespace, name, timeout, deployment_done)
+                    .await
             }
         }
+    }
+
+    async fn wait_one<K>(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+        done: fn(&K) -> Result<bool, String>,
+    ) -> Result<(), Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let what = format!(
+            "{} {namespace}/{name} to roll out",
+            K::kind(&K::DynamicType::default())
+        );
+        let params = ListParams::default().fields(&format!("metadata.name={name}"));
+        let api = Api::<K>::namespaced(self.client.clone(), namespace);
+        self.wait_for(api, params, &what, timeout, |items| match items.first() {
+            Some(k) => done(k),
+            None => Ok(false),
+        })
+        .await
     }
 
     /// A webhook configuration has a caBundle in every webhook (istiod patched it in).

@@ -327,19 +327,7 @@ fn install(s: &mut Store, r: &Request) -> Response {
         );
         return fail(format!("{verb}: {}", e.message));
     }
-    if let Some(prev) = history
-        .iter()
-        .rev()
-        .find(|h| h["info"]["status"] == "deployed")
-    {
-        prune(s, prev, &manifest, &r.namespace);
-    }
-    for h in &history {
-        if h["info"]["status"] == "deployed" || h["info"]["status"] == "failed" {
-            let mut h = h.clone();
-            set_status(s, &mut h, "superseded", "Superseded");
-        }
-    }
+    supersede(s, &history, &manifest, &r.namespace);
     let description = if history.is_empty() {
         "Install complete"
     } else {
@@ -365,6 +353,24 @@ fn install(s: &mut Store, r: &Request) -> Response {
         rel["info"]["last_deployed"].as_str().unwrap_or_default(),
         r.namespace
     ))
+}
+
+/// After a new revision applied: remove what the last deployed revision had and the new one
+/// does not, and mark earlier deployed or failed revisions superseded.
+fn supersede(s: &mut Store, history: &[Value], manifest: &[Value], namespace: &str) {
+    if let Some(prev) = history
+        .iter()
+        .rev()
+        .find(|h| h["info"]["status"] == "deployed")
+    {
+        prune(s, prev, manifest, namespace);
+    }
+    for h in history {
+        if h["info"]["status"] == "deployed" || h["info"]["status"] == "failed" {
+            let mut h = h.clone();
+            set_status(s, &mut h, "superseded", "Superseded");
+        }
+    }
 }
 
 /// Create or replace each object, with Helm's ownership metadata; status is kept.
@@ -545,19 +551,7 @@ fn rollback(s: &mut Store, r: &Request) -> Response {
         return fail(format!("ROLLBACK FAILED: {}", e.message));
     }
     let manifest: Vec<Value> = objects.iter().map(|o| ref_of(o, &r.namespace)).collect();
-    if let Some(prev) = history
-        .iter()
-        .rev()
-        .find(|h| h["info"]["status"] == "deployed")
-    {
-        prune(s, prev, &manifest, &r.namespace);
-    }
-    for h in &history {
-        if h["info"]["status"] == "deployed" || h["info"]["status"] == "failed" {
-            let mut h = h.clone();
-            set_status(s, &mut h, "superseded", "Superseded");
-        }
-    }
+    supersede(s, &history, &manifest, &r.namespace);
     set_status(s, &mut rel, "deployed", &format!("Rollback to {target_v}"));
     ok("Rollback was a success! Happy Helming!\n")
 }
