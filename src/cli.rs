@@ -110,7 +110,8 @@ pub enum Command {
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let mut out = std::io::stdout().lock();
+    // Not locked for the whole run: step events are written from worker threads too.
+    let mut out = std::io::stdout();
     let code = run(&args, &mut out);
     let _ = out.flush();
     ExitCode::from(code)

@@ -255,8 +255,12 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
             ctx.helm
                 .run(cmd)
                 .await
-                .map(|_| ())
-                .map_err(|e| format!("failed to install {}: {e}", release.name))
+                .map_err(|e| format!("failed to install {}: {e}", release.name))?;
+            kube(ctx)
+                .await?
+                .record_release(&release.name, &crate::plan::release_fingerprint(release))
+                .await
+                .map_err(|e| e.to_string())
         }
         Action::WaitReady {
             namespace,

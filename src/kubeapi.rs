@@ -24,6 +24,8 @@ use crate::plan::SYSTEM_NAMESPACE;
 pub const FIELD_MANAGER: &str = "paddock";
 /// ConfigMap (in `paddock-system`) holding the applied spec, its hash and what was installed.
 pub const RECORD_NAME: &str = "paddock";
+/// Record keys `release.<name>`: each release's fingerprint as installed.
+const RELEASE_KEY: &str = "release.";
 /// Label on paddock's namespace: the in-cluster ownership marker.
 pub const MARKER_LABEL: &str = "dev.paddock.managed";
 
@@ -321,7 +323,13 @@ impl Kube {
         let json_of = |k: &str| serde_json::from_str::<Value>(&get(k)).unwrap_or(Value::Null);
         Ok(Some(Record {
             spec_hash: get("spec-hash"),
-            releases: serde_json::from_str(&get("releases")).unwrap_or_default(),
+            releases: data
+                .iter()
+                .filter_map(|(k, v)| {
+                    let name = k.strip_prefix(RELEASE_KEY)?;
+                    Some((name.to_string(), serde_json::from_str(v).ok()?))
+                })
+                .collect(),
             k3d: json_of("k3d"),
             istio_version: get("istio-version"),
             applied_hash: get("applied-hash"),
@@ -339,7 +347,7 @@ impl Kube {
         let mut labels = BTreeMap::new();
         labels.insert(MARKER_LABEL.to_string(), "true".to_string());
         self.apply_namespace(SYSTEM_NAMESPACE, &labels).await?;
-        let cm = json!({
+        let mut cm = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": RECORD_NAME, "namespace": SYSTEM_NAMESPACE,
                 "labels": {MARKER_LABEL: "true", "app.kubernetes.io/managed-by": "paddock"}},
@@ -347,7 +355,6 @@ impl Kube {
                 "cluster": cluster,
                 "spec-hash": record.spec_hash,
                 "spec": spec.to_string(),
-                "releases": serde_json::to_string(&record.releases).unwrap_or_default(),
                 "k3d": record.k3d.to_string(),
                 "istio-version": record.istio_version,
                 "applied-hash": record.applied_hash,
@@ -355,6 +362,9 @@ impl Kube {
                 "paddock-version": env!("CARGO_PKG_VERSION"),
             },
         });
+        for (name, fingerprint) in &record.releases {
+            cm["data"][format!("{RELEASE_KEY}{name}")] = json!(fingerprint.to_string());
+        }
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
         api.patch(
             RECORD_NAME,
@@ -363,6 +373,33 @@ impl Kube {
         )
         .await
         .map_err(|e| self.api_err(e))?;
+        Ok(())
+    }
+
+    /// Note one release as installed, as soon as it is: an interrupted `up` then knows it need
+    /// not install it again. A merge patch of one key, so parallel installs do not collide.
+    pub async fn record_release(&self, name: &str, fingerprint: &Value) -> Result<(), Error> {
+        let mut labels = BTreeMap::new();
+        labels.insert(MARKER_LABEL.to_string(), "true".to_string());
+        self.apply_namespace(SYSTEM_NAMESPACE, &labels).await?;
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
+        let empty: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": RECORD_NAME, "namespace": SYSTEM_NAMESPACE,
+                "labels": {MARKER_LABEL: "true", "app.kubernetes.io/managed-by": "paddock"}},
+        }))
+        .map_err(|e| Error::BadObject {
+            what: RECORD_NAME.into(),
+            reason: e.to_string(),
+        })?;
+        match api.create(&kube::api::PostParams::default(), &empty).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(self.api_err(e)),
+        }
+        let patch = json!({"data": {format!("{RELEASE_KEY}{name}"): fingerprint.to_string()}});
+        api.patch(RECORD_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| self.api_err(e))?;
         Ok(())
     }
 

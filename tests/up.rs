@@ -284,3 +284,44 @@ fn up_killed_at_each_step_converges_on_rerun() {
         assert!(down.status.success(), "{}", stderr(&down));
     }
 }
+
+#[test]
+fn ctrl_c_stops_between_steps_and_a_rerun_continues() {
+    let w = World::new(false);
+    w.set_knobs(&Knobs {
+        tool_latency_ms: [("helm".to_string(), 300)].into(),
+        ..Knobs::default()
+    });
+    let mut child = w.spawn_paddock(&["up", "ci", "-o", "json"]);
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines().map_while(Result::ok);
+    for line in lines.by_ref() {
+        if line.contains("\"step\":\"helm.install/istio-base\"") && line.contains("started") {
+            let st = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(st.success());
+            break;
+        }
+    }
+    let rest: Vec<String> = lines.collect();
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(1), "interrupted is a failure exit");
+    let text = rest.join("\n");
+    assert!(text.contains("interrupted"), "says so: {text}");
+    assert!(
+        text.contains("\"step\":\"helm.install/istio-base\",\"status\":\"done\""),
+        "the running step finished: {text}"
+    );
+    assert!(
+        !text.contains("\"step\":\"helm.install/istiod-1-30-3\""),
+        "no new step started: {text}"
+    );
+    let r = up_ok(&w, "ci");
+    assert!(
+        r["steps"].get("helm.install/istio-base").is_none(),
+        "done steps are not redone: {r}"
+    );
+    assert!(r["steps"]["verify/ingress"].is_u64(), "{r}");
+}
