@@ -98,7 +98,21 @@ pub enum Command {
     /// Upgrade Istio with verification and automatic rollback.
     Upgrade { cluster: Option<String> },
     /// Restart workloads so their proxies match their control plane.
-    Restart { cluster: Option<String> },
+    Restart {
+        cluster: Option<String>,
+        /// Only these namespaces (repeatable).
+        #[arg(long = "namespace", short = 'n')]
+        namespaces: Vec<String>,
+        /// Only workloads with a pod whose proxy is stale.
+        #[arg(long)]
+        stale_only: bool,
+        /// Workloads restarted at the same time.
+        #[arg(long, default_value_t = 4)]
+        max_concurrent: usize,
+        /// How long one workload may take, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Replace a cluster blue-green behind the front door.
     Switchover { cluster: Option<String> },
     /// List past operations on a cluster.
@@ -134,8 +148,23 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
         Command::Status { cluster } => status(args, cluster.as_deref(), out),
         Command::Doctor => doctor(args, out),
         Command::Upgrade { .. } => not_yet("upgrade", "Istio upgrades"),
-        Command::Restart { .. } => not_yet("restart", "Istio upgrades"),
-        Command::History { .. } => not_yet("history", "Istio upgrades"),
+        Command::Restart {
+            cluster,
+            namespaces,
+            stale_only,
+            max_concurrent,
+            timeout,
+        } => restart(
+            args,
+            cluster.as_deref(),
+            crate::restart::Options {
+                namespaces: namespaces.clone(),
+                stale_only: *stale_only,
+                max_concurrent: *max_concurrent,
+                timeout: std::time::Duration::from_secs(*timeout),
+            },
+        ),
+        Command::History { cluster } => history(args, cluster.as_deref(), out),
         Command::Switchover { .. } => not_yet("switchover", "blue-green switchover"),
         Command::Serve => not_yet("serve", "the daemon"),
     };
@@ -390,6 +419,18 @@ fn describe(cluster: &str, action: &Action) -> Vec<String> {
                 images.join(" ")
             )]
         }
+        Action::ApplyTags {
+            version,
+            revision,
+            tags,
+            ..
+        } => vec![
+            format!(
+                "point tags {} at revision {revision}: helm template istio/istiod {version} (revision tags) | server-side apply",
+                tags.join(", ")
+            ),
+            "wait until each tag webhook has a caBundle".into(),
+        ],
         Action::WaitNodesReady => vec!["wait until every Node is Ready".into()],
         Action::WaitCoreDns => {
             vec!["wait until Deployment kube-system/coredns is available".into()]
@@ -692,4 +733,128 @@ fn doctor(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
             checks.iter().filter(|c| !c.ok).count()
         )))
     }
+}
+
+/// Lock and connect to an existing cluster paddock owns.
+async fn connect_owned(
+    tools: &crate::toolchain::Toolchain,
+    cluster: &str,
+    command: &str,
+) -> Result<(crate::lock::ClusterLock, crate::converge::Connected), Failure> {
+    let k3d = crate::k3d::cli::K3d::new(tools.need_k3d().map_err(Failure::Other)?);
+    let lock = crate::lock::acquire(&tools.state_dir, cluster, command)
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    let info = k3d
+        .find(cluster)
+        .await
+        .map_err(|e| {
+            Failure::Other(format!(
+                "could not tell whether cluster {cluster} exists: {e}"
+            ))
+        })?
+        .ok_or_else(|| {
+            Failure::Other(format!(
+                "cluster {cluster} does not exist; `paddock up {cluster}` creates it"
+            ))
+        })?;
+    if !info.owned() {
+        return Err(Failure::NotOwned(format!(
+            "cluster {cluster} was not created by paddock; paddock leaves it alone"
+        )));
+    }
+    let c = crate::converge::connect(&k3d, tools, info).await?;
+    Ok((lock, c))
+}
+
+fn restart(
+    args: &Args,
+    cluster: Option<&str>,
+    opts: crate::restart::Options,
+) -> Result<(), Failure> {
+    let name = cluster_name(args, cluster)?;
+    let tools = toolchain(args);
+    let rep = reporter(args);
+    let journal = crate::journal::Journal::open(&tools.state_dir, &name);
+    let op = format!("restart-{}", jiff::Timestamp::now().as_millisecond());
+    let result = runtime()?.block_on(async {
+        let (_lock, c) = connect_owned(&tools, &name, "restart").await?;
+        let _ = journal.record(
+            &op,
+            "op-started",
+            None,
+            json!({"namespaces": opts.namespaces, "staleOnly": opts.stale_only}),
+        );
+        crate::restart::run(&c.kube, &opts, &rep)
+            .await
+            .map_err(Failure::Other)
+    });
+    match result {
+        Ok(report) => {
+            let _ = journal.record(
+                &op,
+                "op-done",
+                None,
+                serde_json::to_value(&report).unwrap_or_default(),
+            );
+            rep.result(
+                &format!(
+                    "restarted {} workload(s); {} already current; {} Job(s) left alone",
+                    report.restarted.len(),
+                    report.up_to_date.len(),
+                    report.jobs_left_alone.len()
+                ),
+                json!({"ok": true, "cluster": name, "report": report}),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let msg = match &e {
+                Failure::Other(m) | Failure::NotOwned(m) => m.clone(),
+                Failure::BadInput(b) => b.to_string(),
+            };
+            let _ = journal.record(&op, "op-failed", None, json!({"error": msg}));
+            Err(e)
+        }
+    }
+}
+
+fn history(args: &Args, cluster: Option<&str>, out: &mut dyn Write) -> Result<(), Failure> {
+    let name = cluster_name(args, cluster)?;
+    let tools = toolchain(args);
+    let journal = crate::journal::Journal::open(&tools.state_dir, &name);
+    let ops = journal.operations();
+    if args.output == Output::Json {
+        let v: Vec<Value> = ops
+            .iter()
+            .map(|(id, entries)| json!({"op": id, "entries": entries}))
+            .collect();
+        writeln!(out, "{}", json!({"cluster": name, "operations": v}))?;
+        return Ok(());
+    }
+    if ops.is_empty() {
+        writeln!(out, "no operations recorded for cluster {name}")?;
+    }
+    for (id, entries) in ops {
+        let outcome = entries
+            .iter()
+            .rev()
+            .find(|e| e.step.is_none() && e.event != "op-started")
+            .map(|e| e.event.trim_start_matches("op-").to_string())
+            .unwrap_or_else(|| "unfinished".into());
+        let started = entries.first().map(|e| e.at.clone()).unwrap_or_default();
+        writeln!(out, "{id}  {started}  {outcome}")?;
+        for e in entries
+            .iter()
+            .filter(|e| e.step.is_some() && e.event != "step-started")
+        {
+            writeln!(
+                out,
+                "  {} {:<28} {}",
+                e.at,
+                e.step.as_deref().unwrap_or_default(),
+                e.event.trim_start_matches("step-")
+            )?;
+        }
+    }
+    Ok(())
 }

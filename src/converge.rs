@@ -141,11 +141,15 @@ pub async fn up(
                     spec.name
                 ))
             })?;
+            let tags = crate::tags::observed(&c.kube)
+                .await
+                .map_err(Error::Failed)?;
             let _ = kube_cell.set(c.kube);
             ClusterState::Present(Box::new(Observed {
                 record,
                 releases,
                 namespaces,
+                tags,
             }))
         }
     };

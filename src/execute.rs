@@ -262,6 +262,25 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())
         }
+        Action::ApplyTags {
+            repo,
+            version,
+            revision,
+            tags,
+        } => {
+            let k = kube(ctx).await?;
+            crate::tags::point(
+                &ctx.helm,
+                &ctx.kubeconfig,
+                k,
+                repo,
+                version,
+                revision,
+                tags,
+                Duration::from_secs(300),
+            )
+            .await
+        }
         Action::WaitReady {
             namespace,
             workloads,

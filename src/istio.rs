@@ -73,8 +73,16 @@ pub fn releases(cluster: &ClusterSpec) -> Vec<Release> {
     let Ok(version) = parse_version(&istio.version) else {
         return Vec::new();
     };
-    let rev = revision_for(&version);
-    let v = version.to_string();
+    releases_for(cluster, &version.to_string(), &revision_for(&version))
+}
+
+/// The releases for a given chart version and revision name (an in-place upgrade keeps the
+/// revision name of the version it started from).
+pub fn releases_for(cluster: &ClusterSpec, v: &str, rev: &str) -> Vec<Release> {
+    let Some(istio) = &cluster.body.istio else {
+        return Vec::new();
+    };
+    let (v, rev) = (v.to_string(), rev.to_string());
 
     let mut base = Value::Object(istio.values.base.clone());
     merge_values(&mut base, &json!({ "defaultRevision": rev }));
@@ -86,7 +94,8 @@ pub fn releases(cluster: &ClusterSpec) -> Vec<Release> {
     merge_values(&mut istiod, &Value::Object(istio.values.istiod.clone()));
     merge_values(
         &mut istiod,
-        &json!({ "revision": rev, "revisionTags": tags_of(istio) }),
+        // Tags are not part of the release: paddock applies them itself (see `tags`).
+        &json!({ "revision": rev }),
     );
 
     let mut out = vec![

@@ -429,6 +429,107 @@ impl Kube {
             .filter_map(|o| serde_json::to_value(o).ok())
             .collect())
     }
+
+    async fn dynamic(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Api<DynamicObject>, Error> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| self.api_err(e))?;
+        Ok(match namespace {
+            Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
+                Api::namespaced_with(self.client.clone(), ns, &ar)
+            }
+            _ => Api::all_with(self.client.clone(), &ar),
+        })
+    }
+
+    /// One object as JSON, `None` when it does not exist.
+    pub async fn get_json(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, Error> {
+        let api = self.dynamic(api_version, kind, namespace).await?;
+        let o = api.get_opt(name).await.map_err(|e| self.api_err(e))?;
+        Ok(o.and_then(|o| serde_json::to_value(o).ok()))
+    }
+
+    /// A JSON merge patch.
+    pub async fn merge_patch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Value,
+    ) -> Result<(), Error> {
+        let api = self.dynamic(api_version, kind, namespace).await?;
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(|e| self.api_err(e))?;
+        Ok(())
+    }
+
+    /// Create an object (an existing one is left as it is).
+    pub async fn create_json(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        obj: &Value,
+    ) -> Result<Value, Error> {
+        let api = self.dynamic(api_version, kind, namespace).await?;
+        let o: DynamicObject =
+            serde_json::from_value(obj.clone()).map_err(|e| Error::BadObject {
+                what: format!("{kind}"),
+                reason: e.to_string(),
+            })?;
+        let created = api
+            .create(&kube::api::PostParams::default(), &o)
+            .await
+            .map_err(|e| self.api_err(e))?;
+        Ok(serde_json::to_value(created).unwrap_or(Value::Null))
+    }
+
+    /// Delete an object; one already gone is fine.
+    pub async fn delete_json(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<(), Error> {
+        let api = self.dynamic(api_version, kind, namespace).await?;
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(self.api_err(e)),
+        }
+    }
+
+    /// The Eviction API: `Ok(false)` when a PodDisruptionBudget refuses it for now (429).
+    pub async fn evict(&self, namespace: &str, name: &str) -> Result<bool, Error> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), namespace);
+        match api.evict(name, &kube::api::EvictParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 429 => Ok(false),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
+            Err(e) => Err(self.api_err(e)),
+        }
+    }
 }
 
 /// kubectl's Deployment rule; `Err` when the rollout exceeded its progress deadline.

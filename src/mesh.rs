@@ -168,6 +168,108 @@ pub fn image_tag(image: &str) -> &str {
         .unwrap_or("")
 }
 
+/// Does a label selector (`matchLabels` + `matchExpressions`) select these labels?
+pub fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    if selector.is_null() {
+        return true;
+    }
+    let labels_ok = selector["matchLabels"].as_object().is_none_or(|m| {
+        m.iter()
+            .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+    });
+    let exprs_ok = selector["matchExpressions"].as_array().is_none_or(|es| {
+        es.iter().all(|e| {
+            let key = e["key"].as_str().unwrap_or_default();
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let have = labels.get(key).map(String::as_str);
+            match e["operator"].as_str().unwrap_or_default() {
+                "In" => have.is_some_and(|h| values.contains(&h)),
+                "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+                "Exists" => have.is_some(),
+                "DoesNotExist" => have.is_none(),
+                _ => false,
+            }
+        })
+    });
+    labels_ok && exprs_ok
+}
+
+/// Webhook overlap analysis: every combination of namespace and pod injection labels must be
+/// matched by at most one injector (MutatingWebhookConfiguration). Returns one problem per
+/// combination that two or more match.
+pub fn overlaps(hooks: &[Value]) -> Vec<String> {
+    let injectors: Vec<&Value> = hooks
+        .iter()
+        .filter(|h| h["metadata"]["labels"]["app"] == "sidecar-injector")
+        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for h in &injectors {
+        for w in h["webhooks"].as_array().into_iter().flatten() {
+            for sel in ["namespaceSelector", "objectSelector"] {
+                for e in w[sel]["matchExpressions"].as_array().into_iter().flatten() {
+                    if e["key"] == "istio.io/rev" {
+                        for v in e["values"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                        {
+                            if !names.iter().any(|n| n == v) {
+                                names.push(v.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let one = |k: &str, v: Option<&str>| -> BTreeMap<String, String> {
+        v.map(|v| [(k.to_string(), v.to_string())].into())
+            .unwrap_or_default()
+    };
+    let mut ns_sets: Vec<BTreeMap<String, String>> = Vec::new();
+    for inj in [None, Some("enabled"), Some("disabled")] {
+        ns_sets.push(one("istio-injection", inj));
+    }
+    for n in &names {
+        ns_sets.push(one("istio.io/rev", Some(n)));
+    }
+    let mut pod_sets: Vec<BTreeMap<String, String>> = Vec::new();
+    for inj in [None, Some("true"), Some("false")] {
+        pod_sets.push(one("sidecar.istio.io/inject", inj));
+    }
+    for n in &names {
+        pod_sets.push(one("istio.io/rev", Some(n)));
+    }
+    let mut problems = Vec::new();
+    for ns in &ns_sets {
+        for pod in &pod_sets {
+            let matching: Vec<&str> = injectors
+                .iter()
+                .filter(|h| {
+                    h["webhooks"].as_array().into_iter().flatten().any(|w| {
+                        selects(&w["namespaceSelector"], ns) && selects(&w["objectSelector"], pod)
+                    })
+                })
+                .filter_map(|h| h["metadata"]["name"].as_str())
+                .collect();
+            if matching.len() > 1 {
+                problems.push(format!(
+                    "namespace labels {ns:?} with pod labels {pod:?} are injected by {} webhooks at once ({}): delete the stray injector or retarget its selectors so only one serves each combination",
+                    matching.len(),
+                    matching.join(", ")
+                ));
+            }
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +385,35 @@ mod tests {
                 .is_some_and(|r| r.contains("no proxy"))
         );
         assert_eq!(restart_reason(&Proxy::default(), None, None), None);
+    }
+
+    #[test]
+    fn overlapping_injectors_are_found() {
+        let hook = |name: &str, ns: Value, obj: Value| {
+            serde_json::json!({"metadata": {"name": name, "labels": {"app": "sidecar-injector"}},
+                "webhooks": [{"namespaceSelector": ns, "objectSelector": obj}]})
+        };
+        let enabled = serde_json::json!({"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}]});
+        let rev = |r: &str| serde_json::json!({"matchExpressions": [{"key": "istio.io/rev", "operator": "In", "values": [r]}]});
+        let fine = vec![
+            hook("istio-sidecar-injector-1-29-6", rev("1-29-6"), Value::Null),
+            hook("istio-revision-tag-default", enabled.clone(), Value::Null),
+        ];
+        assert!(overlaps(&fine).is_empty(), "{:?}", overlaps(&fine));
+        let clash = vec![
+            hook("istio-sidecar-injector", enabled.clone(), Value::Null),
+            hook("istio-revision-tag-default", enabled, Value::Null),
+        ];
+        let p = overlaps(&clash);
+        assert_eq!(
+            p.len(),
+            3,
+            "every pod combination in enabled namespaces: {p:?}"
+        );
+        assert!(
+            p[0].contains("istio-sidecar-injector, istio-revision-tag-default"),
+            "{p:?}"
+        );
     }
 
     #[test]

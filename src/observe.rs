@@ -28,6 +28,8 @@ pub struct Observed {
     pub releases: Vec<ReleaseInfo>,
     /// Namespace → labels.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Revision tag → revision, from the tag webhooks.
+    pub tags: BTreeMap<String, String>,
 }
 
 impl ClusterState {

@@ -42,6 +42,14 @@ pub enum Action {
     WaitCoreDns,
     /// `helm upgrade --install` of a release; paddock waits separately.
     HelmInstall { release: Release },
+    /// Point revision tags at a revision (rendered from the istiod chart, server-side
+    /// applied), then wait for their caBundles.
+    ApplyTags {
+        repo: String,
+        version: String,
+        revision: String,
+        tags: Vec<String>,
+    },
     /// Workloads rolled out and ready (kubectl's rollout rules).
     WaitReady {
         namespace: String,
@@ -169,6 +177,7 @@ impl Action {
                 | Action::EnsureRegistry { .. }
                 | Action::ImportImages { .. }
                 | Action::HelmInstall { .. }
+                | Action::ApplyTags { .. }
                 | Action::Namespace { .. }
                 | Action::Apply { .. }
                 | Action::RecordSpec { .. }
@@ -257,6 +266,9 @@ fn converge(spec: &ClusterSpec, mut plan: Plan, o: &crate::observe::Observed) ->
     let keep = |step: &Step| match &step.action {
         Action::CreateCluster { .. } => false,
         Action::EnsureRegistry { .. } => true,
+        Action::ApplyTags { revision, tags, .. } => {
+            istio_change.is_none() && !tags.iter().all(|t| o.tags.get(t) == Some(revision))
+        }
         Action::ImportImages { images } => recorded.is_none_or(|r| &r.images != images),
         Action::HelmInstall { release } => {
             let upgrade_needed = istio_change.is_some() && is_istio_chart(release);
@@ -379,7 +391,7 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
             "istiod" => {
                 let base = base_step.clone().unwrap_or_else(|| dns.clone());
                 let name = rel.name.clone();
-                let mut checks = vec![
+                let checks = vec![
                     format!("Service {name} has ready endpoints"),
                     format!(
                         "MutatingWebhookConfiguration istio-sidecar-injector-{} has a caBundle",
@@ -392,22 +404,27 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
                     .as_ref()
                     .map(istio::tags_of)
                     .unwrap_or_default();
-                let mut ca_bundles = vec![format!(
+                let ca_bundles = vec![format!(
                     "istio-sidecar-injector-{}",
                     name.trim_start_matches("istiod-")
                 )];
-                for t in tags {
-                    checks.push(format!(
-                        "MutatingWebhookConfiguration istio-revision-tag-{t} has a caBundle"
-                    ));
-                    ca_bundles.push(format!("istio-revision-tag-{t}"));
-                }
+                let revision = name.trim_start_matches("istiod-").to_string();
+                let (repo, version) = (rel.repo.clone(), rel.version.clone());
                 let workloads = vec![WorkloadRef {
                     kind: WorkloadKind::Deployment,
                     name,
                 }];
-                istiod_ready =
-                    Some(b.install_and_wait(rel, &[&base], workloads, checks, ca_bundles, 300));
+                let ready = b.install_and_wait(rel, &[&base], workloads, checks, ca_bundles, 300);
+                istiod_ready = Some(b.add(
+                    format!("kube.tags/{revision}"),
+                    &[&ready],
+                    Action::ApplyTags {
+                        repo,
+                        version,
+                        revision,
+                        tags,
+                    },
+                ));
             }
             _ => {
                 let after = istiod_ready.clone().unwrap_or_else(|| dns.clone());
