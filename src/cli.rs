@@ -61,6 +61,12 @@ pub struct Args {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    Canary,
+    InPlace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
     Json,
@@ -96,7 +102,30 @@ pub enum Command {
     /// Check Docker, k3d, helm, kubectl, ports and host limits.
     Doctor,
     /// Upgrade Istio with verification and automatic rollback.
-    Upgrade { cluster: Option<String> },
+    Upgrade {
+        cluster: Option<String>,
+        /// Target Istio version (not needed to continue an interrupted or paused upgrade).
+        #[arg(long)]
+        to: Option<String>,
+        /// Default: the spec's `istio.upgrade.strategy`; canary when an in-place jump is too big.
+        #[arg(long, value_enum)]
+        strategy: Option<StrategyArg>,
+        /// Print the steps without running them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop after this step for a human check; a later `upgrade` continues.
+        #[arg(long)]
+        pause_after: Option<String>,
+        /// Override the spec's grace period before the old revision is removed, in seconds.
+        #[arg(long)]
+        grace: Option<u64>,
+        /// Workloads restarted at the same time.
+        #[arg(long, default_value_t = 4)]
+        max_concurrent: usize,
+        /// How long one step may wait, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Restart workloads so their proxies match their control plane.
     Restart {
         cluster: Option<String>,
@@ -147,7 +176,31 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
         Command::Down { cluster, yes } => down(args, cluster.as_deref(), *yes, out),
         Command::Status { cluster } => status(args, cluster.as_deref(), out),
         Command::Doctor => doctor(args, out),
-        Command::Upgrade { .. } => not_yet("upgrade", "Istio upgrades"),
+        Command::Upgrade {
+            cluster,
+            to,
+            strategy,
+            dry_run,
+            pause_after,
+            grace,
+            max_concurrent,
+            timeout,
+        } => with_spec(args, cluster.as_deref(), |spec| {
+            upgrade(
+                args,
+                spec,
+                UpgradeArgs {
+                    to: to.clone(),
+                    strategy: *strategy,
+                    dry_run: *dry_run,
+                    pause_after: pause_after.clone(),
+                    grace: *grace,
+                    max_concurrent: *max_concurrent,
+                    timeout: *timeout,
+                },
+                out,
+            )
+        }),
         Command::Restart {
             cluster,
             namespaces,
@@ -174,6 +227,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
             report_problems(args, &errors, out);
             exit::BAD_INPUT
         }
+        Err(Failure::RolledBack(message)) => {
+            eprintln!("error: {message}");
+            exit::ROLLED_BACK
+        }
         Err(Failure::NotOwned(message)) => {
             if args.output == Output::Json {
                 let _ = writeln!(out, "{}", json!({ "ok": false, "error": message }));
@@ -195,6 +252,7 @@ enum Failure {
     BadInput(SpecErrors),
     Other(String),
     NotOwned(String),
+    RolledBack(String),
 }
 
 impl From<crate::converge::Error> for Failure {
@@ -809,7 +867,7 @@ fn restart(
         }
         Err(e) => {
             let msg = match &e {
-                Failure::Other(m) | Failure::NotOwned(m) => m.clone(),
+                Failure::Other(m) | Failure::NotOwned(m) | Failure::RolledBack(m) => m.clone(),
                 Failure::BadInput(b) => b.to_string(),
             };
             let _ = journal.record(&op, "op-failed", None, json!({"error": msg}));
@@ -857,4 +915,158 @@ fn history(args: &Args, cluster: Option<&str>, out: &mut dyn Write) -> Result<()
         }
     }
     Ok(())
+}
+
+struct UpgradeArgs {
+    to: Option<String>,
+    strategy: Option<StrategyArg>,
+    dry_run: bool,
+    pause_after: Option<String>,
+    grace: Option<u64>,
+    max_concurrent: usize,
+    timeout: u64,
+}
+
+fn upgrade(
+    args: &Args,
+    spec: &ClusterSpec,
+    u: UpgradeArgs,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    use crate::upgrade::{Params, Strategy};
+    let tools = toolchain(args);
+    let rep = reporter(args);
+    let journal = crate::journal::Journal::open(&tools.state_dir, &spec.name);
+    let Some(istio_spec) = spec.body.istio.as_ref() else {
+        return Err(Failure::Other(format!(
+            "cluster {} has no Istio to upgrade",
+            spec.name
+        )));
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (_lock, c) = connect_owned(&tools, &spec.name, "upgrade").await?;
+        let helm = crate::helm::cli::Helm::detect(tools.need_helm().map_err(Failure::Other)?)
+            .await
+            .map_err(|e| Failure::Other(format!("failed to run helm: {e}")))?;
+        let (op, params, resumed) = match journal.unfinished().filter(|(op, _)| op.starts_with("upgrade-")) {
+            Some((op, detail)) => {
+                let params: Params = serde_json::from_value(detail)
+                    .map_err(|e| Failure::Other(format!("the journal's unfinished upgrade is unreadable: {e}")))?;
+                if u.to.as_deref().is_some_and(|t| t != params.to) {
+                    return Err(Failure::Other(format!(
+                        "an upgrade of cluster {} to {} is unfinished; run `paddock upgrade {}` to continue it first",
+                        spec.name, params.to, spec.name
+                    )));
+                }
+                rep.note(&format!("continuing the unfinished upgrade {op} ({} → {})", params.from, params.to));
+                (op, params, true)
+            }
+            None => {
+                let Some(to) = u.to.clone() else {
+                    return Err(Failure::Other("say which version to upgrade to: --to VERSION".into()));
+                };
+                istio::parse_version(&to).map_err(|e| Failure::Other(format!("--to {to}: {e}")))?;
+                let record = c.kube.record().await.map_err(|e| Failure::Other(e.to_string()))?.unwrap_or_default();
+                let from = if record.istio_version.is_empty() { istio_spec.version.clone() } else { record.istio_version.clone() };
+                let from_v = istio::parse_version(&from).map_err(Failure::Other)?;
+                let from_rev = if record.istio_revision.is_empty() { istio::revision_for(&from_v) } else { record.istio_revision.clone() };
+                let to_v = istio::parse_version(&to).map_err(Failure::Other)?;
+                let jump = (to_v.minor as i64 - from_v.minor as i64).unsigned_abs();
+                let spec_default = match istio_spec.upgrade.strategy {
+                    crate::spec::types::Strategy::InPlace => Strategy::InPlace,
+                    crate::spec::types::Strategy::Canary => Strategy::Canary,
+                };
+                let strategy = match u.strategy {
+                    Some(StrategyArg::Canary) => Strategy::Canary,
+                    Some(StrategyArg::InPlace) => Strategy::InPlace,
+                    None if spec_default == Strategy::InPlace && jump > 1 => {
+                        rep.note(&format!("{from} → {to} is too big a jump in place; using a canary upgrade"));
+                        Strategy::Canary
+                    }
+                    None => spec_default,
+                };
+                let to_rev = if strategy == Strategy::Canary { istio::revision_for(&to_v) } else { from_rev.clone() };
+                let grace_secs = u.grace.unwrap_or_else(|| {
+                    crate::spec::validate::parse_duration(&istio_spec.upgrade.grace_period)
+                        .map(|d| d.as_secs().max(0) as u64)
+                        .unwrap_or(120)
+                });
+                let op = format!("upgrade-{}", jiff::Timestamp::now().as_millisecond());
+                (op, Params { strategy, from, to, from_rev, to_rev, grace_secs }, false)
+            }
+        };
+        let ctx = crate::upgrade::Ctx {
+            cluster: &spec.name,
+            spec,
+            kube: &c.kube,
+            helm: &helm,
+            kubeconfig: &c.kubeconfig,
+            reporter: &rep,
+            journal: &journal,
+            params: params.clone(),
+            step_timeout: std::time::Duration::from_secs(u.timeout),
+            max_concurrent: u.max_concurrent,
+        };
+        let steps = crate::upgrade::steps(params.strategy, !crate::upgrade::canary_namespaces(spec).is_empty());
+        if u.dry_run {
+            writeln!(out, "upgrade of cluster {}: {} → {} ({:?}, revision {} → {})", spec.name, params.from, params.to, params.strategy, params.from_rev, params.to_rev)?;
+            for (i, s) in steps.iter().enumerate() {
+                writeln!(out, "  {}. {s}: {}", i + 1, crate::upgrade::describe(s, &params))?;
+            }
+            return Ok(());
+        }
+        if let Some(p) = &u.pause_after
+            && !steps.contains(&p.as_str())
+        {
+            return Err(Failure::Other(format!("--pause-after {p}: no such step; the steps are {}", steps.join(", "))));
+        }
+        if !resumed {
+            if let Err(problems) = crate::upgrade::preflight(&ctx).await {
+                return Err(Failure::Other(format!(
+                    "preflight refused the upgrade; nothing was changed:\n  - {}",
+                    problems.join("\n  - ")
+                )));
+            }
+            journal
+                .record(&op, "op-started", None, serde_json::to_value(&params).unwrap_or_default())
+                .map_err(|e| Failure::Other(e.to_string()))?;
+        }
+        match crate::upgrade::run(&ctx, &op, u.pause_after.as_deref()).await {
+            crate::upgrade::Outcome::Done => {
+                c.kube
+                    .record_istio(&params.to, &params.to_rev, &istio::releases_for(spec, &params.to, &params.to_rev))
+                    .await
+                    .map_err(|e| Failure::Other(e.to_string()))?;
+                if istio_spec.version != params.to {
+                    rep.note(&format!(
+                        "the spec of cluster {} still says Istio {}: set `istio.version: {}` so the next `up` keeps it",
+                        spec.name, istio_spec.version, params.to
+                    ));
+                }
+                rep.result(
+                    &format!("cluster {} upgraded: Istio {} → {} ({:?})", spec.name, params.from, params.to, params.strategy),
+                    json!({"ok": true, "cluster": spec.name, "from": params.from, "to": params.to, "op": op}),
+                );
+                Ok(())
+            }
+            crate::upgrade::Outcome::Paused(step) => {
+                rep.result(
+                    &format!("paused after step {step}; check the cluster, then run `paddock upgrade {}` to continue", spec.name),
+                    json!({"ok": true, "cluster": spec.name, "paused": step, "op": op}),
+                );
+                Ok(())
+            }
+            crate::upgrade::Outcome::RolledBack(step, error, undone) => {
+                let msg = format!(
+                    "step {step} failed: {error}\nrolled back: undid {}; the cluster is on Istio {} again",
+                    if undone.is_empty() { "nothing (nothing had changed)".to_string() } else { undone.join(", ") },
+                    params.from
+                );
+                rep.result(&format!("✗ {msg}"), json!({"ok": false, "rolledBack": true, "cluster": spec.name, "step": step, "error": error, "undone": undone}));
+                Err(Failure::RolledBack(msg))
+            }
+            crate::upgrade::Outcome::Failed(step, error) => Err(Failure::Other(format!("step {step} failed: {error}"))),
+        }
+    })
 }

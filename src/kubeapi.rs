@@ -332,6 +332,7 @@ impl Kube {
                 .collect(),
             k3d: json_of("k3d"),
             istio_version: get("istio-version"),
+            istio_revision: get("istio-revision"),
             applied_hash: get("applied-hash"),
             images: serde_json::from_str(&get("images")).unwrap_or_default(),
         }))
@@ -357,6 +358,7 @@ impl Kube {
                 "spec": spec.to_string(),
                 "k3d": record.k3d.to_string(),
                 "istio-version": record.istio_version,
+                "istio-revision": record.istio_revision,
                 "applied-hash": record.applied_hash,
                 "images": serde_json::to_string(&record.images).unwrap_or_default(),
                 "paddock-version": env!("CARGO_PKG_VERSION"),
@@ -397,6 +399,25 @@ impl Kube {
             Err(e) => return Err(self.api_err(e)),
         }
         let patch = json!({"data": {format!("{RELEASE_KEY}{name}"): fingerprint.to_string()}});
+        api.patch(RECORD_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| self.api_err(e))?;
+        Ok(())
+    }
+
+    /// After an upgrade: the Istio version and revision now serving, and its releases.
+    pub async fn record_istio(
+        &self,
+        version: &str,
+        revision: &str,
+        releases: &[crate::helm::Release],
+    ) -> Result<(), Error> {
+        for r in releases {
+            self.record_release(&r.name, &crate::plan::release_fingerprint(r))
+                .await?;
+        }
+        let patch = json!({"data": {"istio-version": version, "istio-revision": revision}});
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
         api.patch(RECORD_NAME, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| self.api_err(e))?;
@@ -493,7 +514,7 @@ impl Kube {
         let api = self.dynamic(api_version, kind, namespace).await?;
         let o: DynamicObject =
             serde_json::from_value(obj.clone()).map_err(|e| Error::BadObject {
-                what: format!("{kind}"),
+                what: kind.to_string(),
                 reason: e.to_string(),
             })?;
         let created = api

@@ -52,6 +52,8 @@ pub struct Record {
     pub k3d: Value,
     /// The Istio version installed (empty without Istio).
     pub istio_version: String,
+    /// The revision serving it (differs from the version's after an in-place upgrade).
+    pub istio_revision: String,
     /// Hash of everything applied with server-side apply (workloads, addon manifests).
     pub applied_hash: String,
     /// Local images imported into the nodes.

@@ -564,6 +564,13 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
             .unwrap_or_default(),
         applied_hash: objects_hash(&applied_objects),
         images: spec.body.images.clone(),
+        istio_revision: spec
+            .body
+            .istio
+            .as_ref()
+            .and_then(|i| istio::parse_version(&i.version).ok())
+            .map(|v| istio::revision_for(&v))
+            .unwrap_or_default(),
     };
     b.add(
         "paddock.record".into(),
