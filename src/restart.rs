@@ -288,9 +288,11 @@ async fn pod_reasons(kube: &Kube, t: &Target) -> String {
     }
 }
 
+/// RFC 3339 with nanoseconds: two restarts within one second must still differ, or the
+/// second changes nothing and rolls nothing.
 fn now() -> String {
     jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .strftime("%Y-%m-%dT%H:%M:%S%.9fZ")
         .to_string()
 }
 
@@ -433,6 +435,11 @@ async fn wait_replaced(
         .find(|p| s(p, "/metadata/name") == name)
         .map(|p| s(p, "/metadata/uid"))
         .unwrap_or_default();
+    let originals: Vec<String> = t
+        .pod_objects
+        .iter()
+        .map(|p| s(p, "/metadata/uid"))
+        .collect();
     loop {
         let pods = kube
             .list_json("v1", "Pod", Some(&t.namespace))
@@ -446,20 +453,19 @@ async fn wait_replaced(
             })
             .collect();
         let old_gone = !mine.iter().any(|p| s(p, "/metadata/uid") == old_uid);
-        let ready = mine.len()
-            >= t.pods
-                .min(if t.method == Method::Bare { 1 } else { t.pods })
-            && mine.iter().all(|p| {
+        // The replacement: a pod the workload did not have before, Ready and current.
+        let fresh: Vec<&&Value> = mine
+            .iter()
+            .filter(|p| !originals.contains(&s(p, "/metadata/uid")))
+            .collect();
+        let replaced = !fresh.is_empty()
+            && fresh.iter().all(|p| {
                 p["status"]["conditions"].as_array().is_some_and(|cs| {
                     cs.iter()
                         .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
+                }) && mesh.restart_reason(p).is_none()
             });
-        let current = mine
-            .iter()
-            .filter(|p| s(p, "/metadata/name") == name || t.method != Method::Bare)
-            .all(|p| mesh.restart_reason(p).is_none());
-        if old_gone && ready && current {
+        if old_gone && replaced {
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -604,6 +604,14 @@ impl Ctx<'_> {
             }
             (_, "gateways") => {
                 for gw in old_rels.iter().filter(|r| r.chart == "gateway") {
+                    // Only a gateway that did move is rolled back.
+                    let moved = self
+                        .release_chart(&gw.name)
+                        .await?
+                        .is_some_and(|(chart, _)| chart == format!("gateway-{}", p.to));
+                    if !moved {
+                        continue;
+                    }
                     self.helm(&["rollback", &gw.name, "-n", &gw.namespace])
                         .await?;
                     self.kube
@@ -621,6 +629,13 @@ impl Ctx<'_> {
                 self.helm_install(&base).await.map(|_| true)
             }
             (Strategy::InPlace, "istiod") => {
+                let moved = self
+                    .release_chart(&format!("istiod-{old}"))
+                    .await?
+                    .is_some_and(|(chart, _)| chart == format!("istiod-{}", p.to));
+                if !moved {
+                    return Ok(false);
+                }
                 self.helm(&["rollback", &format!("istiod-{old}"), "-n", "istio-system"])
                     .await?;
                 self.wait_istiod(old, &p.from).await?;

@@ -1,0 +1,636 @@
+//! Istio upgrades against the sim: canary 1.29 → 1.30 under continuous traffic with every kind
+//! of workload, in place (minor and patch), automatic rollback at each canary step, and
+//! preflight refusals.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use paddock_sim::knobs::{FaultAction, Knobs, ToolFault};
+use serde_json::{Value, json};
+use support::{World, api, probe, result, stderr, stdout};
+
+/// A cluster `mesh` on Istio `version`: namespaces on `stable`, on `canary`, and with
+/// `istio-injection=enabled`.
+fn mesh_world(version: &str, strategy: &str) -> World {
+    let w = World::new(false);
+    // The only cluster of this repository: it takes the `istio` profile's ports.
+    for other in ["dev", "ci"] {
+        std::fs::remove_file(w.repo.path().join(format!("clusters/{other}.yaml"))).expect("remove");
+    }
+    std::fs::write(w.repo.path().join("paddock.yaml"), "defaultCluster: mesh\n")
+        .expect("paddock.yaml");
+    std::fs::write(
+        w.repo.path().join("clusters/mesh.yaml"),
+        format!(
+            "name: mesh\nprofile: istio\nistio:\n  version: {version}\n  upgrade:\n    strategy: {strategy}\n    gracePeriod: 1s\nnamespaces:\n  - name: apps\n    tag: stable\n  - name: apps-canary\n    canary: true\n  - name: legacy\n    injection: enabled\n"
+        ),
+    )
+    .expect("cluster file");
+    let up = w.paddock(&["up", "mesh", "-o", "json"]);
+    assert_eq!(result(&up)["ok"], true, "{}{}", stdout(&up), stderr(&up));
+    w
+}
+
+fn workload(kind: &str, name: &str, replicas: Option<u32>, extra: Value) -> Value {
+    let mut spec = json!({"selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "app", "image": format!("example/{name}:1")}]}}});
+    if let Some(r) = replicas {
+        spec["replicas"] = json!(r);
+    }
+    paddock_sim::store::merge_patch(&mut spec, &extra);
+    json!({"apiVersion": if kind == "Job" { "batch/v1" } else { "apps/v1" }, "kind": kind, "metadata": {"name": name}, "spec": spec})
+}
+
+fn post(w: &World, path: &str, body: Value) {
+    let (code, resp) = api(w, "mesh", "POST", path, Some(&body));
+    assert_eq!(code, 201, "POST {path}: {resp}");
+}
+
+/// Every kind of workload the upgrade must carry over.
+fn deploy_workloads(w: &World) {
+    post(
+        w,
+        "/apis/apps/v1/namespaces/apps-canary/deployments",
+        workload("Deployment", "canary-web", Some(2), json!({})),
+    );
+    post(
+        w,
+        "/apis/apps/v1/namespaces/apps/deployments",
+        workload("Deployment", "web", Some(2), json!({})),
+    );
+    post(
+        w,
+        "/apis/apps/v1/namespaces/apps/statefulsets",
+        workload("StatefulSet", "db", Some(2), json!({})),
+    );
+    post(
+        w,
+        "/apis/apps/v1/namespaces/apps/statefulsets",
+        workload(
+            "StatefulSet",
+            "cache",
+            Some(2),
+            json!({"updateStrategy": {"type": "OnDelete"}}),
+        ),
+    );
+    post(
+        w,
+        "/apis/apps/v1/namespaces/apps/daemonsets",
+        workload("DaemonSet", "agent", None, json!({})),
+    );
+    post(
+        w,
+        "/apis/batch/v1/namespaces/apps/jobs",
+        workload(
+            "Job",
+            "once",
+            None,
+            json!({"template": {"spec": {"restartPolicy": "Never"}}}),
+        ),
+    );
+    post(
+        w,
+        "/apis/apps/v1/namespaces/legacy/deployments",
+        workload("Deployment", "old-style", Some(1), json!({})),
+    );
+    for pod in ["solo-a", "solo-b"] {
+        post(
+            w,
+            "/api/v1/namespaces/apps/pods",
+            json!({"metadata": {"name": pod, "labels": {"app": "solo"}},
+            "spec": {"containers": [{"name": "app", "image": "example/solo:1"}]}}),
+        );
+    }
+    post(
+        w,
+        "/apis/policy/v1/namespaces/apps/poddisruptionbudgets",
+        json!({"metadata": {"name": "solo"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "solo"}}}}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, pods) = api(w, "mesh", "GET", "/api/v1/pods", None);
+        let ours: Vec<&Value> = pods["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|p| {
+                ["apps", "apps-canary", "legacy"]
+                    .contains(&p["metadata"]["namespace"].as_str().unwrap_or_default())
+            })
+            .collect();
+        let running = ours
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running" || p["status"]["phase"] == "Succeeded")
+            .count();
+        // 2 canary-web + 2 web + 2 db + 2 cache + 2 agent (2 nodes) + 1 job + 1 old-style + 2 solo
+        if running >= 14 && ours.len() == running {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workloads did not start: {running} of {}",
+            ours.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Continuous HTTP through the ingress: (requests, failures) once stopped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    total: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(port: u16) -> Self {
+        let (stop, total, failed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (s, t, f) = (stop.clone(), total.clone(), failed.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                t.fetch_add(1, Ordering::SeqCst);
+                match probe(port) {
+                    Some((_, head)) if head.contains("server: istio-envoy") => {}
+                    _ => {
+                        f.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        });
+        Self {
+            stop,
+            total,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (
+            self.total.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+fn status(w: &World) -> Value {
+    let out = w.paddock(&["status", "mesh", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("status json")
+}
+
+/// Every meshed workload runs `version` and needs no restart; Jobs are left as they were.
+fn assert_all_on(w: &World, version: &str) {
+    let s = status(w);
+    for wl in s["workloads"].as_array().expect("workloads") {
+        let ns = wl["namespace"].as_str().unwrap_or_default();
+        if ns == "istio-system" || wl["kind"] == "Job" {
+            continue;
+        }
+        assert_eq!(wl["proxyVersions"], json!([version]), "{wl}");
+        assert_eq!(wl["needsRestart"], false, "{wl}");
+    }
+}
+
+#[test]
+fn canary_upgrade_under_traffic_moves_every_workload_and_drops_no_request() {
+    let w = mesh_world("1.29.6", "canary");
+    deploy_workloads(&w);
+    assert_all_on(&w, "1.29.6");
+    let (_, job_before) = api(
+        &w,
+        "mesh",
+        "GET",
+        "/api/v1/namespaces/apps/pods?labelSelector=job-name%3Donce",
+        None,
+    );
+    let traffic = Traffic::start(w.port(8080));
+    std::thread::sleep(Duration::from_millis(100));
+    let out = w.paddock(&[
+        "upgrade",
+        "mesh",
+        "--to",
+        "1.30.3",
+        "--timeout",
+        "30",
+        "-o",
+        "json",
+    ]);
+    std::thread::sleep(Duration::from_millis(100));
+    let (total, failed) = traffic.finish();
+    assert_eq!(result(&out)["ok"], true, "{}{}", stdout(&out), stderr(&out));
+    assert!(total > 50, "traffic ran throughout: {total}");
+    assert_eq!(failed, 0, "failed requests out of {total}");
+    assert_all_on(&w, "1.30.3");
+    let s = status(&w);
+    let revisions: Vec<&str> = s["revisions"]
+        .as_array()
+        .expect("revisions")
+        .iter()
+        .filter_map(|r| r["revision"].as_str())
+        .collect();
+    assert_eq!(revisions, ["1-30-3"], "the 1.29 control plane is gone");
+    let (code, _) = api(
+        &w,
+        "mesh",
+        "GET",
+        "/apis/apps/v1/namespaces/istio-system/deployments/istiod-1-29-6",
+        None,
+    );
+    assert_eq!(code, 404);
+    let (_, hooks) = api(
+        &w,
+        "mesh",
+        "GET",
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations?labelSelector=istio.io%2Frev%3D1-29-6",
+        None,
+    );
+    assert_eq!(
+        hooks["items"].as_array().map(Vec::len),
+        Some(0),
+        "no webhook of 1.29 left: {hooks}"
+    );
+    let (_, vwc) = api(
+        &w,
+        "mesh",
+        "GET",
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/istiod-default-validator",
+        None,
+    );
+    assert_eq!(
+        vwc["webhooks"][0]["clientConfig"]["service"]["name"],
+        "istiod-1-30-3"
+    );
+    let (_, job_after) = api(
+        &w,
+        "mesh",
+        "GET",
+        "/api/v1/namespaces/apps/pods?labelSelector=job-name%3Donce",
+        None,
+    );
+    assert_eq!(
+        job_before["items"][0]["metadata"]["uid"], job_after["items"][0]["metadata"]["uid"],
+        "the Job's pod was left alone"
+    );
+    let history = w.paddock(&["history", "mesh"]);
+    assert!(
+        stdout(&history).contains("remove-old"),
+        "{}",
+        stdout(&history)
+    );
+}
+
+fn in_place(from: &str, to: &str) {
+    let w = mesh_world(from, "in-place");
+    deploy_workloads(&w);
+    assert_all_on(&w, from);
+    let traffic = Traffic::start(w.port(8080));
+    std::thread::sleep(Duration::from_millis(100));
+    let out = w.paddock(&[
+        "upgrade",
+        "mesh",
+        "--to",
+        to,
+        "--timeout",
+        "30",
+        "-o",
+        "json",
+    ]);
+    std::thread::sleep(Duration::from_millis(100));
+    let (total, failed) = traffic.finish();
+    assert_eq!(result(&out)["ok"], true, "{}{}", stdout(&out), stderr(&out));
+    assert!(total > 50, "{total}");
+    assert_eq!(failed, 0, "failed requests out of {total}");
+    assert_all_on(&w, to);
+    let rev = from.replace('.', "-");
+    let s = status(&w);
+    assert_eq!(
+        s["revisions"][0]["revision"], rev,
+        "in place keeps the revision name"
+    );
+    assert_eq!(s["revisions"][0]["version"], to);
+}
+
+#[test]
+fn in_place_minor_upgrade_under_traffic_drops_no_request() {
+    in_place("1.29.6", "1.30.3");
+}
+
+#[test]
+fn in_place_patch_upgrade_under_traffic_drops_no_request() {
+    in_place("1.30.2", "1.30.3");
+}
+
+fn fault(tool: &str, args: &[&str], after: usize) -> Knobs {
+    Knobs {
+        tool_faults: vec![ToolFault {
+            tool: tool.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            action: FaultAction::Fail,
+            after,
+            // Once: the rollback runs the same tools and must get through.
+            times: Some(1),
+            stderr: Some("Error: simulated failure".into()),
+            exit_code: None,
+        }],
+        ..Knobs::default()
+    }
+}
+
+/// Make `step` fail: pause right before it when the fault needs the earlier steps done.
+fn inject(w: &World, step: &str) -> Option<&'static str> {
+    match step {
+        "base" => {
+            w.set_knobs(&fault("helm", &["upgrade", "istio-base"], 0));
+            None
+        }
+        "istiod" => {
+            w.set_knobs(&Knobs {
+                crashloop: vec!["pilot:1.30.3".into()],
+                ..Knobs::default()
+            });
+            None
+        }
+        "tag-canary" => {
+            w.set_knobs(&fault("helm", &["template"], 0));
+            None
+        }
+        "tags" => {
+            w.set_knobs(&fault("helm", &["template"], 1));
+            None
+        }
+        "gateways" => {
+            w.set_knobs(&fault("helm", &["upgrade", "istio-ingress"], 0));
+            None
+        }
+        // A leftover namespace of the smoke test's name turns injection off.
+        "smoke" => {
+            let ns = json!({"metadata": {"name": "paddock-smoke-1-30-3", "labels": {"istio-injection": "disabled"}}});
+            let (code, body) = api(w, "mesh", "POST", "/api/v1/namespaces", Some(&ns));
+            assert_eq!(code, 201, "{body}");
+            None
+        }
+        "restart-canary" => Some("tag-canary"),
+        "restart" => Some("tags"),
+        "old-unused" => Some("gateways"),
+        "default-revision" => Some("old-unused"),
+        _ => None,
+    }
+}
+
+/// After pausing before `step`, break it.
+fn break_after_pause(w: &World, step: &str) {
+    match step {
+        // New proxies crash: restarted workloads never become ready.
+        "restart-canary" | "restart" => w.set_knobs(&Knobs {
+            crashloop: vec!["proxyv2:1.30.3".into()],
+            ..Knobs::default()
+        }),
+        // Something still selects the old revision.
+        "old-unused" => {
+            let (code, body) = api(
+                w,
+                "mesh",
+                "POST",
+                "/api/v1/namespaces",
+                Some(
+                    &json!({"metadata": {"name": "straggler", "labels": {"istio.io/rev": "1-29-6"}}}),
+                ),
+            );
+            assert_eq!(code, 201, "{body}");
+        }
+        "default-revision" => w.set_knobs(&fault("helm", &["upgrade", "istio-base"], 0)),
+        _ => {}
+    }
+}
+
+#[test]
+fn a_failure_at_each_canary_step_rolls_back_to_a_serving_1_29() {
+    for step in [
+        "base",
+        "istiod",
+        "smoke",
+        "tag-canary",
+        "restart-canary",
+        "tags",
+        "restart",
+        "gateways",
+        "old-unused",
+        "default-revision",
+    ] {
+        let w = mesh_world("1.29.6", "canary");
+        post(
+            &w,
+            "/apis/apps/v1/namespaces/apps-canary/deployments",
+            workload("Deployment", "canary-web", Some(1), json!({})),
+        );
+        post(
+            &w,
+            "/apis/apps/v1/namespaces/apps/deployments",
+            workload("Deployment", "web", Some(2), json!({})),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let pause = inject(&w, step);
+        if let Some(before) = pause {
+            let out = w.paddock(&[
+                "upgrade",
+                "mesh",
+                "--to",
+                "1.30.3",
+                "--timeout",
+                "3",
+                "--pause-after",
+                before,
+            ]);
+            assert!(
+                out.status.success(),
+                "{step}: pausing after {before}: {}{}",
+                stdout(&out),
+                stderr(&out)
+            );
+            break_after_pause(&w, step);
+            // The sim's cluster re-reads its knobs within 200 ms.
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        let mut args = vec!["upgrade", "mesh", "--timeout", "3", "-o", "json"];
+        if pause.is_none() {
+            args.extend(["--to", "1.30.3"]);
+        }
+        let out = w.paddock(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{step}: rolled back exits 3: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let r = result(&out);
+        assert_eq!(r["rolledBack"], true, "{step}: {r}");
+        assert_eq!(r["step"], step, "{step}: {r}");
+        // Heal the fault, then check: every workload on 1.29, serving, and `up` verifies.
+        w.set_knobs(&Knobs::default());
+        if step == "old-unused" {
+            let _ = api(&w, "mesh", "DELETE", "/api/v1/namespaces/straggler", None);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        eprintln!("after a failure at {step}: {}", stdout(&out));
+        assert_all_on(&w, "1.29.6");
+        let (_, head) = probe(w.port(8080)).expect("the ingress answers");
+        assert!(
+            head.contains("x-paddock-proxy-version: 1.29.6"),
+            "{step}: {head}"
+        );
+        let up = w.paddock(&["up", "mesh", "-o", "json"]);
+        assert_eq!(
+            result(&up)["ok"],
+            true,
+            "{step}: up after rollback: {}{}",
+            stdout(&up),
+            stderr(&up)
+        );
+    }
+}
+
+#[test]
+fn preflight_refuses_what_istio_md_forbids() {
+    // 1.28 → 1.31 in place: too big a jump.
+    let w = mesh_world("1.28.10", "in-place");
+    let out = w.paddock(&[
+        "upgrade",
+        "mesh",
+        "--to",
+        "1.31.0",
+        "--strategy",
+        "in-place",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("jumps 3 minor versions"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("nothing was changed"),
+        "{}",
+        stderr(&out)
+    );
+    // A namespace with both injection labels.
+    let (code, _) = api(
+        &w,
+        "mesh",
+        "POST",
+        "/api/v1/namespaces",
+        Some(
+            &json!({"metadata": {"name": "both", "labels": {"istio-injection": "enabled", "istio.io/rev": "stable"}}}),
+        ),
+    );
+    assert_eq!(code, 201);
+    let out = w.paddock(&["upgrade", "mesh", "--to", "1.29.6"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("namespace both has both istio-injection and istio.io/rev"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = api(&w, "mesh", "DELETE", "/api/v1/namespaces/both", None);
+    // Overlapping webhooks: an unrevisioned istiod beside tag `default`.
+    let kc = w.state.path().join("clusters/mesh/kubeconfig");
+    let stray = w.tool(
+        "helm",
+        &[
+            "upgrade",
+            "--install",
+            "istiod",
+            "istiod",
+            "--repo",
+            "https://istio-release.storage.googleapis.com/charts",
+            "--version",
+            "1.28.10",
+            "-n",
+            "istio-system",
+            "--kubeconfig",
+            kc.to_str().expect("utf8"),
+        ],
+    );
+    assert!(stray.status.success(), "{}", stderr(&stray));
+    let out = w.paddock(&["upgrade", "mesh", "--to", "1.29.6"]);
+    assert_eq!(out.status.code(), Some(1));
+    let msg = stderr(&out);
+    assert!(msg.contains("injected by 2 webhooks at once"), "{msg}");
+    assert!(
+        msg.contains("istio-sidecar-injector") && msg.contains("istio-revision-tag-default"),
+        "{msg}"
+    );
+    let gone = w.tool(
+        "helm",
+        &[
+            "uninstall",
+            "istiod",
+            "-n",
+            "istio-system",
+            "--kubeconfig",
+            kc.to_str().expect("utf8"),
+        ],
+    );
+    assert!(gone.status.success(), "{}", stderr(&gone));
+    // A release stuck in pending-upgrade.
+    w.set_knobs(&Knobs {
+        tool_faults: vec![ToolFault {
+            tool: "helm".into(),
+            args: vec!["istio-ingress".into()],
+            action: FaultAction::DiePending,
+            after: 0,
+            times: Some(1),
+            stderr: None,
+            exit_code: None,
+        }],
+        ..Knobs::default()
+    });
+    let gw = w.tool(
+        "helm",
+        &[
+            "upgrade",
+            "--install",
+            "istio-ingress",
+            "gateway",
+            "--repo",
+            "https://istio-release.storage.googleapis.com/charts",
+            "--version",
+            "1.28.10",
+            "-n",
+            "istio-ingress",
+            "--kubeconfig",
+            kc.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(gw.status.code(), Some(137));
+    let out = w.paddock(&["upgrade", "mesh", "--to", "1.29.6"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("release istio-ingress/istio-ingress is `pending-upgrade`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        w.paddock(&["history", "mesh", "-o", "json"])
+            .stdout
+            .windows(9)
+            .all(|b| b != b"upgrade-1"),
+        "refusals start no operation"
+    );
+}
