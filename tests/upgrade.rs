@@ -634,3 +634,149 @@ fn preflight_refuses_what_istio_md_forbids() {
         "refusals start no operation"
     );
 }
+
+/// Count the mutating API requests whose path ends with `suffix`.
+fn patches(w: &World, suffix: &str) -> usize {
+    w.requests("mesh")
+        .1
+        .iter()
+        .filter(|r| r.starts_with("PATCH") && r.ends_with(suffix))
+        .count()
+}
+
+#[test]
+fn an_upgrade_killed_at_every_step_completes_on_rerun_with_each_effect_once() {
+    use std::io::{BufRead, BufReader};
+    for step in [
+        "base",
+        "istiod",
+        "smoke",
+        "tag-canary",
+        "restart-canary",
+        "tags",
+        "restart",
+        "gateways",
+        "old-unused",
+        "default-revision",
+        "remove-old",
+    ] {
+        let w = mesh_world("1.29.6", "canary");
+        post(
+            &w,
+            "/apis/apps/v1/namespaces/apps-canary/deployments",
+            workload("Deployment", "canary-web", Some(1), json!({})),
+        );
+        post(
+            &w,
+            "/apis/apps/v1/namespaces/apps/deployments",
+            workload("Deployment", "web", Some(2), json!({})),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        // Slow enough that the kill lands inside the step.
+        w.set_knobs(&Knobs {
+            pod_start_ms: 150,
+            tool_latency_ms: [("helm".to_string(), 150)].into(),
+            ..Knobs::default()
+        });
+        let helm_before = w.invocations().len();
+        let (web_before, canary_before) = (
+            patches(&w, "/namespaces/apps/deployments/web"),
+            patches(&w, "/namespaces/apps-canary/deployments/canary-web"),
+        );
+        let mut child = w.spawn_paddock(&[
+            "upgrade", "mesh", "--to", "1.30.3", "--grace", "0", "-o", "json",
+        ]);
+        let stdout_pipe = child.stdout.take().expect("stdout");
+        let target = format!("upgrade/{step}");
+        for line in BufReader::new(stdout_pipe).lines().map_while(Result::ok) {
+            let v: Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["status"] == "started" && v["step"] == target.as_str() {
+                child.kill().expect("SIGKILL");
+                break;
+            }
+        }
+        let _ = child.wait();
+        let rerun = w.paddock(&["upgrade", "mesh", "-o", "json"]);
+        assert_eq!(
+            result(&rerun)["ok"],
+            true,
+            "rerun after a kill at {step}: {}{}",
+            stdout(&rerun),
+            stderr(&rerun)
+        );
+        w.set_knobs(&Knobs::default());
+        std::thread::sleep(Duration::from_millis(300));
+        assert_all_on(&w, "1.30.3");
+        // Each step's effect happened once (the killed step may have run twice).
+        let runs = |words: &[&str]| {
+            let all = w.invocations();
+            all[helm_before..]
+                .iter()
+                .filter(|i| i.tool == "helm" && words.iter().all(|x| i.args.iter().any(|a| a == x)))
+                .count()
+        };
+        let once = |what: &str, n: usize, owner: &[&str]| {
+            if !owner.contains(&step) {
+                assert_eq!(n, 1, "{what} after a kill at {step}");
+            } else {
+                assert!((1..=2).contains(&n), "{what} after a kill at {step}: {n}");
+            }
+        };
+        once(
+            "istiod-1-30-3 installed",
+            runs(&["upgrade", "istiod-1-30-3"]),
+            &["istiod"],
+        );
+        once(
+            "the gateway upgraded",
+            runs(&["upgrade", "istio-ingress"]),
+            &["gateways"],
+        );
+        once(
+            "istiod-1-29-6 uninstalled",
+            runs(&["uninstall", "istiod-1-29-6"]),
+            &["remove-old"],
+        );
+        once(
+            "web restarted",
+            patches(&w, "/namespaces/apps/deployments/web") - web_before,
+            &["restart"],
+        );
+        once(
+            "canary-web restarted",
+            patches(&w, "/namespaces/apps-canary/deployments/canary-web") - canary_before,
+            &["restart-canary"],
+        );
+    }
+}
+
+#[test]
+fn changing_the_spec_version_makes_up_upgrade_by_the_spec_strategy() {
+    let w = mesh_world("1.29.6", "canary");
+    post(
+        &w,
+        "/apis/apps/v1/namespaces/apps/deployments",
+        workload("Deployment", "web", Some(2), json!({})),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    w.edit("clusters/mesh.yaml", |t| {
+        t.replace("version: 1.29.6", "version: 1.30.3")
+            .replace("gracePeriod: 1s", "gracePeriod: 0s")
+    });
+    let out = w.paddock(&["up", "mesh"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("upgrade/tag-canary"),
+        "the canary procedure ran: {}",
+        stdout(&out)
+    );
+    assert!(
+        !w.mutations()
+            .iter()
+            .any(|m| m.contains("upgrade --install istiod-1-30-3") && m.contains("revisionTags")),
+        "never a reinstall with tags"
+    );
+    assert_all_on(&w, "1.30.3");
+    let again = w.paddock(&["up", "mesh"]);
+    assert!(stdout(&again).contains("up to date"), "{}", stdout(&again));
+}
