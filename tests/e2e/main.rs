@@ -98,3 +98,56 @@ fn ci_cluster_up_status_down_on_a_real_machine() {
         "ci is gone"
     );
 }
+
+fn copy_repo(to: &std::path::Path) {
+    for d in ["profiles", "clusters", "addons", "manifests"] {
+        let from = repo().join(d);
+        std::fs::create_dir_all(to.join(d)).expect("mkdir");
+        for e in std::fs::read_dir(&from).expect("read_dir").flatten() {
+            std::fs::copy(e.path(), to.join(d).join(e.file_name())).expect("copy");
+        }
+    }
+    std::fs::copy(repo().join("paddock.yaml"), to.join("paddock.yaml")).expect("paddock.yaml");
+}
+
+#[test]
+fn canary_upgrade_on_a_real_machine() {
+    if !enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_repo(dir.path());
+    let ci = dir.path().join("clusters/ci.yaml");
+    let text = std::fs::read_to_string(&ci).expect("ci.yaml");
+    std::fs::write(
+        &ci,
+        format!("{text}istio:\n  version: 1.29.6\n  upgrade:\n    strategy: canary\n    gracePeriod: 10s\n"),
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .arg("-C")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .expect("paddock runs")
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "ci", "--yes"]);
+        }
+    }
+    let _down = Down(&run);
+    ok(&run(&["up", "ci"]), "up at 1.29");
+    ok(&run(&["upgrade", "ci", "--to", "1.30.3"]), "canary upgrade");
+    let status: Value =
+        serde_json::from_str(&ok(&run(&["status", "ci", "-o", "json"]), "status")).expect("json");
+    let revisions: Vec<&str> = status["revisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["revision"].as_str())
+        .collect();
+    assert_eq!(revisions, ["1-30-3"], "{status}");
+}
