@@ -399,7 +399,12 @@ impl Kube {
             Err(e) => return Err(self.api_err(e)),
         }
         let patch = json!({"data": {format!("{RELEASE_KEY}{name}"): fingerprint.to_string()}});
-        api.patch(RECORD_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        self.patch_record(&patch).await
+    }
+
+    async fn patch_record(&self, patch: &Value) -> Result<(), Error> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
+        api.patch(RECORD_NAME, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map_err(|e| self.api_err(e))?;
         Ok(())
@@ -416,12 +421,20 @@ impl Kube {
             self.record_release(&r.name, &crate::plan::release_fingerprint(r))
                 .await?;
         }
-        let patch = json!({"data": {"istio-version": version, "istio-revision": revision}});
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
-        api.patch(RECORD_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        self.patch_record(&json!({"data": {"istio-version": version, "istio-revision": revision}}))
             .await
-            .map_err(|e| self.api_err(e))?;
-        Ok(())
+    }
+
+    /// The injectors the cluster's MutatingWebhookConfigurations describe.
+    pub async fn injectors(&self) -> Result<crate::mesh::Injectors, Error> {
+        let hooks = self
+            .list_json(
+                "admissionregistration.k8s.io/v1",
+                "MutatingWebhookConfiguration",
+                None,
+            )
+            .await?;
+        Ok(crate::mesh::Injectors::from_webhooks(&hooks))
     }
 
     /// Any object as JSON, by API path (for status reads).

@@ -6,6 +6,18 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+/// An object's labels (`metadata.labels`) as a map.
+pub fn labels_of(v: &Value) -> BTreeMap<String, String> {
+    v["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The injectors a cluster has: revision webhooks and tag webhooks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Injectors {

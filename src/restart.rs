@@ -85,16 +85,7 @@ fn s(v: &Value, ptr: &str) -> String {
         .to_string()
 }
 
-fn labels(v: &Value) -> BTreeMap<String, String> {
-    v["metadata"]["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::mesh::labels_of as labels;
 
 /// The mesh as the cluster has it now: injectors and each revision's proxy image.
 #[derive(Debug)]
@@ -106,15 +97,7 @@ pub struct Mesh {
 
 impl Mesh {
     pub async fn read(kube: &Kube) -> Result<Self, String> {
-        let hooks = kube
-            .list_json(
-                "admissionregistration.k8s.io/v1",
-                "MutatingWebhookConfiguration",
-                None,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let injectors = Injectors::from_webhooks(&hooks);
+        let injectors = kube.injectors().await.map_err(|e| e.to_string())?;
         let cms = kube
             .list_json("v1", "ConfigMap", Some("istio-system"))
             .await

@@ -13,16 +13,7 @@ use crate::kubeapi::Kube;
 use crate::mesh::{self, Injectors};
 use crate::toolchain::Toolchain;
 
-fn labels(v: &Value) -> BTreeMap<String, String> {
-    v["metadata"]["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::mesh::labels_of as labels;
 
 fn name(v: &Value) -> &str {
     v["metadata"]["name"].as_str().unwrap_or_default()

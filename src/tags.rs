@@ -99,13 +99,5 @@ pub async fn point(
 
 /// Tag → revision, as the cluster's tag webhooks say.
 pub async fn observed(kube: &Kube) -> Result<BTreeMap<String, String>, String> {
-    let hooks = kube
-        .list_json(
-            "admissionregistration.k8s.io/v1",
-            "MutatingWebhookConfiguration",
-            None,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(crate::mesh::Injectors::from_webhooks(&hooks).tags)
+    Ok(kube.injectors().await.map_err(|e| e.to_string())?.tags)
 }

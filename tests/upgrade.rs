@@ -140,6 +140,21 @@ fn deploy_workloads(w: &World) {
     }
 }
 
+/// A canary Deployment and a stable one, started.
+fn two_workloads(w: &World) {
+    post(
+        w,
+        "/apis/apps/v1/namespaces/apps-canary/deployments",
+        workload("Deployment", "canary-web", Some(1), json!({})),
+    );
+    post(
+        w,
+        "/apis/apps/v1/namespaces/apps/deployments",
+        workload("Deployment", "web", Some(2), json!({})),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 /// Continuous HTTP through the ingress: (requests, failures) once stopped.
 struct Traffic {
     stop: Arc<AtomicBool>,
@@ -434,17 +449,7 @@ fn a_failure_at_each_canary_step_rolls_back_to_a_serving_1_29() {
         "default-revision",
     ] {
         let w = mesh_world("1.29.6", "canary");
-        post(
-            &w,
-            "/apis/apps/v1/namespaces/apps-canary/deployments",
-            workload("Deployment", "canary-web", Some(1), json!({})),
-        );
-        post(
-            &w,
-            "/apis/apps/v1/namespaces/apps/deployments",
-            workload("Deployment", "web", Some(2), json!({})),
-        );
-        std::thread::sleep(Duration::from_millis(300));
+        two_workloads(&w);
         let pause = inject(&w, step);
         if let Some(before) = pause {
             let out = w.paddock(&[
@@ -661,17 +666,7 @@ fn an_upgrade_killed_at_every_step_completes_on_rerun_with_each_effect_once() {
         "remove-old",
     ] {
         let w = mesh_world("1.29.6", "canary");
-        post(
-            &w,
-            "/apis/apps/v1/namespaces/apps-canary/deployments",
-            workload("Deployment", "canary-web", Some(1), json!({})),
-        );
-        post(
-            &w,
-            "/apis/apps/v1/namespaces/apps/deployments",
-            workload("Deployment", "web", Some(2), json!({})),
-        );
-        std::thread::sleep(Duration::from_millis(300));
+        two_workloads(&w);
         // Slow enough that the kill lands inside the step.
         w.set_knobs(&Knobs {
             pod_start_ms: 150,
