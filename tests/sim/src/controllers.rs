@@ -675,8 +675,22 @@ impl Controllers {
     fn workload_status(&mut self, s: &mut Store, now: Instant) {
         let all_pods = s.all(&res("pods"), "");
         let rss = s.all(&res("replicasets"), "");
+        // Index once: owner uid → what it owns.
+        let mut pods_of: HashMap<&str, Vec<&Value>> = HashMap::new();
+        for p in &all_pods {
+            if let Some(o) = owner_uid(p) {
+                pods_of.entry(o).or_default().push(p);
+            }
+        }
+        let mut rss_of: HashMap<&str, Vec<&Value>> = HashMap::new();
+        for r in &rss {
+            if let Some(o) = owner_uid(r) {
+                rss_of.entry(o).or_default().push(r);
+            }
+        }
+        let owned = |o: &Value| pods_of.get(uid_of(o)).cloned().unwrap_or_default();
         for rs in &rss {
-            let mine = Self::owned(&all_pods, rs);
+            let mine = owned(rs);
             let ready = mine.iter().filter(|p| pod_ready(p)).count();
             let mut status = json!({"replicas": mine.len(), "fullyLabeledReplicas": mine.len(),
                 "readyReplicas": ready, "availableReplicas": ready,
@@ -690,18 +704,12 @@ impl Controllers {
             let want = replicas(&d);
             let hash = template_hash(d.pointer("/spec/template").unwrap_or(&Value::Null));
             let new_name = format!("{}-{hash}", name_of(&d));
-            let mine: Vec<&Value> = rss
-                .iter()
-                .filter(|r| owner_uid(r) == Some(uid_of(&d)))
-                .collect();
-            let pods: Vec<&Value> = mine
-                .iter()
-                .flat_map(|r| Self::owned(&all_pods, r))
-                .collect();
+            let mine: Vec<&Value> = rss_of.get(uid_of(&d)).cloned().unwrap_or_default();
+            let pods: Vec<&Value> = mine.iter().flat_map(|r| owned(r)).collect();
             let updated = mine
                 .iter()
                 .filter(|r| name_of(r) == new_name)
-                .map(|r| Self::owned(&all_pods, r).len())
+                .map(|r| owned(r).len())
                 .sum::<usize>() as i64;
             let ready = pods.iter().filter(|p| pod_ready(p)).count() as i64;
             let total = pods.len() as i64;
@@ -754,7 +762,7 @@ impl Controllers {
         for sts in s.all(&res("statefulsets"), "") {
             let template = sts.pointer("/spec/template").unwrap_or(&Value::Null);
             let update_rev = format!("{}-{}", name_of(&sts), template_hash(template));
-            let mine = Self::owned(&all_pods, &sts);
+            let mine = owned(&sts);
             let ready = mine.iter().filter(|p| pod_ready(p)).count();
             let updated = mine
                 .iter()
@@ -782,7 +790,7 @@ impl Controllers {
         let nodes = Self::ready_nodes(s).len();
         for ds in s.all(&res("daemonsets"), "") {
             let hash = template_hash(ds.pointer("/spec/template").unwrap_or(&Value::Null));
-            let mine = Self::owned(&all_pods, &ds);
+            let mine = owned(&ds);
             let ready = mine.iter().filter(|p| pod_ready(p)).count();
             let updated = mine.iter().filter(|p| pod_revision(p) == hash).count();
             let status = json!({

@@ -391,12 +391,20 @@ impl Store {
         labels: &Selector,
         fields: &FieldSelector,
     ) -> Vec<Value> {
+        // Keys sort by group, plural, namespace, name: read only the range that can match.
+        let key = |namespace: &str| Key {
+            group: res.group.clone(),
+            plural: res.plural.clone(),
+            namespace: namespace.to_string(),
+            name: String::new(),
+        };
+        let start = key(if res.namespaced { ns } else { "" });
         self.objects
-            .iter()
-            .filter(|(k, _)| {
+            .range(start..)
+            .take_while(|(k, _)| {
                 k.group == res.group
                     && k.plural == res.plural
-                    && (ns.is_empty() || k.namespace == ns)
+                    && (ns.is_empty() || !res.namespaced || k.namespace == ns)
             })
             .filter(|(_, o)| labels.matches(&labels_of(o)) && fields.matches(o))
             .map(|(_, o)| o.clone())
