@@ -204,7 +204,7 @@ fn plan_json_groups_independent_addons_together() {
 #[test]
 fn commands_that_are_not_built_yet_say_so() {
     paddock()
-        .args(["upgrade", "dev"])
+        .args(["switchover", "dev"])
         .assert()
         .code(1)
         .stderr(contains("not yet available"));
