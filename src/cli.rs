@@ -80,7 +80,12 @@ pub enum Command {
         paths: Vec<PathBuf>,
     },
     /// Show the steps `up` would run, without running them.
-    Plan { cluster: Option<String> },
+    Plan {
+        cluster: Option<String>,
+        /// Plan as if the cluster did not exist, without looking at it.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Print the generated k3d config and every Helm release's values.
     Render { cluster: Option<String> },
     /// Converge a cluster to its spec.
@@ -164,9 +169,9 @@ pub fn main() -> ExitCode {
 pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
     let result = match &args.command {
         Command::Validate { paths } => validate(args, paths, out),
-        Command::Plan { cluster } => {
-            with_spec(args, cluster.as_deref(), |spec| print_plan(args, spec, out))
-        }
+        Command::Plan { cluster, offline } => with_spec(args, cluster.as_deref(), |spec| {
+            print_plan(args, spec, *offline, out)
+        }),
         Command::Render { cluster } => with_spec(args, cluster.as_deref(), |spec| {
             print_render(args, spec, out)
         }),
@@ -383,13 +388,45 @@ fn yaml(value: &impl serde::Serialize) -> String {
     serde_saphyr::to_string(value).unwrap_or_else(|e| format!("# cannot render as YAML: {e}\n"))
 }
 
-fn print_plan(args: &Args, spec: &ClusterSpec, out: &mut dyn Write) -> Result<(), Failure> {
-    let plan = plan::up(
-        spec,
-        &ClusterState::Absent,
-        &applied_objects(args, spec)?,
-        &[],
-    );
+/// What exists, when k3d and helm are here to tell; `None` means plan offline.
+fn observe_for_plan(
+    args: &Args,
+    spec: &ClusterSpec,
+) -> Result<Option<(ClusterState, Vec<String>)>, Failure> {
+    let tools = toolchain(args);
+    let (Some(k3d), Some(helm)) = (tools.k3d.clone(), tools.helm.clone()) else {
+        eprintln!(
+            "note: k3d or helm not found: planning as if cluster {} did not exist",
+            spec.name
+        );
+        return Ok(None);
+    };
+    let rep =
+        crate::output::Reporter::new(crate::output::Mode::Quiet, 0, Box::new(std::io::sink()));
+    runtime()?.block_on(async {
+        let helm = crate::helm::cli::Helm::detect(&helm)
+            .await
+            .map_err(|e| Failure::Other(format!("failed to run helm: {e}")))?;
+        let k3d = crate::k3d::cli::K3d::new(k3d);
+        let (state, registries, _) =
+            crate::converge::observe(spec, &k3d, &helm, &tools, &rep, false, false).await?;
+        Ok(Some((state, registries)))
+    })
+}
+
+fn print_plan(
+    args: &Args,
+    spec: &ClusterSpec,
+    offline: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let observed = if offline {
+        None
+    } else {
+        observe_for_plan(args, spec)?
+    };
+    let (state, registries) = observed.unwrap_or((ClusterState::Absent, Vec::new()));
+    let plan = plan::up(spec, &state, &applied_objects(args, spec)?, &registries);
     if args.output == Output::Json {
         writeln!(
             out,

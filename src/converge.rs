@@ -87,29 +87,24 @@ pub async fn connect(k3d: &K3d, tools: &Toolchain, info: ClusterInfo) -> Result<
     })
 }
 
-/// Converge a cluster to its spec.
-pub async fn up(
+/// What exists of a cluster, read through k3d, the API and helm. A stopped cluster is started
+/// when `start_stopped`; an unowned one is refused unless `adopt`.
+pub async fn observe(
     spec: &ClusterSpec,
-    applied: &[Value],
+    k3d: &K3d,
+    helm: &Helm,
     tools: &Toolchain,
-    reporter: Arc<Reporter>,
-    cancel: Arc<AtomicBool>,
+    reporter: &Reporter,
     adopt: bool,
-) -> Result<UpReport, Error> {
-    let k3d = K3d::new(tools.need_k3d()?);
-    let helm = Helm::detect(tools.need_helm()?)
-        .await
-        .map_err(|e| Error::Failed(format!("failed to run helm: {e}")))?;
-    let _lock = lock::acquire(&tools.state_dir, &spec.name, "up")
-        .map_err(|e| Error::Failed(e.to_string()))?;
+    start_stopped: bool,
+) -> Result<(ClusterState, Vec<String>, Option<Kube>), Error> {
     let found = k3d.find(&spec.name).await.map_err(|e| {
         Error::Failed(format!(
             "could not tell whether cluster {} exists: {e}",
             spec.name
         ))
     })?;
-    let kubeconfig = tools.cluster_dir(&spec.name).join("kubeconfig");
-    let kube_cell = OnceCell::new();
+    let mut kube = None;
     let observed = match found {
         None => ClusterState::Absent,
         Some(info) => {
@@ -117,6 +112,12 @@ pub async fn up(
                 return Err(not_owned(&spec.name));
             }
             if !info.running() {
+                if !start_stopped {
+                    return Err(Error::Failed(format!(
+                        "cluster {} is stopped; `paddock up {}` starts it",
+                        spec.name, spec.name
+                    )));
+                }
                 reporter.note(&format!("cluster {} is stopped; starting it", spec.name));
                 k3d.run(crate::exec::Cmd::new(&k3d.bin).args(["cluster", "start", &spec.name]))
                     .await
@@ -124,7 +125,7 @@ pub async fn up(
                         Error::Failed(format!("failed to start cluster {}: {e}", spec.name))
                     })?;
             }
-            let c = connect(&k3d, tools, info).await?;
+            let c = connect(k3d, tools, info).await?;
             let record = c
                 .kube
                 .record()
@@ -144,7 +145,7 @@ pub async fn up(
             let tags = crate::tags::observed(&c.kube)
                 .await
                 .map_err(Error::Failed)?;
-            let _ = kube_cell.set(c.kube);
+            kube = Some(c.kube);
             ClusterState::Present(Box::new(Observed {
                 record,
                 releases,
@@ -163,6 +164,31 @@ pub async fn up(
     } else {
         Vec::new()
     };
+    Ok((observed, registries, kube))
+}
+
+/// Converge a cluster to its spec.
+pub async fn up(
+    spec: &ClusterSpec,
+    applied: &[Value],
+    tools: &Toolchain,
+    reporter: Arc<Reporter>,
+    cancel: Arc<AtomicBool>,
+    adopt: bool,
+) -> Result<UpReport, Error> {
+    let k3d = K3d::new(tools.need_k3d()?);
+    let helm = Helm::detect(tools.need_helm()?)
+        .await
+        .map_err(|e| Error::Failed(format!("failed to run helm: {e}")))?;
+    let _lock = lock::acquire(&tools.state_dir, &spec.name, "up")
+        .map_err(|e| Error::Failed(e.to_string()))?;
+    let kubeconfig = tools.cluster_dir(&spec.name).join("kubeconfig");
+    let kube_cell = OnceCell::new();
+    let (observed, registries, kube) =
+        observe(spec, &k3d, &helm, tools, &reporter, adopt, true).await?;
+    if let Some(k) = kube {
+        let _ = kube_cell.set(k);
+    }
     let plan = plan::up(spec, &observed, applied, &registries);
     for n in &plan.notes {
         reporter.note(n);

@@ -325,3 +325,33 @@ fn ctrl_c_stops_between_steps_and_a_rerun_continues() {
     );
     assert!(r["steps"]["verify/ingress"].is_u64(), "{r}");
 }
+
+#[test]
+fn plan_looks_at_the_cluster_and_shows_only_what_differs() {
+    let w = World::new(false);
+    let offline = w.paddock(&["plan", "ci", "--offline", "-o", "json"]);
+    let offline: serde_json::Value = serde_json::from_slice(&offline.stdout).expect("json");
+    assert_eq!(offline["observed"]["state"], "absent");
+    up_ok(&w, "ci");
+    let converged = w.paddock(&["plan", "ci", "-o", "json"]);
+    let converged: serde_json::Value = serde_json::from_slice(&converged.stdout).expect("json");
+    assert_eq!(converged["observed"]["state"], "present");
+    assert_eq!(
+        converged["steps"].as_array().map(Vec::len),
+        Some(0),
+        "{converged}"
+    );
+    w.edit("clusters/ci.yaml", |t| format!("{t}addons: [prometheus]\n"));
+    let before = w.mutations();
+    let changed = w.paddock(&["plan", "ci", "-o", "json"]);
+    let changed: serde_json::Value = serde_json::from_slice(&changed.stdout).expect("json");
+    let installs: Vec<&str> = changed["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["action"]["kind"] == "helm-install")
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(installs, ["helm.install/prometheus"]);
+    assert_eq!(w.mutations(), before, "plan changes nothing");
+}
