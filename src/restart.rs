@@ -362,9 +362,9 @@ async fn restart_one(
                 .map_err(|e| e.to_string())
         }
         Method::OnDelete => {
-            for pod in t.stale.keys() {
+            for (i, pod) in t.stale.keys().enumerate() {
                 evict(kube, &t.namespace, pod, deadline).await?;
-                wait_replaced(kube, mesh, t, pod, deadline).await?;
+                wait_replaced(kube, mesh, t, pod, i + 1, deadline).await?;
             }
             Ok(())
         }
@@ -396,20 +396,21 @@ async fn restart_one(
                         }
                     }
                 }
-                wait_replaced(kube, mesh, t, &name, deadline).await?;
+                wait_replaced(kube, mesh, t, &name, 1, deadline).await?;
             }
             Ok(())
         }
     }
 }
 
-/// Wait until the pod `name` (recreated under the same name, or its replacement) is Ready
-/// and current.
+/// Wait until the pod `name` is gone and `replacements` new pods (recreated under the same
+/// name, or replacing it) are Ready and current.
 async fn wait_replaced(
     kube: &Kube,
     mesh: &Mesh,
     t: &Target,
     name: &str,
+    replacements: usize,
     deadline: Instant,
 ) -> Result<(), String> {
     let old_uid = t
@@ -441,7 +442,8 @@ async fn wait_replaced(
             .iter()
             .filter(|p| !originals.contains(&s(p, "/metadata/uid")))
             .collect();
-        let replaced = !fresh.is_empty()
+        // One replacement per pod evicted so far (for OnDelete controllers).
+        let replaced = fresh.len() >= replacements
             && fresh.iter().all(|p| {
                 p["status"]["conditions"].as_array().is_some_and(|cs| {
                     cs.iter()
