@@ -21,8 +21,32 @@ pub struct Reporter {
     mode: Mode,
     verbose: u8,
     timestamps: bool,
+    /// On a terminal: keep a live status line of running steps under the event lines.
+    live: bool,
     started: Instant,
     out: Mutex<Box<dyn Write + Send>>,
+    progress: Mutex<Progress>,
+}
+
+/// What the live status line shows.
+#[derive(Debug, Default)]
+struct Progress {
+    running: Vec<String>,
+    done: usize,
+}
+
+impl Progress {
+    /// `⏳ 3 done · running: a, b` (empty when nothing runs).
+    fn line(&self) -> String {
+        if self.running.is_empty() {
+            return String::new();
+        }
+        let mut names = self.running.join(", ");
+        if names.chars().count() > 100 {
+            names = names.chars().take(97).collect::<String>() + "...";
+        }
+        format!("⏳ {} done · running: {names}", self.done)
+    }
 }
 
 impl std::fmt::Debug for Reporter {
@@ -35,12 +59,15 @@ impl std::fmt::Debug for Reporter {
 
 impl Reporter {
     pub fn new(mode: Mode, verbose: u8, out: Box<dyn Write + Send>) -> Self {
+        let terminal = std::io::stdout().is_terminal() && std::env::var_os("CI").is_none();
         Self {
             mode,
             verbose,
-            timestamps: !std::io::stdout().is_terminal() || std::env::var_os("CI").is_some(),
+            timestamps: !terminal,
+            live: terminal && mode == Mode::Text,
             started: Instant::now(),
             out: Mutex::new(out),
+            progress: Mutex::new(Progress::default()),
         }
     }
 
@@ -57,8 +84,33 @@ impl Reporter {
             Ok(o) => o,
             Err(p) => p.into_inner(),
         };
-        let _ = writeln!(out, "{line}");
+        if self.live {
+            // Clear the status line, print the event, redraw the status line under it.
+            let status = match self.progress.lock() {
+                Ok(p) => p.line(),
+                Err(p) => p.into_inner().line(),
+            };
+            let _ = write!(out, "\r\x1b[K{line}\n{status}");
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = out.flush();
+    }
+
+    fn track(&self, id: &str, running: bool) {
+        if !self.live {
+            return;
+        }
+        let mut p = match self.progress.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        if running {
+            p.running.push(id.to_string());
+        } else {
+            p.running.retain(|r| r != id);
+            p.done += 1;
+        }
     }
 
     fn text(&self, line: &str) {
@@ -80,18 +132,21 @@ impl Reporter {
     }
 
     pub fn step_started(&self, id: &str) {
+        self.track(id, true);
         self.text(&format!("▶ {id}"));
         self.json(json!({"event": "step", "step": id, "status": "started",
             "at_ms": self.started.elapsed().as_millis() as u64}));
     }
 
     pub fn step_done(&self, id: &str, took: Duration) {
+        self.track(id, false);
         self.text(&format!("✓ {id} ({:.1}s)", took.as_secs_f64()));
         self.json(json!({"event": "step", "step": id, "status": "done",
             "ms": took.as_millis() as u64, "at_ms": self.started.elapsed().as_millis() as u64}));
     }
 
     pub fn step_failed(&self, id: &str, took: Duration, error: &str) {
+        self.track(id, false);
         self.text(&format!("✗ {id} ({:.1}s): {error}", took.as_secs_f64()));
         self.json(json!({"event": "step", "step": id, "status": "failed",
             "ms": took.as_millis() as u64, "error": error}));
@@ -122,5 +177,27 @@ impl Reporter {
             }
             Mode::Quiet => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_line_names_running_steps() {
+        let mut p = Progress::default();
+        assert_eq!(p.line(), "", "nothing running, nothing shown");
+        p.running = vec![
+            "helm.install/prometheus".into(),
+            "helm.install/jaeger".into(),
+        ];
+        p.done = 7;
+        assert_eq!(
+            p.line(),
+            "⏳ 7 done · running: helm.install/prometheus, helm.install/jaeger"
+        );
+        p.running = (0..20).map(|i| format!("step-{i}")).collect();
+        assert!(p.line().ends_with("..."));
     }
 }
