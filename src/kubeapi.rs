@@ -444,15 +444,7 @@ impl Kube {
         kind: &str,
         namespace: Option<&str>,
     ) -> Result<Vec<Value>, Error> {
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (ar, _) = kube::discovery::pinned_kind(&self.client, &gvk)
-            .await
-            .map_err(|e| self.api_err(e))?;
-        let api: Api<DynamicObject> = match namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
-            None => Api::all_with(self.client.clone(), &ar),
-        };
+        let api = self.dynamic(api_version, kind, namespace).await?;
         let list = api
             .list(&ListParams::default())
             .await
