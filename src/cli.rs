@@ -686,66 +686,44 @@ fn watch_interrupts(
     cancel
 }
 
-/// Does `up` first have an Istio upgrade to do? `Some(None)`: continue an unfinished one;
-/// `Some(Some(v))`: the spec's version differs from the installed one.
-async fn upgrade_due(
-    tools: &crate::toolchain::Toolchain,
-    spec: &ClusterSpec,
-) -> Result<Option<Option<String>>, Failure> {
-    let Some(istio_spec) = spec.body.istio.as_ref() else {
-        return Ok(None);
-    };
-    let journal = crate::journal::Journal::open(&tools.state_dir, &spec.name);
-    if journal
-        .unfinished()
-        .is_some_and(|(op, _)| op.starts_with("upgrade-"))
-    {
-        return Ok(Some(None));
-    }
-    let Ok(k3d_bin) = tools.need_k3d() else {
-        return Ok(None);
-    };
-    let k3d = crate::k3d::cli::K3d::new(k3d_bin);
-    let Some(info) = k3d.find(&spec.name).await.ok().flatten() else {
-        return Ok(None);
-    };
-    if !info.owned() || !info.running() {
-        return Ok(None);
-    }
-    let c = crate::converge::connect(&k3d, tools, info).await?;
-    let record = c.kube.record().await.ok().flatten();
-    Ok(record
-        .filter(|r| !r.istio_version.is_empty() && r.istio_version != istio_spec.version)
-        .map(|_| Some(istio_spec.version.clone())))
-}
-
 fn up(args: &Args, spec: &ClusterSpec, adopt: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let applied = applied_objects(args, spec)?;
     let tools = toolchain(args);
-    // A changed `istio.version` is an upgrade by the spec's strategy, never a reinstall; an
-    // interrupted upgrade is continued first.
-    if let Some(to) = runtime()?.block_on(upgrade_due(&tools, spec))? {
-        upgrade(
-            args,
-            spec,
-            UpgradeArgs {
-                to,
-                strategy: None,
-                dry_run: false,
-                pause_after: None,
-                grace: None,
-                max_concurrent: 4,
-                timeout: 300,
-            },
-            out,
-        )?;
-    }
     let rep = reporter(args);
     let rt = runtime()?;
-    let report = rt.block_on(async {
-        let cancel = watch_interrupts(rep.clone());
-        crate::converge::up(spec, &applied, &tools, rep.clone(), cancel, adopt).await
-    });
+    let upgrade_args = |to: Option<String>| UpgradeArgs {
+        to,
+        strategy: None,
+        dry_run: false,
+        pause_after: None,
+        grace: None,
+        max_concurrent: 4,
+        timeout: 300,
+    };
+    // An interrupted upgrade is continued first.
+    let journal = crate::journal::Journal::open(&tools.state_dir, &spec.name);
+    if spec.body.istio.is_some()
+        && journal
+            .unfinished()
+            .is_some_and(|(op, _)| op.starts_with("upgrade-"))
+    {
+        upgrade(args, spec, upgrade_args(None), out)?;
+    }
+    let converge = || {
+        rt.block_on(async {
+            let cancel = watch_interrupts(rep.clone());
+            crate::converge::up(spec, &applied, &tools, rep.clone(), cancel, adopt).await
+        })
+    };
+    let report = match converge() {
+        // A changed `istio.version` is an upgrade by the spec's strategy, never a reinstall;
+        // `up` learns it from the same observation it plans from.
+        Err(crate::converge::Error::UpgradeDue(to)) => {
+            upgrade(args, spec, upgrade_args(Some(to)), out)?;
+            converge()
+        }
+        other => other,
+    };
     let report = match report {
         Ok(r) => r,
         Err(e) => {

@@ -29,6 +29,9 @@ pub enum Error {
     Failed(String),
     #[error("{0}")]
     Interrupted(String),
+    /// The spec's Istio version differs from the installed one: an upgrade comes first.
+    #[error("Istio must first be upgraded to {0}")]
+    UpgradeDue(String),
 }
 
 impl From<String> for Error {
@@ -188,6 +191,13 @@ pub async fn up(
         observe(spec, &k3d, &helm, tools, &reporter, adopt, true).await?;
     if let Some(k) = kube {
         let _ = kube_cell.set(k);
+    }
+    if let ClusterState::Present(o) = &observed
+        && let (Some(r), Some(istio)) = (&o.record, &spec.body.istio)
+        && !r.istio_version.is_empty()
+        && r.istio_version != istio.version
+    {
+        return Err(Error::UpgradeDue(istio.version.clone()));
     }
     let plan = plan::up(spec, &observed, applied, &registries);
     for n in &plan.notes {
