@@ -132,20 +132,45 @@ impl Mesh {
         })
     }
 
-    /// Why a pod needs a restart, if it does.
-    pub fn restart_reason(&self, pod: &Value) -> Option<String> {
+    /// The revision that would inject this pod now.
+    pub fn expected_revision(&self, pod: &Value) -> Option<String> {
         let ns = s(pod, "/metadata/namespace");
         let empty = BTreeMap::new();
-        let want = mesh::resolve(
+        mesh::resolve(
             self.namespaces.get(&ns).unwrap_or(&empty),
             &labels(pod),
             &self.injectors,
-        );
+        )
+    }
+
+    /// Why a pod needs a restart, if it does.
+    pub fn restart_reason(&self, pod: &Value) -> Option<String> {
+        let want = self.expected_revision(pod);
         let image = want
             .as_deref()
             .and_then(|r| self.images.get(r))
             .map(String::as_str);
         mesh::restart_reason(&mesh::proxy_of(pod), want.as_deref(), image)
+    }
+}
+
+/// The workload a pod belongs to: (kind, name); a pod no controller owns is its own `Pod`.
+pub fn workload_of(pod: &Value) -> (String, String) {
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    let kind = owner["kind"].as_str().unwrap_or("");
+    let oname = owner["name"].as_str().unwrap_or("");
+    match kind {
+        // ReplicaSet `<deployment>-<pod-template-hash>`: the hash has no dash.
+        "ReplicaSet" => (
+            "Deployment".into(),
+            oname
+                .rsplit_once('-')
+                .map(|(d, _)| d)
+                .unwrap_or(oname)
+                .into(),
+        ),
+        "StatefulSet" | "DaemonSet" | "Job" => (kind.into(), oname.into()),
+        _ => ("Pod".into(), s(pod, "/metadata/name")),
     }
 }
 
@@ -168,20 +193,7 @@ pub async fn targets(kube: &Kube, opts: &Options) -> Result<(Mesh, Vec<Target>),
         if s(&pod, "/status/phase") == "Succeeded" || s(&pod, "/status/phase") == "Failed" {
             continue;
         }
-        let owner = &pod["metadata"]["ownerReferences"][0];
-        let okind = owner["kind"].as_str().unwrap_or("");
-        let oname = owner["name"].as_str().unwrap_or("").to_string();
-        let (kind, name) = match okind {
-            "ReplicaSet" => (
-                "Deployment".to_string(),
-                oname
-                    .rsplit_once('-')
-                    .map(|(d, _)| d.to_string())
-                    .unwrap_or(oname),
-            ),
-            "StatefulSet" | "DaemonSet" | "Job" => (okind.to_string(), oname),
-            _ => ("Pod".to_string(), s(&pod, "/metadata/name")),
-        };
+        let (kind, name) = workload_of(&pod);
         let key = (ns.clone(), kind.clone(), name.clone());
         if matches!(kind.as_str(), "StatefulSet" | "DaemonSet") && !strategies.contains_key(&key) {
             let w = kube

@@ -10,7 +10,7 @@ use crate::converge::{self, Error};
 use crate::helm::cli::Helm;
 use crate::k3d::cli::K3d;
 use crate::kubeapi::Kube;
-use crate::mesh::{self, Injectors};
+use crate::mesh;
 use crate::toolchain::Toolchain;
 
 use crate::mesh::labels_of as labels;
@@ -33,25 +33,6 @@ const SYSTEM: &[&str] = &[
     "kube-node-lease",
     "paddock-system",
 ];
-
-/// The workload a pod belongs to: (kind, name).
-fn owner(pod: &Value) -> (String, String) {
-    let o = &pod["metadata"]["ownerReferences"][0];
-    let kind = o["kind"].as_str().unwrap_or("Pod");
-    let oname = o["name"].as_str().unwrap_or(name(pod));
-    match kind {
-        "ReplicaSet" => (
-            "Deployment".into(),
-            oname
-                .rsplit_once('-')
-                .map(|(d, _)| d)
-                .unwrap_or(oname)
-                .to_string(),
-        ),
-        "StatefulSet" | "DaemonSet" | "Job" => (kind.into(), oname.into()),
-        _ => ("Pod".into(), name(pod).into()),
-    }
-}
 
 async fn list(kube: &Kube, api: &str, kind: &str, ns: Option<&str>) -> Result<Vec<Value>, Error> {
     kube.list_json(api, kind, ns)
@@ -106,34 +87,15 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
             json!({"name": name(n), "ready": ready(&n["status"]["conditions"]), "role": role})
         })
         .collect();
-    let hooks = list(
-        kube,
-        "admissionregistration.k8s.io/v1",
-        "MutatingWebhookConfiguration",
-        None,
-    )
-    .await?;
-    let injectors = Injectors::from_webhooks(&hooks);
-    let configmaps = list(kube, "v1", "ConfigMap", Some("istio-system"))
+    let view = crate::restart::Mesh::read(kube)
         .await
-        .unwrap_or_default();
-    let image_of = |rev: &str| -> Option<String> {
-        let cm = if rev.is_empty() {
-            "istio-sidecar-injector".to_string()
-        } else {
-            format!("istio-sidecar-injector-{rev}")
-        };
-        configmaps
-            .iter()
-            .find(|c| name(c) == cm)
-            .and_then(|c| c["data"]["values"].as_str())
-            .and_then(mesh::expected_image)
-    };
+        .map_err(Error::Failed)?;
+    let image_of = |rev: &str| view.images.get(rev).cloned();
     let deployments = list(kube, "apps/v1", "Deployment", Some("istio-system"))
         .await
         .unwrap_or_default();
     let mut revisions = Vec::new();
-    for rev in &injectors.revisions {
+    for rev in &view.injectors.revisions {
         let dname = if rev.is_empty() {
             "istiod".to_string()
         } else {
@@ -149,13 +111,8 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
             "proxyImage": image,
         }));
     }
-    let ns_objs = list(kube, "v1", "Namespace", None).await?;
-    let ns_labels: BTreeMap<String, BTreeMap<String, String>> = ns_objs
-        .iter()
-        .map(|n| (name(n).to_string(), labels(n)))
-        .collect();
     let mut namespaces = Vec::new();
-    for (n, l) in &ns_labels {
+    for (n, l) in &view.namespaces {
         if SYSTEM.contains(&n.as_str()) {
             continue;
         }
@@ -167,7 +124,7 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
             "no injection label".to_string()
         };
         namespaces.push(json!({"name": n, "selects": via,
-            "revision": mesh::resolve(l, &BTreeMap::new(), &injectors)}));
+            "revision": mesh::resolve(l, &BTreeMap::new(), &view.injectors)}));
     }
     let pods = list(kube, "v1", "Pod", None).await?;
     let mut workloads: BTreeMap<(String, String, String), Value> = BTreeMap::new();
@@ -179,19 +136,13 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         if SYSTEM.contains(&ns.as_str()) {
             continue;
         }
-        let (kind, wname) = owner(pod);
+        let (kind, wname) = crate::restart::workload_of(pod);
         let proxy = mesh::proxy_of(pod);
-        let empty = BTreeMap::new();
-        let expected_rev = mesh::resolve(
-            ns_labels.get(&ns).unwrap_or(&empty),
-            &labels(pod),
-            &injectors,
-        );
-        let expected_image = expected_rev.as_deref().and_then(image_of);
+        let expected_rev = view.expected_revision(pod);
         let reason = if kind == "Job" {
             None
         } else {
-            mesh::restart_reason(&proxy, expected_rev.as_deref(), expected_image.as_deref())
+            view.restart_reason(pod)
         };
         let entry = workloads.entry((ns.clone(), kind.clone(), wname.clone())).or_insert_with(|| {
             json!({"namespace": ns, "kind": kind, "name": wname, "pods": 0, "revisions": [], "proxyVersions": [],
@@ -231,7 +182,7 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         "specHash": record.as_ref().map(|r| r.spec_hash.clone()),
         "nodes": nodes,
         "revisions": revisions,
-        "tags": injectors.tags,
+        "tags": view.injectors.tags,
         "namespaces": namespaces,
         "workloads": workloads.into_values().collect::<Vec<_>>(),
         "releases": releases.iter().map(|r| json!({"name": r.name, "namespace": r.namespace, "chart": r.chart, "status": r.status})).collect::<Vec<_>>(),
