@@ -212,7 +212,17 @@ pub async fn up(
             notes: plan.notes.clone(),
         });
     }
+    let pending = match &observed {
+        ClusterState::Present(o) => o
+            .releases
+            .iter()
+            .filter(|r| r.status.starts_with("pending-"))
+            .map(|r| ((r.name.clone(), r.namespace.clone()), r.status.clone()))
+            .collect(),
+        ClusterState::Absent => Default::default(),
+    };
     let ctx = Arc::new(Ctx {
+        pending,
         cluster: spec.name.clone(),
         k3d,
         helm,

@@ -33,6 +33,8 @@ pub struct Ctx {
     pub cancel: Arc<AtomicBool>,
     /// The merged spec, recorded in the cluster.
     pub spec_json: Value,
+    /// Releases observed `pending-*` (left by an interrupted helm): (name, namespace) → status.
+    pub pending: BTreeMap<(String, String), String>,
 }
 
 /// How a run ended.
@@ -329,18 +331,10 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
 /// A release left `pending-*` by an interrupted helm (we hold the cluster lock, so nobody
 /// else is operating on it): roll an upgrade back, remove an install, so it can run again.
 async fn recover_pending(ctx: &Ctx, name: &str, namespace: &str) -> Result<(), String> {
-    let releases = ctx
-        .helm
-        .list(&ctx.kubeconfig)
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(r) = releases
-        .iter()
-        .find(|r| r.name == name && r.namespace == namespace)
-    else {
+    let Some(status) = ctx.pending.get(&(name.to_string(), namespace.to_string())) else {
         return Ok(());
     };
-    let cmd = match r.status.as_str() {
+    let cmd = match status.as_str() {
         "pending-install" => ctx.helm.uninstall_cmd(name, namespace, &ctx.kubeconfig),
         "pending-upgrade" | "pending-rollback" => {
             ctx.helm.rollback_cmd(name, namespace, &ctx.kubeconfig)
@@ -348,8 +342,7 @@ async fn recover_pending(ctx: &Ctx, name: &str, namespace: &str) -> Result<(), S
         _ => return Ok(()),
     };
     ctx.reporter.note(&format!(
-        "release {name} was left {} by an interrupted run; recovering with `{cmd}`",
-        r.status
+        "release {name} was left {status} by an interrupted run; recovering with `{cmd}`"
     ));
     ctx.helm
         .run(cmd)

@@ -355,3 +355,32 @@ fn plan_looks_at_the_cluster_and_shows_only_what_differs() {
     assert_eq!(installs, ["helm.install/prometheus"]);
     assert_eq!(w.mutations(), before, "plan changes nothing");
 }
+
+#[test]
+fn a_release_left_pending_by_a_killed_helm_is_recovered_on_rerun() {
+    let w = World::new(false);
+    w.set_knobs(&Knobs {
+        tool_faults: vec![ToolFault {
+            tool: "helm".into(),
+            args: vec!["istiod-1-30-3".into()],
+            action: FaultAction::DiePending,
+            after: 0,
+            times: Some(1),
+            stderr: None,
+            exit_code: None,
+        }],
+        ..Knobs::default()
+    });
+    let first = w.paddock(&["up", "ci"]);
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+    let out = w.paddock(&["up", "ci"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out)
+            .contains("release istiod-1-30-3 was left pending-install by an interrupted run"),
+        "{}",
+        stdout(&out)
+    );
+    let again = result(&w.paddock(&["up", "ci", "-o", "json"]));
+    assert_eq!(again["upToDate"], true);
+}
