@@ -269,6 +269,36 @@ impl From<crate::converge::Error> for Failure {
     }
 }
 
+impl From<crate::journal::Error> for Failure {
+    fn from(e: crate::journal::Error) -> Self {
+        Failure::Other(chain(&e))
+    }
+}
+
+/// An error and its causes, as one line: "failed to x: because y: because z".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}
+
+/// Open a cluster's journal; a torn last record it removed is said.
+fn open_journal(
+    tools: &crate::toolchain::Toolchain,
+    cluster: &str,
+    rep: &crate::output::Reporter,
+) -> Result<crate::journal::Journal, Failure> {
+    let journal = crate::journal::Journal::open(&tools.state_dir, cluster)?;
+    if let Some(note) = journal.repaired() {
+        rep.note(note);
+    }
+    Ok(journal)
+}
+
 impl From<SpecErrors> for Failure {
     fn from(e: SpecErrors) -> Self {
         Failure::BadInput(e)
@@ -701,10 +731,10 @@ fn up(args: &Args, spec: &ClusterSpec, adopt: bool, out: &mut dyn Write) -> Resu
         timeout: 300,
     };
     // An interrupted upgrade is continued first.
-    let journal = crate::journal::Journal::open(&tools.state_dir, &spec.name);
+    let journal = open_journal(&tools, &spec.name, &rep)?;
     if spec.body.istio.is_some()
         && journal
-            .unfinished()
+            .unfinished()?
             .is_some_and(|(op, _)| op.starts_with("upgrade-"))
     {
         upgrade(args, spec, upgrade_args(None), out)?;
@@ -898,16 +928,16 @@ fn restart(
     let name = cluster_name(args, cluster)?;
     let tools = toolchain(args);
     let rep = reporter(args);
-    let journal = crate::journal::Journal::open(&tools.state_dir, &name);
+    let journal = open_journal(&tools, &name, &rep)?;
     let op = format!("restart-{}", jiff::Timestamp::now().as_millisecond());
     let result = runtime()?.block_on(async {
         let (_lock, c) = connect_owned(&tools, &name, "restart").await?;
-        let _ = journal.record(
+        journal.record(
             &op,
             "op-started",
             None,
             json!({"namespaces": opts.namespaces, "staleOnly": opts.stale_only}),
-        );
+        )?;
         crate::restart::run(&c.kube, &opts, &rep)
             .await
             .map_err(Failure::Other)
@@ -945,8 +975,8 @@ fn restart(
 fn history(args: &Args, cluster: Option<&str>, out: &mut dyn Write) -> Result<(), Failure> {
     let name = cluster_name(args, cluster)?;
     let tools = toolchain(args);
-    let journal = crate::journal::Journal::open(&tools.state_dir, &name);
-    let ops = journal.operations();
+    let journal = open_journal(&tools, &name, &reporter(args))?;
+    let ops = journal.operations()?;
     if args.output == Output::Json {
         let v: Vec<Value> = ops
             .iter()
@@ -1002,7 +1032,7 @@ fn upgrade(
     use crate::upgrade::{Params, Strategy};
     let tools = toolchain(args);
     let rep = reporter(args);
-    let journal = crate::journal::Journal::open(&tools.state_dir, &spec.name);
+    let journal = open_journal(&tools, &spec.name, &rep)?;
     let Some(istio_spec) = spec.body.istio.as_ref() else {
         return Err(Failure::Other(format!(
             "cluster {} has no Istio to upgrade",
@@ -1015,7 +1045,7 @@ fn upgrade(
         let helm = crate::helm::cli::Helm::detect(tools.need_helm().map_err(Failure::Other)?)
             .await
             .map_err(|e| Failure::Other(format!("failed to run helm: {e}")))?;
-        let (op, params, resumed) = match journal.unfinished().filter(|(op, _)| op.starts_with("upgrade-")) {
+        let (op, params, resumed) = match journal.unfinished()?.filter(|(op, _)| op.starts_with("upgrade-")) {
             Some((op, detail)) => {
                 let params: Params = serde_json::from_value(detail)
                     .map_err(|e| Failure::Other(format!("the journal's unfinished upgrade is unreadable: {e}")))?;
@@ -1094,9 +1124,7 @@ fn upgrade(
                     problems.join("\n  - ")
                 )));
             }
-            journal
-                .record(&op, "op-started", None, serde_json::to_value(&params).unwrap_or_default())
-                .map_err(|e| Failure::Other(e.to_string()))?;
+            journal.record(&op, "op-started", None, serde_json::to_value(&params).unwrap_or_default())?;
         }
         match crate::upgrade::run(&ctx, &op, u.pause_after.as_deref()).await {
             crate::upgrade::Outcome::Done => {

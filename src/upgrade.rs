@@ -814,11 +814,28 @@ pub async fn preflight(ctx: &Ctx<'_>) -> Result<(), Vec<String>> {
     }
 }
 
+/// A journal write failed: stop where the journal says the cluster is, so a rerun continues.
+fn unjournaled(step: &str, e: &crate::journal::Error) -> Outcome {
+    let mut msg = e.to_string();
+    if let Some(cause) = std::error::Error::source(e) {
+        msg.push_str(&format!(": {cause}"));
+    }
+    Outcome::Failed(
+        step.to_string(),
+        format!(
+            "{msg}; stopped so nothing happens that the journal does not know; fix the state directory and run `paddock upgrade` again to continue"
+        ),
+    )
+}
+
 /// Run (or continue) an upgrade. `op` is the journal operation id.
 pub async fn run(ctx: &Ctx<'_>, op: &str, pause_after: Option<&str>) -> Outcome {
     let p = &ctx.params;
     let steps = steps(p.strategy, !canary_namespaces(ctx.spec).is_empty());
-    let done_before = ctx.journal.done_steps(op);
+    let done_before = match ctx.journal.done_steps(op) {
+        Ok(d) => d,
+        Err(e) => return unjournaled("journal", &e),
+    };
     let mut completed: Vec<&str> = Vec::new();
     for step in &steps {
         if done_before.iter().any(|d| d == step) && ctx.still_done(step).await {
@@ -829,23 +846,33 @@ pub async fn run(ctx: &Ctx<'_>, op: &str, pause_after: Option<&str>) -> Outcome 
         }
         let id = format!("upgrade/{step}");
         ctx.reporter.step_started(&id);
-        let _ = ctx
+        if let Err(e) = ctx
             .journal
-            .record(op, "step-started", Some(step), Value::Null);
+            .record(op, "step-started", Some(step), Value::Null)
+        {
+            return unjournaled(step, &e);
+        }
         let t = std::time::Instant::now();
         match ctx.run_step(step).await {
             Ok(detail) => {
-                let _ = ctx.journal.record(op, "step-done", Some(step), detail);
+                if let Err(e) = ctx.journal.record(op, "step-done", Some(step), detail) {
+                    return unjournaled(step, &e);
+                }
                 ctx.reporter.step_done(&id, t.elapsed());
                 completed.push(step);
                 if pause_after == Some(*step) && completed.len() < steps.len() {
-                    let _ = ctx
-                        .journal
-                        .record(op, "op-paused", None, json!({"after": step}));
+                    if let Err(e) =
+                        ctx.journal
+                            .record(op, "op-paused", None, json!({"after": step}))
+                    {
+                        return unjournaled(step, &e);
+                    }
                     return Outcome::Paused(step.to_string());
                 }
             }
             Err(e) => {
+                // Best effort from here on: the undo must run whatever the journal says, and
+                // its records only describe it.
                 let _ = ctx
                     .journal
                     .record(op, "step-failed", Some(step), json!({"error": e}));
@@ -904,6 +931,8 @@ pub async fn run(ctx: &Ctx<'_>, op: &str, pause_after: Option<&str>) -> Outcome 
             }
         }
     }
-    let _ = ctx.journal.record(op, "op-done", None, Value::Null);
+    if let Err(e) = ctx.journal.record(op, "op-done", None, Value::Null) {
+        return unjournaled("op-done", &e);
+    }
     Outcome::Done
 }
