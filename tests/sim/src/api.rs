@@ -278,7 +278,20 @@ fn objects(
         ("POST", Some(n), Some("eviction")) if res.plural == "pods" && res.group.is_empty() => {
             crate::controllers::evict(s, ns, n).map(|o| (StatusCode::CREATED, o))
         }
-        ("DELETE", Some(n), None) => s.delete(&res, ns, n).map(|o| (StatusCode::OK, o)),
+        ("DELETE", Some(n), None) => {
+            // DeleteOptions come as a body (kube-rs, kubectl) or query parameters.
+            let grace = query
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse().ok())
+                .or_else(|| {
+                    parsed
+                        .as_ref()
+                        .and_then(|b| b.get("gracePeriodSeconds"))
+                        .and_then(Value::as_i64)
+                });
+            s.delete_with(&res, ns, n, grace)
+                .map(|o| (StatusCode::OK, o))
+        }
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",

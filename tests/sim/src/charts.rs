@@ -299,6 +299,9 @@ fn injection_webhooks(name_value: &str, service: &str, default_injector: bool) -
             Some(json!({"matchExpressions": [expr("sidecar.istio.io/inject", "In", &["true"]), expr("istio.io/rev", "DoesNotExist", &[])]})),
         ));
     }
+    for h in &mut hooks {
+        h["rules"] = json!([{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]);
+    }
     Value::Array(hooks)
 }
 

@@ -55,6 +55,11 @@ fn owner_kind(v: &Value) -> &str {
         .unwrap_or("")
 }
 
+/// Has a pod been asked to stop? It stays, not Ready, until its containers have exited.
+pub fn terminating(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_some()
+}
+
 /// Is a pod Ready (condition `Ready=True`)?
 pub fn pod_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
@@ -105,6 +110,10 @@ pub struct Controllers {
     boot: Instant,
     /// When each pod (by uid) was scheduled.
     scheduled: HashMap<String, Instant>,
+    /// When the kubelet began stopping each terminating pod (by uid).
+    stopping: HashMap<String, Instant>,
+    /// Per Service (namespace, name): Endpoints changes not yet propagated, oldest first.
+    endpoint_changes: HashMap<(String, String), std::collections::VecDeque<(Instant, Value)>>,
     /// Per workload uid: last progress signature and when it changed.
     progress: HashMap<String, (String, Instant)>,
     /// Per owner uid: no pod creation before this instant.
@@ -130,6 +139,8 @@ impl Controllers {
         Self {
             boot: Instant::now(),
             scheduled: HashMap::new(),
+            stopping: HashMap::new(),
+            endpoint_changes: HashMap::new(),
             progress: HashMap::new(),
             backoff: HashMap::new(),
             next_node: 0,
@@ -149,6 +160,7 @@ impl Controllers {
         let now = Instant::now();
         self.wake = None;
         self.nodes(s, k, now);
+        self.namespaces(s);
         self.deployments(s);
         self.replicasets(s, now);
         self.statefulsets(s, now);
@@ -157,7 +169,7 @@ impl Controllers {
         self.gc(s);
         self.pods(s, k, now);
         self.workload_status(s, now);
-        self.services(s);
+        self.services(s, k, now);
         self.pdbs(s);
         self.ca_bundles(s, k);
         self.wake
@@ -237,6 +249,25 @@ impl Controllers {
         }
     }
 
+    /// The namespace controller: a `Terminating` namespace is emptied (its pods stop
+    /// gracefully), then removed.
+    fn namespaces(&mut self, s: &mut Store) {
+        for ns in s.all(&res("namespaces"), "") {
+            if ns.pointer("/metadata/deletionTimestamp").is_none() {
+                continue;
+            }
+            let name = name_of(&ns).to_string();
+            let contents = s.contents(&name);
+            if contents.is_empty() {
+                let _ = s.remove(&res("namespaces"), "", &name);
+                continue;
+            }
+            for (r, n) in contents {
+                let _ = s.delete(&r, &name, &n);
+            }
+        }
+    }
+
     fn ready_nodes(s: &Store) -> Vec<String> {
         s.all(&res("nodes"), "")
             .iter()
@@ -305,6 +336,14 @@ impl Controllers {
     fn owned<'a>(pods: &'a [Value], owner: &Value) -> Vec<&'a Value> {
         let uid = uid_of(owner);
         pods.iter().filter(|p| owner_uid(p) == Some(uid)).collect()
+    }
+
+    /// An owner's pods that are not terminating: what ReplicaSets, DaemonSets and status
+    /// counts count (Kubernetes leaves terminating pods out).
+    fn active<'a>(pods: &'a [Value], owner: &Value) -> Vec<&'a Value> {
+        let mut v = Self::owned(pods, owner);
+        v.retain(|p| !terminating(p));
+        v
     }
 
     fn deployments(&mut self, s: &mut Store) {
@@ -403,7 +442,7 @@ impl Controllers {
         for rs in s.all(&res("replicasets"), "") {
             let ns = ns_of(&rs).to_string();
             let pods = s.all(&res("pods"), &ns);
-            let mut mine: Vec<Value> = Self::owned(&pods, &rs).into_iter().cloned().collect();
+            let mut mine: Vec<Value> = Self::active(&pods, &rs).into_iter().cloned().collect();
             let want = replicas(&rs) as usize;
             let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
             for _ in mine.len()..want {
@@ -493,7 +532,8 @@ impl Controllers {
             let template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
             let hash = template_hash(&template);
             let pods = s.all(&res("pods"), &ns);
-            let mine = Self::owned(&pods, &ds);
+            // A node whose pod is terminating gets its new pod at once, as Kubernetes does.
+            let mine = Self::active(&pods, &ds);
             for node in &nodes {
                 if !mine.iter().any(|p| s_at(p, "/spec/nodeName") == node) {
                     let labels = [("controller-revision-hash", hash.clone())];
@@ -593,6 +633,7 @@ impl Controllers {
             .map(|p| uid_of(p).to_string())
             .collect();
         self.scheduled.retain(|uid, _| known.contains(uid));
+        self.stopping.retain(|uid, _| known.contains(uid));
     }
 
     fn pods(&mut self, s: &mut Store, k: &Knobs, now: Instant) {
@@ -600,6 +641,10 @@ impl Controllers {
         for mut pod in s.all(&res("pods"), "") {
             let before = pod.clone();
             let uid = uid_of(&pod).to_string();
+            if terminating(&pod) {
+                self.stop(s, k, now, &pod);
+                continue;
+            }
             if s_at(&pod, "/status/phase") == "Succeeded" {
                 continue;
             }
@@ -661,6 +706,42 @@ impl Controllers {
         }
     }
 
+    /// The kubelet stopping a terminating pod: not Ready at once, then gone once its
+    /// containers have exited (`terminationMs`; a pod with an Istio proxy lives at least as
+    /// long as the proxy drains), and never later than its grace period.
+    fn stop(&mut self, s: &mut Store, k: &Knobs, now: Instant, pod: &Value) {
+        let since = *self.stopping.entry(uid_of(pod).to_string()).or_insert(now);
+        let grace_ms = pod
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(30)
+            * 1000;
+        let proxy = containers(pod).any(|c| c["name"] == "istio-proxy");
+        let exit_ms = if proxy {
+            k.termination_ms.max(k.termination_drain_ms)
+        } else {
+            k.termination_ms
+        };
+        let gone_at = since + Duration::from_millis(exit_ms.min(grace_ms));
+        if now >= gone_at {
+            let _ = s.remove(&res("pods"), ns_of(pod), name_of(pod));
+            return;
+        }
+        self.wake_at(gone_at);
+        let mut new = pod.clone();
+        if let Some(cs) = new
+            .pointer_mut("/status/conditions")
+            .and_then(Value::as_array_mut)
+        {
+            for c in cs.iter_mut() {
+                if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+                    c["status"] = json!("False");
+                }
+            }
+        }
+        put(s, &res("pods"), pod, new);
+    }
+
     fn progressed(&mut self, obj: &Value, signature: String, now: Instant) -> Instant {
         let uid = uid_of(obj).to_string();
         match self.progress.get(&uid) {
@@ -677,7 +758,7 @@ impl Controllers {
         let rss = s.all(&res("replicasets"), "");
         // Index once: owner uid → what it owns.
         let mut pods_of: HashMap<&str, Vec<&Value>> = HashMap::new();
-        for p in &all_pods {
+        for p in all_pods.iter().filter(|p| !terminating(p)) {
             if let Some(o) = owner_uid(p) {
                 pods_of.entry(o).or_default().push(p);
             }
@@ -804,7 +885,7 @@ impl Controllers {
     }
 
     /// Cluster IPs, load-balancer addresses (k3s ServiceLB) and Endpoints from ready pods.
-    fn services(&mut self, s: &mut Store) {
+    fn services(&mut self, s: &mut Store, k: &Knobs, now: Instant) {
         let svcs = s.all(&res("services"), "");
         for (i, svc) in svcs.iter().enumerate() {
             let ns = ns_of(svc).to_string();
@@ -836,7 +917,9 @@ impl Controllers {
                     .iter()
                     .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
                     || s_at(&p, "/status/podIP").is_empty()
+                    || terminating(&p)
                 {
+                    // Endpoints (v1) leave terminating pods out altogether.
                     continue;
                 }
                 let addr = json!({"ip": s_at(&p, "/status/podIP"), "nodeName": s_at(&p, "/spec/nodeName"),
@@ -869,13 +952,37 @@ impl Controllers {
                 json!([subset])
             };
             let ep_res = res("endpoints");
-            match s.get(&ep_res, &ns, &name) {
-                Ok(ep) => {
+            let existing = s.get(&ep_res, &ns, &name).ok();
+            // The change shows `endpointLagMs` later, in order, as it reaches every proxy.
+            let queue = self
+                .endpoint_changes
+                .entry((ns.clone(), name.clone()))
+                .or_default();
+            let latest = queue
+                .back()
+                .map(|(_, v)| v)
+                .or(existing.as_ref().map(|e| &e["subsets"]));
+            if latest != Some(&subsets) {
+                queue.push_back((now + Duration::from_millis(k.endpoint_lag_ms), subsets));
+            }
+            let mut due = None;
+            while queue.front().is_some_and(|(at, _)| *at <= now) {
+                due = queue.pop_front().map(|(_, v)| v);
+            }
+            let next = queue.front().map(|(at, _)| *at);
+            if let Some(at) = next {
+                self.wake_at(at);
+            }
+            let Some(subsets) = due else {
+                continue;
+            };
+            match existing {
+                Some(ep) => {
                     let mut new = ep.clone();
                     new["subsets"] = subsets;
                     put(s, &ep_res, &ep, new);
                 }
-                Err(_) => {
+                None => {
                     let _ = s.create(
                         &ep_res,
                         &ns,
@@ -888,6 +995,7 @@ impl Controllers {
             .iter()
             .map(|s| (ns_of(s).to_string(), name_of(s).to_string()))
             .collect();
+        self.endpoint_changes.retain(|k, _| live.contains(k));
         for ep in s.all(&res("endpoints"), "") {
             if !live.contains(&(ns_of(&ep).to_string(), name_of(&ep).to_string())) {
                 let _ = s.delete(&res("endpoints"), ns_of(&ep), name_of(&ep));

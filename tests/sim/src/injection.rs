@@ -1,4 +1,8 @@
-//! Which control plane injects a new pod, exactly as ISTIO.md states:
+//! ISTIO.md's rule table of which control plane injects a new pod, kept as the oracle that
+//! the webhook evaluation in `webhook` is tested against (tests/admission.rs). The sim itself
+//! decides injection from the MutatingWebhookConfigurations in its store, never from this.
+//!
+//! The rules:
 //!
 //! 1. Namespace `istio-injection=disabled` → no injection.
 //! 2. Namespace `istio-injection=enabled` → only revision "" or tag `default` injects

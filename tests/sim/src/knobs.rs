@@ -15,6 +15,14 @@ pub struct Knobs {
     pub node_ready_ms: u64,
     /// A scheduled pod's containers start and turn Ready after this long.
     pub pod_start_ms: u64,
+    /// How long a pod's containers take to exit after SIGTERM (capped by its grace period).
+    pub termination_ms: u64,
+    /// How long an Istio proxy drains after SIGTERM (`terminationDrainDuration`): a pod with
+    /// an `istio-proxy` container is gone no sooner than this (capped by its grace period).
+    pub termination_drain_ms: u64,
+    /// How long a pod change takes to show in its Services' Endpoints (and so in what
+    /// proxies and webhooks reach).
+    pub endpoint_lag_ms: u64,
     /// Extra start time for pods whose images (or injected revision) contain `matches`.
     pub slow_pods: Vec<SlowPods>,
     /// Pods with an image (or injected revision) containing one of these crash-loop, never Ready.
@@ -38,6 +46,9 @@ impl Default for Knobs {
         Self {
             node_ready_ms: 40,
             pod_start_ms: 15,
+            termination_ms: 30,
+            termination_drain_ms: 40,
+            endpoint_lag_ms: 10,
             slow_pods: Vec::new(),
             crashloop: Vec::new(),
             stall_ca_bundle: Vec::new(),
@@ -57,6 +68,9 @@ impl Knobs {
         Self {
             node_ready_ms: 2_500,
             pod_start_ms: 1_200,
+            termination_ms: 2_000,
+            termination_drain_ms: 5_000,
+            endpoint_lag_ms: 1_000,
             tool_latency_ms: [("k3d".to_string(), 1_500), ("helm".to_string(), 400)].into(),
             ..Self::default()
         }

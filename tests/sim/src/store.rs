@@ -544,17 +544,31 @@ impl Store {
         if spec_changed {
             generation += 1;
         }
-        let keep: Vec<(&str, Value)> = ["uid", "creationTimestamp", "name", "namespace"]
-            .iter()
-            .filter_map(|k| {
-                old.pointer(&format!("/metadata/{k}"))
-                    .map(|v| (*k, v.clone()))
-            })
-            .collect();
+        // Immutable, and set only by deletion: an update cannot clear a deletionTimestamp.
+        let keep: Vec<(&str, Value)> = [
+            "uid",
+            "creationTimestamp",
+            "name",
+            "namespace",
+            "deletionTimestamp",
+        ]
+        .iter()
+        .filter_map(|k| {
+            old.pointer(&format!("/metadata/{k}"))
+                .map(|v| (*k, v.clone()))
+        })
+        .collect();
         if obj.get("status").is_none()
             && let Some(st) = old.get("status")
         {
             obj["status"] = st.clone();
+        }
+        if obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .is_none()
+            && let Some(g) = old.pointer("/metadata/deletionGracePeriodSeconds")
+        {
+            obj["metadata"]["deletionGracePeriodSeconds"] = g.clone();
         }
         self.revision += 1;
         obj["apiVersion"] = json!(res.api_version());
@@ -588,26 +602,109 @@ impl Store {
         self.update(res, ns, name, obj)
     }
 
+    /// Delete as the API server does with default options: see [`Store::delete_with`].
     pub fn delete(&mut self, res: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.delete_with(res, ns, name, None)
+    }
+
+    /// Delete an object as the API server does (KUBERNETES.md, "Deletion is not instant"):
+    ///
+    /// - A pod on a node gets `metadata.deletionTimestamp` and `deletionGracePeriodSeconds`
+    ///   (`grace`, else `spec.terminationGracePeriodSeconds`, else 30) and stays until the
+    ///   kubelet (the sim's pod controller) has stopped it and calls [`Store::remove`]. Grace 0,
+    ///   a pod never scheduled, or one whose containers already exited goes at once. Deleting a
+    ///   terminating pod again only ever shortens its grace period.
+    /// - A namespace turns `Terminating` (finalizer `kubernetes`); the namespace controller
+    ///   empties it, then removes it. Deleting it again is `409 Conflict`.
+    /// - Anything else goes at once; the garbage collector deletes what it owned.
+    pub fn delete_with(
+        &mut self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        grace: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        let key = Self::key(res, ns, name);
+        let Some(old) = self.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found(res, name));
+        };
+        let core = res.group.is_empty();
+        let terminating = old.pointer("/metadata/deletionTimestamp").is_some();
+        if core && res.plural == "namespaces" {
+            if terminating {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on namespaces \"{name}\": The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system."
+                    ),
+                ));
+            }
+            let mut obj = old;
+            obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            obj["spec"]["finalizers"] = json!(["kubernetes"]);
+            obj["status"]["phase"] = json!("Terminating");
+            return self.update(res, ns, name, obj);
+        }
+        if core && res.plural == "pods" {
+            let phase = old.pointer("/status/phase").and_then(Value::as_str);
+            let scheduled = old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            let grace = match grace {
+                _ if !scheduled || matches!(phase, Some("Succeeded" | "Failed")) => 0,
+                Some(g) => g.max(0),
+                None => old
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30),
+            };
+            if grace == 0 {
+                return self.remove(res, ns, name);
+            }
+            let current = old
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            if terminating && current.is_some_and(|c| c <= grace) {
+                return Ok(old);
+            }
+            let mut obj = old;
+            if !terminating {
+                obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            }
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            return self.update(res, ns, name, obj);
+        }
+        self.remove(res, ns, name)
+    }
+
+    /// The object leaves storage now (a kubelet done with a pod, a namespace emptied, or any
+    /// object without finalizers).
+    pub fn remove(&mut self, res: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
         let key = Self::key(res, ns, name);
         let Some(mut obj) = self.objects.remove(&key) else {
             return Err(ApiError::not_found(res, name));
         };
         self.revision += 1;
         obj["metadata"]["resourceVersion"] = json!(self.revision.to_string());
-        if res.plural == "namespaces" {
-            let doomed: Vec<Key> = self
-                .objects
-                .keys()
-                .filter(|k| k.namespace == name)
-                .cloned()
-                .collect();
-            for k in doomed {
-                self.objects.remove(&k);
-            }
-        }
         self.notify("DELETED", res, &obj);
         Ok(obj)
+    }
+
+    /// Every stored object in a namespace: (resource, name).
+    pub fn contents(&self, ns: &str) -> Vec<(Resource, String)> {
+        self.objects
+            .keys()
+            .filter(|k| k.namespace == ns)
+            .filter_map(|k| {
+                let r = self
+                    .resources
+                    .iter()
+                    .find(|r| r.group == k.group && r.plural == k.plural)?;
+                Some((r.clone(), k.name.clone()))
+            })
+            .collect()
     }
 
     fn register_crd(&mut self, crd: &Value) {
@@ -869,16 +966,59 @@ mod tests {
                 .code,
             409
         );
-        s.delete(&ns_res(), "", "x").expect("delete ns");
-        assert!(
-            s.list(
-                &cm_res(),
-                "",
-                &Selector::default(),
-                &FieldSelector::default()
-            )
-            .is_empty()
+        let ns = s.delete(&ns_res(), "", "x").expect("delete ns");
+        assert_eq!(ns["status"]["phase"], "Terminating");
+        assert!(ns["metadata"]["deletionTimestamp"].is_string());
+        let again = s.delete(&ns_res(), "", "x").expect_err("deleting twice");
+        assert_eq!((again.code, again.reason), (409, "Conflict"));
+        assert!(again.message.contains("ensuring all content is removed"));
+        let refused = s
+            .create(&cm_res(), "x", json!({"metadata": {"name": "d"}}))
+            .expect_err("new content");
+        assert_eq!(refused.code, 403);
+        assert!(refused.message.contains("because it is being terminated"));
+        let same = s
+            .create(&ns_res(), "", json!({"metadata": {"name": "x"}}))
+            .expect_err("same name");
+        assert_eq!((same.code, same.reason), (409, "AlreadyExists"));
+        // Its content goes with it through the namespace controller (controllers' tests).
+        assert_eq!(s.contents("x").len(), 1);
+    }
+
+    #[test]
+    fn pods_terminate_gracefully_unless_told_otherwise() {
+        let mut s = Store::new();
+        s.create(&ns_res(), "", json!({"metadata": {"name": "x"}}))
+            .expect("ns");
+        let pods = res("pods");
+        let pod = |name: &str, grace: Option<i64>| {
+            let mut p = json!({"metadata": {"name": name}, "spec": {"nodeName": "n"}});
+            if let Some(g) = grace {
+                p["spec"]["terminationGracePeriodSeconds"] = json!(g);
+            }
+            p
+        };
+        s.create(&pods, "x", pod("a", None)).expect("a");
+        let a = s.delete(&pods, "x", "a").expect("delete a");
+        assert_eq!(a["metadata"]["deletionGracePeriodSeconds"], 30);
+        assert!(s.get(&pods, "x", "a").is_ok(), "still there, terminating");
+        let a = s.delete_with(&pods, "x", "a", Some(5)).expect("shorter");
+        assert_eq!(a["metadata"]["deletionGracePeriodSeconds"], 5);
+        let a = s.delete_with(&pods, "x", "a", Some(60)).expect("longer");
+        assert_eq!(
+            a["metadata"]["deletionGracePeriodSeconds"], 5,
+            "never longer"
         );
+        s.create(&pods, "x", pod("b", Some(7))).expect("b");
+        let b = s.delete(&pods, "x", "b").expect("delete b");
+        assert_eq!(b["metadata"]["deletionGracePeriodSeconds"], 7);
+        s.create(&pods, "x", pod("c", None)).expect("c");
+        s.delete_with(&pods, "x", "c", Some(0)).expect("force");
+        assert_eq!(s.get(&pods, "x", "c").expect_err("gone").code, 404);
+        s.create(&pods, "x", json!({"metadata": {"name": "d"}}))
+            .expect("d");
+        s.delete(&pods, "x", "d").expect("unscheduled");
+        assert_eq!(s.get(&pods, "x", "d").expect_err("gone").code, 404);
     }
 
     #[test]

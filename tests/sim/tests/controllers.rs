@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use paddock_sim::controllers::pod_ready;
+use paddock_sim::controllers::{pod_ready, terminating};
 use paddock_sim::knobs::Knobs;
 use paddock_sim::store::{Store, res};
 use paddock_sim::{Cluster, Options};
@@ -22,10 +22,12 @@ async fn until(cluster: &Cluster, what: &str, mut f: impl FnMut(&mut Store) -> b
     }
 }
 
+/// The pods of an app that are not terminating (what Kubernetes counts against a rollout's
+/// bounds).
 fn pods(s: &Store, ns: &str, app: &str) -> Vec<Value> {
     s.all(&res("pods"), ns)
         .into_iter()
-        .filter(|p| p["metadata"]["labels"]["app"] == app)
+        .filter(|p| p["metadata"]["labels"]["app"] == app && !terminating(p))
         .collect()
 }
 
