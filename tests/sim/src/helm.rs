@@ -4,6 +4,12 @@
 //! Helm's ownership labels and annotations, refuse objects owned by another release, and
 //! leave a `pending-*` release behind if interrupted.
 //!
+//! A mutating operation has two halves, as real Helm's does: the first checks, records the
+//! release `pending-*` (or `uninstalling`) and applies the objects; the fake `helm` process
+//! then works (its latency, `--wait`) and asks for the second half, which records the
+//! outcome. A helm killed between them leaves the release pending, and another operation on
+//! it meanwhile is refused with Helm's "another operation ... is in progress".
+//!
 //! The release payload is base64 JSON (real Helm gzips it first); nothing outside the sim
 //! decodes it.
 
@@ -37,6 +43,21 @@ pub struct Request {
     pub statuses: Vec<String>,
     /// Stop after recording the release as pending (a helm process killed mid-operation).
     pub die_pending: bool,
+    /// For `finish`: what the first half left to record.
+    pub finish: Option<Finish>,
+}
+
+/// The second half of a mutating operation: what to record once the helm process is done.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Finish {
+    /// `deploy` (install, upgrade, rollback) or `uninstall`.
+    pub op: String,
+    pub release: String,
+    pub namespace: String,
+    pub version: u64,
+    pub description: String,
+    pub keep_history: bool,
 }
 
 /// What the fake `helm` prints and how it exits.
@@ -46,21 +67,32 @@ pub struct Response {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// Set when the first half of a mutating operation succeeded: the client works, then
+    /// sends this back as a `finish` request.
+    pub finish: Option<Finish>,
 }
 
 fn ok(stdout: impl Into<String>) -> Response {
     Response {
         code: 0,
         stdout: stdout.into(),
-        stderr: String::new(),
+        ..Response::default()
     }
 }
 
 fn fail(message: impl std::fmt::Display) -> Response {
     Response {
         code: 1,
-        stdout: String::new(),
         stderr: format!("Error: {message}\n"),
+        ..Response::default()
+    }
+}
+
+/// The first half succeeded: the client finishes with `finish` once it has worked.
+fn started(stdout: impl Into<String>, finish: Finish) -> Response {
+    Response {
+        finish: Some(finish),
+        ..ok(stdout)
     }
 }
 
@@ -83,6 +115,10 @@ fn handle(s: &mut Store, r: &Request) -> Response {
         "get-values" => with_latest(s, r, |rel| ok(rel["config"].to_string())),
         "history" => history(s, r),
         "ready" => ready(s, r),
+        "finish" => match &r.finish {
+            Some(f) => finish(s, f),
+            None => fail("finish without what to finish"),
+        },
         other => fail(format!("unknown command \"{other}\" for \"helm\"")),
     }
 }
@@ -314,8 +350,7 @@ fn install(s: &mut Store, r: &Request) -> Response {
     if r.die_pending {
         return Response {
             code: 137,
-            stdout: String::new(),
-            stderr: String::new(),
+            ..Response::default()
         };
     }
     if let Err(e) = apply_objects(s, &r.release, &r.namespace, &objects) {
@@ -327,13 +362,12 @@ fn install(s: &mut Store, r: &Request) -> Response {
         );
         return fail(format!("{verb}: {}", e.message));
     }
-    supersede(s, &history, &manifest, &r.namespace);
+    prune_previous(s, &history, &manifest, &r.namespace);
     let description = if history.is_empty() {
         "Install complete"
     } else {
         "Upgrade complete"
     };
-    set_status(s, &mut rel, "deployed", description);
     let head = if history.is_empty() && r.op == "upgrade" {
         format!(
             "Release \"{}\" does not exist. Installing it now.\n",
@@ -347,29 +381,78 @@ fn install(s: &mut Store, r: &Request) -> Response {
             r.release
         )
     };
-    ok(format!(
-        "{head}NAME: {}\nLAST DEPLOYED: {}\nNAMESPACE: {}\nSTATUS: deployed\nREVISION: {version_n}\nTEST SUITE: None\n",
-        r.release,
-        rel["info"]["last_deployed"].as_str().unwrap_or_default(),
-        r.namespace
-    ))
+    started(
+        format!(
+            "{head}NAME: {}\nLAST DEPLOYED: {}\nNAMESPACE: {}\nSTATUS: deployed\nREVISION: {version_n}\nTEST SUITE: None\n",
+            r.release,
+            rel["info"]["last_deployed"].as_str().unwrap_or_default(),
+            r.namespace
+        ),
+        Finish {
+            op: "deploy".into(),
+            release: r.release.clone(),
+            namespace: r.namespace.clone(),
+            version: version_n,
+            description: description.into(),
+            keep_history: false,
+        },
+    )
+}
+
+/// The second half: record the outcome of an operation whose first half left the release
+/// pending. The release may have changed meanwhile (another client recovered it): what this
+/// records then is what Helm would, the last writer winning.
+fn finish(s: &mut Store, f: &Finish) -> Response {
+    let history = revisions(s, &f.namespace, &f.release);
+    match f.op.as_str() {
+        "uninstall" => {
+            if f.keep_history {
+                if let Some(last) = history.last() {
+                    let mut last = last.clone();
+                    set_status(s, &mut last, "uninstalled", "Uninstallation complete");
+                }
+            } else {
+                for h in &history {
+                    let v = h["version"].as_u64().unwrap_or(0);
+                    let _ = s.delete(&res("secrets"), &f.namespace, &secret_name(&f.release, v));
+                }
+            }
+            ok("")
+        }
+        _ => {
+            let Some(mut rel) = history
+                .iter()
+                .find(|h| h["version"].as_u64() == Some(f.version))
+                .cloned()
+            else {
+                return fail(format!(
+                    "failed to record release {} version {}: release: not found",
+                    f.release, f.version
+                ));
+            };
+            for h in &history {
+                let earlier = h["version"].as_u64().unwrap_or(0) != f.version;
+                if earlier && (h["info"]["status"] == "deployed" || h["info"]["status"] == "failed")
+                {
+                    let mut h = h.clone();
+                    set_status(s, &mut h, "superseded", "Superseded");
+                }
+            }
+            set_status(s, &mut rel, "deployed", &f.description);
+            ok("")
+        }
+    }
 }
 
 /// After a new revision applied: remove what the last deployed revision had and the new one
-/// does not, and mark earlier deployed or failed revisions superseded.
-fn supersede(s: &mut Store, history: &[Value], manifest: &[Value], namespace: &str) {
+/// does not (earlier revisions are marked superseded when the operation finishes).
+fn prune_previous(s: &mut Store, history: &[Value], manifest: &[Value], namespace: &str) {
     if let Some(prev) = history
         .iter()
         .rev()
         .find(|h| h["info"]["status"] == "deployed")
     {
         prune(s, prev, manifest, namespace);
-    }
-    for h in history {
-        if h["info"]["status"] == "deployed" || h["info"]["status"] == "failed" {
-            let mut h = h.clone();
-            set_status(s, &mut h, "superseded", "Superseded");
-        }
     }
 }
 
@@ -498,21 +581,29 @@ fn uninstall(s: &mut Store, r: &Request) -> Response {
             r.release
         ));
     };
+    let mut marked = last.clone();
+    set_status(
+        s,
+        &mut marked,
+        "uninstalling",
+        "Deletion in progress (or silently failed)",
+    );
     for obj in last["manifest"].as_array().into_iter().flatten() {
         if obj["keep"] != true {
             delete_ref(s, obj, &r.namespace);
         }
     }
-    if r.keep_history {
-        let mut last = last.clone();
-        set_status(s, &mut last, "uninstalled", "Uninstallation complete");
-    } else {
-        for h in &history {
-            let v = h["version"].as_u64().unwrap_or(0);
-            let _ = s.delete(&res("secrets"), &r.namespace, &secret_name(&r.release, v));
-        }
-    }
-    ok(format!("release \"{}\" uninstalled\n", r.release))
+    started(
+        format!("release \"{}\" uninstalled\n", r.release),
+        Finish {
+            op: "uninstall".into(),
+            release: r.release.clone(),
+            namespace: r.namespace.clone(),
+            version: last["version"].as_u64().unwrap_or(0),
+            description: "Uninstallation complete".into(),
+            keep_history: r.keep_history,
+        },
+    )
 }
 
 fn rollback(s: &mut Store, r: &Request) -> Response {
@@ -551,9 +642,18 @@ fn rollback(s: &mut Store, r: &Request) -> Response {
         return fail(format!("ROLLBACK FAILED: {}", e.message));
     }
     let manifest: Vec<Value> = objects.iter().map(|o| ref_of(o, &r.namespace)).collect();
-    supersede(s, &history, &manifest, &r.namespace);
-    set_status(s, &mut rel, "deployed", &format!("Rollback to {target_v}"));
-    ok("Rollback was a success! Happy Helming!\n")
+    prune_previous(s, &history, &manifest, &r.namespace);
+    started(
+        "Rollback was a success! Happy Helming!\n",
+        Finish {
+            op: "deploy".into(),
+            release: r.release.clone(),
+            namespace: r.namespace.clone(),
+            version: current + 1,
+            description: format!("Rollback to {target_v}"),
+            keep_history: false,
+        },
+    )
 }
 
 fn all_releases(s: &Store, ns: &str) -> Vec<Value> {

@@ -33,7 +33,9 @@ pub struct Knobs {
     pub api_down_until_ms: u64,
     /// Extra latency per HTTP verb (`GET`, `PATCH`, ...), in milliseconds.
     pub slow_verbs: BTreeMap<String, u64>,
-    /// How long a fake tool invocation takes before it acts, per tool (`k3d`, `helm`).
+    /// How long a fake tool invocation takes, per tool (`k3d`, `helm`) or per tool and
+    /// command (`helm upgrade`, which wins over `helm`). A mutating helm spends it with its
+    /// release pending; any other invocation before it acts.
     pub tool_latency_ms: BTreeMap<String, u64>,
     /// Fail or hang chosen tool invocations.
     pub tool_faults: Vec<ToolFault>,
@@ -100,6 +102,17 @@ impl Knobs {
         let tmp = home.join("knobs.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
         std::fs::rename(tmp, Self::path(home))
+    }
+
+    /// How long an invocation of `tool` with `args` takes: its command's entry (the first
+    /// argument not starting with `-`), else the tool's.
+    pub fn latency_ms(&self, tool: &str, args: &[String]) -> u64 {
+        let command = args.iter().find(|a| !a.starts_with('-'));
+        command
+            .and_then(|c| self.tool_latency_ms.get(&format!("{tool} {c}")))
+            .or_else(|| self.tool_latency_ms.get(tool))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Extra start delay for a pod with these images and injected revision.

@@ -137,8 +137,10 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
             FaultAction::FailAfter | FaultAction::DiePending => {}
         }
     }
-    if let Some(ms) = knobs.tool_latency_ms.get(tool) {
-        std::thread::sleep(Duration::from_millis(*ms));
+    let latency = Duration::from_millis(knobs.latency_ms(tool, args));
+    // A mutating helm spends its time inside the operation, with the release pending.
+    if !(tool == "helm" && helm_mutates(args)) {
+        std::thread::sleep(latency);
     }
     let stdin_text = || {
         let mut s = String::new();
@@ -153,6 +155,7 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
             fault
                 .as_ref()
                 .is_some_and(|f| f.action == FaultAction::DiePending),
+            latency,
         ),
     };
     if let Some(f) = fault.filter(|f| f.action == FaultAction::FailAfter) {
@@ -974,7 +977,51 @@ fn unknown_in(major: u8, flag: &str) -> bool {
     }
 }
 
-fn helm_cli(args: &[String], major: u8, die_pending: bool) -> Outcome {
+/// Does this helm command change a release (install, upgrade, rollback, uninstall)?
+fn helm_mutates(args: &[String]) -> bool {
+    let pos = positionals(args, HELM_VALUE_FLAGS);
+    matches!(
+        pos.first().map(String::as_str),
+        Some("upgrade" | "install" | "rollback" | "uninstall" | "un" | "delete" | "del")
+    ) && !args.iter().any(|a| a.starts_with("--dry-run"))
+}
+
+/// The two halves of a mutating operation: the first leaves the release pending; the helm
+/// process works (`work`, then `until_done` such as `--wait`), then records the outcome.
+fn two_halves(
+    args: &[String],
+    req: &helm::Request,
+    work: Duration,
+    until_done: impl FnOnce() -> Option<Outcome>,
+) -> Outcome {
+    let first = match call_response(args, req) {
+        Ok(r) => r,
+        Err(out) => return out,
+    };
+    let out = Outcome {
+        code: first.code,
+        stdout: first.stdout,
+        stderr: first.stderr,
+    };
+    let Some(finish) = first.finish else {
+        return out;
+    };
+    std::thread::sleep(work);
+    if let Some(failed) = until_done() {
+        return failed;
+    }
+    let done = call(
+        args,
+        &helm::Request {
+            op: "finish".into(),
+            finish: Some(finish),
+            ..Default::default()
+        },
+    );
+    if done.code != 0 { done } else { out }
+}
+
+fn helm_cli(args: &[String], major: u8, die_pending: bool, work: Duration) -> Outcome {
     // Validate flags as cobra would.
     let mut i = 0;
     while i < args.len() {
@@ -1076,43 +1123,47 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool) -> Outcome {
                     "NAME: {release}\nSTATUS: pending-install\nREVISION: 1\n"
                 ));
             }
-            let out = call(args, &req);
             let wait = args.iter().any(|a| {
                 a == "--wait" || a == "--wait=true" || a == "--wait=watcher" || a == "--wait=legacy"
             }) || has(&["--atomic", "--rollback-on-failure"]);
-            if out.code != 0 || !wait {
-                return out;
-            }
             let timeout =
                 parse_duration(&flag_value(args, &["--timeout"]).unwrap_or("5m0s".into()))
                     .unwrap_or(Duration::from_secs(300));
-            let deadline = Instant::now() + timeout;
-            loop {
-                let r = call(
-                    args,
-                    &helm::Request {
-                        op: "ready".into(),
-                        release: release.to_string(),
-                        namespace: ns.clone(),
-                        ..Default::default()
-                    },
-                );
-                if r.code != 0 {
-                    return r;
+            let upgrading = op == "upgrade";
+            two_halves(args, &req, work, || {
+                if !wait {
+                    return None;
                 }
-                if r.stdout.trim() == "true" {
-                    return out;
+                let deadline = Instant::now() + timeout;
+                loop {
+                    let r = call(
+                        args,
+                        &helm::Request {
+                            op: "ready".into(),
+                            release: release.to_string(),
+                            namespace: ns.clone(),
+                            ..Default::default()
+                        },
+                    );
+                    if r.code != 0 {
+                        return Some(r);
+                    }
+                    if r.stdout.trim() == "true" {
+                        return None;
+                    }
+                    if Instant::now() > deadline {
+                        let verb = if upgrading {
+                            "UPGRADE FAILED"
+                        } else {
+                            "INSTALLATION FAILED"
+                        };
+                        return Some(Outcome::helm_error(format!(
+                            "{verb}: context deadline exceeded"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                if Instant::now() > deadline {
-                    let verb = if out.stdout.contains("has been upgraded") {
-                        "UPGRADE FAILED"
-                    } else {
-                        "INSTALLATION FAILED"
-                    };
-                    return Outcome::helm_error(format!("{verb}: context deadline exceeded"));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            })
         }
         ["upgrade" | "install", ..] => Outcome::helm_error(format!(
             "\"helm {}\" requires 2 arguments\n\nUsage:  helm {} [RELEASE] [CHART] [flags]",
@@ -1121,7 +1172,7 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool) -> Outcome {
         ["uninstall" | "un" | "delete" | "del", releases @ ..] if !releases.is_empty() => {
             let mut out = Outcome::ok("");
             for r in releases {
-                let o = call(
+                let o = two_halves(
                     args,
                     &helm::Request {
                         op: "uninstall".into(),
@@ -1130,6 +1181,8 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool) -> Outcome {
                         keep_history: has(&["--keep-history"]),
                         ..Default::default()
                     },
+                    work,
+                    || None,
                 );
                 out.stdout.push_str(&o.stdout);
                 out.stderr.push_str(&o.stderr);
@@ -1137,7 +1190,7 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool) -> Outcome {
             }
             out
         }
-        ["rollback", release, rest @ ..] => call(
+        ["rollback", release, rest @ ..] => two_halves(
             args,
             &helm::Request {
                 op: "rollback".into(),
@@ -1146,6 +1199,8 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool) -> Outcome {
                 revision: rest.first().and_then(|r| r.parse().ok()),
                 ..Default::default()
             },
+            work,
+            || None,
         ),
         ["list" | "ls"] => {
             let mut statuses = Vec::new();
@@ -1538,27 +1593,29 @@ fn template(args: &[String], rest: &[&str]) -> Outcome {
 
 /// Send a request to the cluster the kubeconfig names, as helm would reach the API server.
 fn call(args: &[String], req: &helm::Request) -> Outcome {
-    let server = match kube_server(args) {
-        Ok(s) => s,
-        Err(e) => return Outcome::helm_error(e),
-    };
+    match call_response(args, req) {
+        Ok(r) => Outcome {
+            code: r.code,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        },
+        Err(out) => out,
+    }
+}
+
+/// The simulated helm's whole answer, or what helm prints when it cannot reach the cluster.
+fn call_response(args: &[String], req: &helm::Request) -> Result<helm::Response, Outcome> {
+    let server = kube_server(args).map_err(Outcome::helm_error)?;
     let body = serde_json::to_string(req).unwrap_or_default();
     match http_post(&server, "/sim/helm", &body) {
-        Ok((200, text)) => {
-            let r: helm::Response = serde_json::from_str(&text).unwrap_or_default();
-            Outcome {
-                code: r.code,
-                stdout: r.stdout,
-                stderr: r.stderr,
-            }
-        }
-        Ok((code, text)) => Outcome::helm_error(format!(
+        Ok((200, text)) => Ok(serde_json::from_str(&text).unwrap_or_default()),
+        Ok((code, text)) => Err(Outcome::helm_error(format!(
             "Kubernetes cluster unreachable: the server responded {code}: {}",
             text.trim()
-        )),
-        Err(e) => Outcome::helm_error(format!(
+        ))),
+        Err(e) => Err(Outcome::helm_error(format!(
             "Kubernetes cluster unreachable: Get \"{server}/version\": {e}"
-        )),
+        ))),
     }
 }
 
@@ -1709,7 +1766,12 @@ mod tests {
         assert!(unknown_in(4, "--atomic"));
         assert!(!unknown_in(3, "--atomic"));
         assert!(unknown_in(3, "--rollback-on-failure"));
-        let out = helm_cli(&["upgrade".into(), "--force".into()], 4, false);
+        let out = helm_cli(
+            &["upgrade".into(), "--force".into()],
+            4,
+            false,
+            Duration::ZERO,
+        );
         assert_eq!(out.code, 1);
         assert_eq!(out.stderr, "Error: unknown flag: --force\n");
     }

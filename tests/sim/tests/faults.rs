@@ -237,6 +237,98 @@ fn a_helm_killed_mid_upgrade_leaves_a_pending_release() {
     assert_eq!(statuses, ["deployed", "pending-upgrade"]);
 }
 
+fn statuses(h: &Home) -> Vec<String> {
+    let history = h.run(
+        "helm",
+        &["history", "istio-base", "-n", "istio-system", "-o", "json"],
+        None,
+    );
+    let rows: Value = serde_json::from_slice(&history.stdout).expect("json");
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["status"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// While a helm upgrade works (its latency), its release is `pending-upgrade`; another
+/// operation meanwhile is refused; the first then finishes `deployed`. A helm killed with
+/// SIGKILL inside that window leaves the release pending for good.
+#[test]
+fn a_working_helm_holds_its_release_pending_and_a_killed_one_leaves_it_so() {
+    let h = Home::new();
+    h.cluster("window");
+    assert!(base_install(&h).status.success());
+    h.knobs(&Knobs {
+        tool_latency_ms: [("helm upgrade".to_string(), 1_500)].into(),
+        ..Knobs::default()
+    });
+    let spawn = || {
+        h.command(
+            "helm",
+            &[
+                "upgrade",
+                "--install",
+                "istio-base",
+                "base",
+                "--repo",
+                ISTIO,
+                "--version",
+                "1.29.6",
+                "-n",
+                "istio-system",
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+    };
+    let pending_soon = || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while statuses(&h).last().map(String::as_str) != Some("pending-upgrade") {
+            assert!(
+                Instant::now() < deadline,
+                "never pending: {:?}",
+                statuses(&h)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let first = spawn();
+    pending_soon();
+    h.knobs(&Knobs::default());
+    let second = base_install(&h);
+    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&second.stderr),
+        "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress\n"
+    );
+    let out = first.wait_with_output().expect("first helm");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(statuses(&h), ["superseded", "deployed"]);
+
+    h.knobs(&Knobs {
+        tool_latency_ms: [("helm upgrade".to_string(), 1_500)].into(),
+        ..Knobs::default()
+    });
+    let mut killed = spawn();
+    pending_soon();
+    killed.kill().expect("SIGKILL");
+    let _ = killed.wait();
+    std::thread::sleep(Duration::from_millis(1_700));
+    assert_eq!(
+        statuses(&h),
+        ["superseded", "deployed", "pending-upgrade"],
+        "nobody finishes what a killed helm started"
+    );
+}
+
 #[test]
 fn helm_3_and_4_differ_in_flags_and_version() {
     let h = Home::new();
