@@ -104,10 +104,9 @@ impl Knobs {
         std::fs::rename(tmp, Self::path(home))
     }
 
-    /// How long an invocation of `tool` with `args` takes: its command's entry (the first
-    /// argument not starting with `-`), else the tool's.
-    pub fn latency_ms(&self, tool: &str, args: &[String]) -> u64 {
-        let command = args.iter().find(|a| !a.starts_with('-'));
+    /// How long an invocation of `tool` running `command` (its first positional argument)
+    /// takes: the command's entry, else the tool's.
+    pub fn latency_ms(&self, tool: &str, command: Option<&str>) -> u64 {
         command
             .and_then(|c| self.tool_latency_ms.get(&format!("{tool} {c}")))
             .or_else(|| self.tool_latency_ms.get(tool))

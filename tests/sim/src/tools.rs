@@ -137,7 +137,12 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
             FaultAction::FailAfter | FaultAction::DiePending => {}
         }
     }
-    let latency = Duration::from_millis(knobs.latency_ms(tool, args));
+    let command = if tool == "helm" {
+        positionals(args, HELM_VALUE_FLAGS).into_iter().next()
+    } else {
+        args.first().cloned()
+    };
+    let latency = Duration::from_millis(knobs.latency_ms(tool, command.as_deref()));
     // A mutating helm spends its time inside the operation, with the release pending.
     if !(tool == "helm" && helm_mutates(args)) {
         std::thread::sleep(latency);
