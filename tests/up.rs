@@ -285,6 +285,51 @@ fn up_killed_at_each_step_converges_on_rerun() {
     }
 }
 
+/// Helm works with its release pending (K3D.md, KUBERNETES.md): a paddock killed meanwhile
+/// leaves that helm running. The next `up` lets it finish instead of racing it ("another
+/// operation is in progress") or undoing what it does.
+#[test]
+fn up_killed_while_helm_works_lets_that_helm_finish_and_undoes_nothing() {
+    let w = World::new(false);
+    w.set_knobs(&Knobs {
+        tool_latency_ms: [("helm upgrade".to_string(), 1_500)].into(),
+        ..Knobs::default()
+    });
+    let mut child = w.spawn_paddock(&["up", "ci", "-o", "json"]);
+    let out = child.stdout.take().expect("stdout");
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["status"] == "started" && v["step"] == "helm.install/istiod-1-30-3" {
+            // Inside helm's window: its release is pending-install now.
+            std::thread::sleep(Duration::from_millis(400));
+            child.kill().expect("SIGKILL");
+            break;
+        }
+    }
+    let _ = child.wait();
+    let before = w.mutations().len();
+    let rerun = w.paddock(&["up", "ci", "-o", "json"]);
+    assert!(
+        rerun.status.success(),
+        "rerun: {}{}",
+        stdout(&rerun),
+        stderr(&rerun)
+    );
+    let undone: Vec<String> = w.mutations()[before..]
+        .iter()
+        .filter(|m| {
+            m.contains("istiod-1-30-3") && (m.contains("uninstall") || m.contains("rollback"))
+        })
+        .cloned()
+        .collect();
+    assert!(
+        undone.is_empty(),
+        "what the interrupted run's helm did is not undone: {undone:?}"
+    );
+    let again = result(&w.paddock(&["up", "ci", "-o", "json"]));
+    assert_eq!(again["upToDate"], true);
+}
+
 #[test]
 fn ctrl_c_stops_between_steps_and_a_rerun_continues() {
     let w = World::new(false);

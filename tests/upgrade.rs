@@ -351,6 +351,88 @@ fn in_place_patch_upgrade_under_traffic_drops_no_request() {
     in_place("1.30.2", "1.30.3");
 }
 
+/// Pods terminating for a while after each rollout is done, and endpoints lagging behind.
+fn terminating_knobs() -> Knobs {
+    Knobs {
+        termination_ms: 1_200,
+        termination_drain_ms: 1_500,
+        endpoint_lag_ms: 150,
+        ..Knobs::default()
+    }
+}
+
+/// A rollout is done by kubectl's rules while the old pods still terminate, annotated with the
+/// old revision and running the old proxy (KUBERNETES.md): an upgrade's checks must not take
+/// them for workloads left behind and roll a healthy upgrade back.
+#[test]
+fn upgrades_are_not_fooled_by_pods_that_are_still_terminating() {
+    for (strategy, to) in [("canary", "1.30.3"), ("in-place", "1.30.3")] {
+        let w = mesh_world("1.29.6", strategy);
+        two_workloads(&w);
+        w.set_knobs(&terminating_knobs());
+        std::thread::sleep(Duration::from_millis(400));
+        let out = w.paddock(&[
+            "upgrade",
+            "mesh",
+            "--to",
+            to,
+            "--grace",
+            "0",
+            "--timeout",
+            "60",
+            "-o",
+            "json",
+        ]);
+        assert_eq!(
+            result(&out)["ok"],
+            true,
+            "{strategy}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert_all_on(&w, to);
+    }
+}
+
+/// The smoke step deletes its namespace, which then terminates for a while; undoing the step
+/// meanwhile (a later step failed) must not fail on the API's 409 for a namespace already
+/// being deleted.
+#[test]
+fn a_rollback_right_after_the_smoke_test_copes_with_its_terminating_namespace() {
+    let w = mesh_world("1.29.6", "canary");
+    two_workloads(&w);
+    let mut k = fault("helm", &["template"], 0);
+    k.termination_ms = 3_000;
+    k.termination_drain_ms = 3_000;
+    w.set_knobs(&k);
+    std::thread::sleep(Duration::from_millis(400));
+    let out = w.paddock(&[
+        "upgrade",
+        "mesh",
+        "--to",
+        "1.30.3",
+        "--timeout",
+        "20",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "rolled back: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let r = result(&out);
+    assert_eq!(r["step"], "tag-canary", "{r}");
+    assert!(
+        r["undone"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|s| s == "smoke")),
+        "{r}"
+    );
+}
+
 fn fault(tool: &str, args: &[&str], after: usize) -> Knobs {
     Knobs {
         tool_faults: vec![ToolFault {
