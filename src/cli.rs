@@ -1045,6 +1045,10 @@ fn upgrade(
         let helm = crate::helm::cli::Helm::detect(tools.need_helm().map_err(Failure::Other)?)
             .await
             .map_err(|e| Failure::Other(format!("failed to run helm: {e}")))?;
+        let helm = tools
+            .settle_children(&spec.name, helm, |m| rep.note(m))
+            .await
+            .map_err(Failure::Other)?;
         let (op, params, resumed) = match journal.unfinished()?.filter(|(op, _)| op.starts_with("upgrade-")) {
             Some((op, detail)) => {
                 let params: Params = serde_json::from_value(detail)

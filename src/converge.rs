@@ -134,11 +134,17 @@ pub async fn observe(
                 .record()
                 .await
                 .map_err(|e| Error::Failed(e.to_string()))?;
-            let namespaces = c
+            let views = c
                 .kube
                 .namespaces()
                 .await
                 .map_err(|e| Error::Failed(e.to_string()))?;
+            let applied_labels = views
+                .iter()
+                .filter(|v| !v.applied_labels.is_empty())
+                .map(|v| (v.name.clone(), v.applied_labels.clone()))
+                .collect();
+            let namespaces = views.into_iter().map(|v| (v.name, v.labels)).collect();
             let releases = helm.list(&c.kubeconfig).await.map_err(|e| {
                 Error::Failed(format!(
                     "could not list the Helm releases of cluster {}: {e}",
@@ -153,6 +159,7 @@ pub async fn observe(
                 record,
                 releases,
                 namespaces,
+                applied_labels,
                 tags,
             }))
         }
@@ -185,6 +192,10 @@ pub async fn up(
         .map_err(|e| Error::Failed(format!("failed to run helm: {e}")))?;
     let _lock = lock::acquire(&tools.state_dir, &spec.name, "up")
         .map_err(|e| Error::Failed(e.to_string()))?;
+    let helm = tools
+        .settle_children(&spec.name, helm, |m| reporter.note(m))
+        .await
+        .map_err(Error::Failed)?;
     let kubeconfig = tools.cluster_dir(&spec.name).join("kubeconfig");
     let kube_cell = OnceCell::new();
     let (observed, registries, kube) =

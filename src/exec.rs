@@ -102,23 +102,22 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Run a command to completion (blocking).
-pub fn exec_blocking(cmd: &Cmd) -> Result<Output, ExecError> {
+/// The duct expression of a command: output captured, stdin given or closed.
+fn expression(cmd: &Cmd) -> duct::Expression {
     // An OsString (not a Path) so a bare name is looked up on PATH.
     let program = cmd.program.clone().into_os_string();
-    let mut expr = duct::cmd(program, &cmd.args)
+    let expr = duct::cmd(program, &cmd.args)
         .stdout_capture()
         .stderr_capture()
         .unchecked();
-    if let Some(input) = &cmd.stdin {
-        expr = expr.stdin_bytes(input.clone().into_bytes());
-    } else {
-        expr = expr.stdin_null();
+    match &cmd.stdin {
+        Some(input) => expr.stdin_bytes(input.clone().into_bytes()),
+        None => expr.stdin_null(),
     }
-    let out = expr.run().map_err(|source| ExecError::Spawn {
-        cmd: cmd.to_string(),
-        source,
-    })?;
+}
+
+/// A finished run: its output, or the error quoting command, status and stderr.
+fn finished(cmd: &Cmd, out: std::process::Output) -> Result<Output, ExecError> {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if out.status.success() {
@@ -134,6 +133,143 @@ pub fn exec_blocking(cmd: &Cmd) -> Result<Output, ExecError> {
             stdout,
             stderr,
         })
+    }
+}
+
+/// Run a command to completion (blocking).
+pub fn exec_blocking(cmd: &Cmd) -> Result<Output, ExecError> {
+    let out = expression(cmd).run().map_err(|source| ExecError::Spawn {
+        cmd: cmd.to_string(),
+        source,
+    })?;
+    finished(cmd, out)
+}
+
+/// The tool processes paddock runs for one cluster, each noted by a file in a directory of the
+/// state dir while it runs. A killed paddock cannot stop its children: helm goes on working
+/// with its release `pending-*`. The next run under the cluster's lock finds the notes and
+/// waits for those processes ([`Children::wait_for_leftovers`]) instead of racing them or
+/// undoing what they finish.
+#[derive(Debug, Clone)]
+pub struct Children {
+    dir: PathBuf,
+}
+
+/// The note left for a running child.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Note {
+    pid: u32,
+    /// argv as started, to tell the process from a later one that reuses its pid.
+    argv: Vec<String>,
+    shown: String,
+}
+
+impl Children {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// Run a command to completion (blocking), noted while it runs.
+    pub fn exec_blocking(&self, cmd: &Cmd) -> Result<Output, ExecError> {
+        let spawn_err = |source| ExecError::Spawn {
+            cmd: cmd.to_string(),
+            source,
+        };
+        let handle = expression(cmd).start().map_err(spawn_err)?;
+        let mut notes = Vec::new();
+        if std::fs::create_dir_all(&self.dir).is_ok() {
+            let mut argv = vec![cmd.program.display().to_string()];
+            argv.extend(cmd.args.iter().cloned());
+            for pid in handle.pids() {
+                let note = Note {
+                    pid,
+                    argv: argv.clone(),
+                    shown: cmd.to_string(),
+                };
+                let path = self.dir.join(pid.to_string());
+                if let Ok(text) = serde_json::to_vec(&note)
+                    && std::fs::write(&path, text).is_ok()
+                {
+                    notes.push(path);
+                }
+            }
+        }
+        let out = handle.into_output().map_err(spawn_err);
+        for n in notes {
+            let _ = std::fs::remove_file(n);
+        }
+        finished(cmd, out?)
+    }
+
+    /// Wait for the processes an earlier, killed run left working (their notes are still
+    /// here and they still run), at most `timeout`; `said` hears about each one waited for.
+    pub async fn wait_for_leftovers(
+        &self,
+        timeout: std::time::Duration,
+        said: impl Fn(&str),
+    ) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let note: Option<Note> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let Some(note) = note else {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            if running(&note) {
+                said(&format!(
+                    "`{}` (pid {}) from an interrupted run is still working; waiting for it to finish",
+                    note.shown, note.pid
+                ));
+            }
+            while running(&note) {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "`{}` (pid {}) from an interrupted run is still working after {}s; wait for it, or stop it (`kill {}`) and run again",
+                        note.shown,
+                        note.pid,
+                        timeout.as_secs(),
+                        note.pid
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(())
+    }
+}
+
+/// Is the noted process still running (the same program, not a process reusing its pid)?
+fn running(note: &Note) -> bool {
+    match std::fs::read(format!("/proc/{}/cmdline", note.pid)) {
+        Ok(raw) => {
+            let argv: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", note.pid)).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            argv == note.argv && !zombie
+        }
+        // No procfs (macOS): ask ps for the command line.
+        Err(_) if !std::path::Path::new("/proc/self").exists() => std::process::Command::new("ps")
+            .args(["-o", "command=", "-p", &note.pid.to_string()])
+            .output()
+            .is_ok_and(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout).trim() == note.argv.join(" ")
+            }),
+        Err(_) => false,
     }
 }
 

@@ -287,6 +287,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
             namespace,
             workloads,
             ca_bundles,
+            endpoints,
             timeout_secs,
             ..
         } => {
@@ -304,6 +305,11 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
             }
             for hook in ca_bundles {
                 k.wait_webhook_ca(hook, timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for service in endpoints {
+                k.wait_endpoints(namespace, service, timeout)
                     .await
                     .map_err(|e| e.to_string())?;
             }

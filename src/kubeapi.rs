@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::runtime::watcher;
@@ -26,6 +26,8 @@ pub const FIELD_MANAGER: &str = "paddock";
 pub const RECORD_NAME: &str = "paddock";
 /// Record keys `release.<name>`: each release's fingerprint as installed.
 const RELEASE_KEY: &str = "release.";
+/// How long a namespace being deleted may take to go before paddock gives up on it.
+const NAMESPACE_GONE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Label on paddock's namespace: the in-cluster ownership marker.
 pub const MARKER_LABEL: &str = "dev.paddock.managed";
 
@@ -233,13 +235,26 @@ impl Kube {
         .await
     }
 
-    /// Create or label a namespace (server-side apply).
+    /// Create or label a namespace (server-side apply). A namespace of that name still
+    /// terminating is waited out first: nothing can be created in it, and it will be gone.
     pub async fn apply_namespace(
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), Error> {
         let api: Api<Namespace> = Api::all(self.client.clone());
+        self.wait_for(
+            api.clone(),
+            ListParams::default().fields(&format!("metadata.name={name}")),
+            &format!("namespace {name}, which is being deleted, to be gone"),
+            NAMESPACE_GONE_TIMEOUT,
+            |items| {
+                Ok(items
+                    .first()
+                    .is_none_or(|n| n.metadata.deletion_timestamp.is_none()))
+            },
+        )
+        .await?;
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
         api.patch(
             name,
@@ -251,8 +266,44 @@ impl Kube {
         Ok(())
     }
 
-    /// Labels of every namespace.
-    pub async fn namespaces(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, Error> {
+    /// Delete a namespace. One already gone, or already being deleted (the API answers 409
+    /// while a namespace terminates), is fine.
+    pub async fn delete_namespace(&self, name: &str) -> Result<(), Error> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(self.api_err(e)),
+        }
+    }
+
+    /// A Service has at least one ready endpoint: what webhooks and proxies reach.
+    pub async fn wait_endpoints(
+        &self,
+        namespace: &str,
+        service: &str,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let api: Api<Endpoints> = Api::namespaced(self.client.clone(), namespace);
+        self.wait_for(
+            api,
+            ListParams::default().fields(&format!("metadata.name={service}")),
+            &format!("a ready endpoint of Service {namespace}/{service}"),
+            timeout,
+            |items| {
+                Ok(items.first().is_some_and(|e| {
+                    e.subsets
+                        .iter()
+                        .flatten()
+                        .any(|s| s.addresses.as_ref().is_some_and(|a| !a.is_empty()))
+                }))
+            },
+        )
+        .await
+    }
+
+    /// Every namespace: its labels, and the label keys paddock's field manager applied.
+    pub async fn namespaces(&self) -> Result<Vec<NamespaceView>, Error> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let list = api
             .list(&ListParams::default())
@@ -262,10 +313,12 @@ impl Kube {
             .items
             .into_iter()
             .map(|n| {
-                (
-                    n.metadata.name.unwrap_or_default(),
-                    n.metadata.labels.unwrap_or_default(),
-                )
+                let applied = applied_label_keys(&n.metadata);
+                NamespaceView {
+                    name: n.metadata.name.unwrap_or_default(),
+                    labels: n.metadata.labels.unwrap_or_default(),
+                    applied_labels: applied,
+                }
             })
             .collect())
     }
@@ -556,6 +609,37 @@ impl Kube {
             Err(e) => Err(self.api_err(e)),
         }
     }
+}
+
+/// A namespace as `up` plans from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceView {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Label keys paddock's field manager owns through server-side apply.
+    pub applied_labels: std::collections::BTreeSet<String>,
+}
+
+/// The label keys `FIELD_MANAGER` owns by server-side apply, from `metadata.managedFields`
+/// (FieldsV1: `{"f:metadata": {"f:labels": {"f:<key>": {}}}}`).
+pub fn applied_label_keys(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> std::collections::BTreeSet<String> {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
+        })
+        .filter_map(|m| m.fields_v1.as_ref())
+        .filter_map(|f| f.0.pointer("/f:metadata/f:labels")?.as_object().cloned())
+        .flat_map(|labels| {
+            labels
+                .keys()
+                .filter_map(|k| k.strip_prefix("f:").map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// kubectl's Deployment rule; `Err` when the rollout exceeded its progress deadline.

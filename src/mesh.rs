@@ -18,6 +18,13 @@ pub fn labels_of(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Has the pod been asked to stop? Such a pod still runs (and carries its old revision and
+/// proxy) until its containers exit, but it is on its way out: no question about which
+/// proxies the mesh runs may count it as staying (KUBERNETES.md, "Deletion is not instant").
+pub fn terminating(pod: &Value) -> bool {
+    !pod["metadata"]["deletionTimestamp"].is_null()
+}
+
 /// The injectors a cluster has: revision webhooks and tag webhooks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Injectors {

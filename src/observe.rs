@@ -2,7 +2,7 @@
 //! planner only reads it. "Could not tell" is an error from the drivers and never reads as
 //! "absent".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -28,6 +28,11 @@ pub struct Observed {
     pub releases: Vec<ReleaseInfo>,
     /// Namespace → labels.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Namespace → the label keys paddock applied to it last (its server-side apply
+    /// ownership, `metadata.managedFields`): a key here the spec no longer asks for is removed
+    /// by applying again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied_labels: BTreeMap<String, BTreeSet<String>>,
     /// Revision tag → revision, from the tag webhooks.
     pub tags: BTreeMap<String, String>,
 }

@@ -58,6 +58,10 @@ pub enum Action {
         /// Webhook configurations that must carry a caBundle (istiod patched them).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ca_bundles: Vec<String>,
+        /// Services (in `namespace`) that must have a ready endpoint: what webhooks and
+        /// proxies reach, which lags behind ready pods.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        endpoints: Vec<String>,
         /// How long to wait, in seconds.
         timeout_secs: u64,
     },
@@ -126,18 +130,27 @@ struct Builder {
     steps: Vec<Step>,
 }
 
+/// What "installed" waits for after a release.
+#[derive(Default)]
+struct Readiness {
+    workloads: Vec<WorkloadRef>,
+    checks: Vec<String>,
+    ca_bundles: Vec<String>,
+    endpoints: Vec<String>,
+    timeout_secs: u64,
+}
+
 impl Builder {
     /// `helm.install/NAME` after `after`, then `kube.wait/NAME` after the install; returns the
     /// wait step's id.
-    fn install_and_wait(
-        &mut self,
-        release: Release,
-        after: &[&str],
-        workloads: Vec<WorkloadRef>,
-        checks: Vec<String>,
-        ca_bundles: Vec<String>,
-        timeout_secs: u64,
-    ) -> String {
+    fn install_and_wait(&mut self, release: Release, after: &[&str], ready: Readiness) -> String {
+        let Readiness {
+            workloads,
+            checks,
+            ca_bundles,
+            endpoints,
+            timeout_secs,
+        } = ready;
         let name = release.name.clone();
         let namespace = release.namespace.clone();
         let install = self.add(
@@ -153,6 +166,7 @@ impl Builder {
                 workloads,
                 checks,
                 ca_bundles,
+                endpoints,
                 timeout_secs,
             },
         )
@@ -274,10 +288,16 @@ fn converge(spec: &ClusterSpec, mut plan: Plan, o: &crate::observe::Observed) ->
             let upgrade_needed = istio_change.is_some() && is_istio_chart(release);
             !upgrade_needed && !installed(release)
         }
-        Action::Namespace { name, labels } => o
-            .namespaces
-            .get(name)
-            .is_none_or(|have| labels.iter().any(|(k, v)| have.get(k) != Some(v))),
+        Action::Namespace { name, labels } => {
+            let stale = o
+                .applied_labels
+                .get(name)
+                .is_some_and(|applied| applied.iter().any(|k| !labels.contains_key(k)));
+            stale
+                || o.namespaces
+                    .get(name)
+                    .is_none_or(|have| labels.iter().any(|(k, v)| have.get(k) != Some(v)))
+        }
         Action::Apply { .. } => {
             recorded.map(|r| r.applied_hash.as_str()) != Some(desired.applied_hash.as_str())
         }
@@ -412,9 +432,19 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
                 let (repo, version) = (rel.repo.clone(), rel.version.clone());
                 let workloads = vec![WorkloadRef {
                     kind: WorkloadKind::Deployment,
-                    name,
+                    name: name.clone(),
                 }];
-                let ready = b.install_and_wait(rel, &[&base], workloads, checks, ca_bundles, 300);
+                let ready = b.install_and_wait(
+                    rel,
+                    &[&base],
+                    Readiness {
+                        workloads,
+                        checks,
+                        ca_bundles,
+                        endpoints: vec![name],
+                        timeout_secs: 300,
+                    },
+                );
                 istiod_ready = Some(b.add(
                     format!("kube.tags/{revision}"),
                     &[&ready],
@@ -437,10 +467,12 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
                 gateway_ready.push(b.install_and_wait(
                     rel,
                     &[&after],
-                    workloads,
-                    checks,
-                    Vec::new(),
-                    300,
+                    Readiness {
+                        workloads,
+                        checks,
+                        timeout_secs: 300,
+                        ..Readiness::default()
+                    },
                 ));
             }
         }
@@ -484,10 +516,11 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
         let ready = b.install_and_wait(
             helm::addon_release(addon),
             &needs_ref,
-            workloads,
-            Vec::new(),
-            Vec::new(),
-            timeout,
+            Readiness {
+                workloads,
+                timeout_secs: timeout,
+                ..Readiness::default()
+            },
         );
         let mut last = ready.clone();
         if !addon.manifests.is_empty() {

@@ -190,7 +190,11 @@ pub async fn targets(kube: &Kube, opts: &Options) -> Result<(Mesh, Vec<Target>),
         {
             continue;
         }
-        if s(&pod, "/status/phase") == "Succeeded" || s(&pod, "/status/phase") == "Failed" {
+        // Finished pods run nothing; terminating ones are already being replaced.
+        if s(&pod, "/status/phase") == "Succeeded"
+            || s(&pod, "/status/phase") == "Failed"
+            || mesh::terminating(&pod)
+        {
             continue;
         }
         let (kind, name) = workload_of(&pod);
@@ -452,7 +456,7 @@ async fn wait_replaced(
         // The replacement: a pod the workload did not have before, Ready and current.
         let fresh: Vec<&&Value> = mine
             .iter()
-            .filter(|p| !originals.contains(&s(p, "/metadata/uid")))
+            .filter(|p| !originals.contains(&s(p, "/metadata/uid")) && !mesh::terminating(p))
             .collect();
         // One replacement per pod evicted so far (for OnDelete controllers).
         let replaced = fresh.len() >= replacements

@@ -40,6 +40,13 @@ async fn list(kube: &Kube, api: &str, kind: &str, ns: Option<&str>) -> Result<Ve
         .map_err(|e| Error::Failed(format!("failed to read {kind} objects: {e}")))
 }
 
+/// A workload's status row before its pods are counted in.
+fn workload_entry(ns: &str, kind: &str, name: &str, expected_revision: Option<String>) -> Value {
+    json!({"namespace": ns, "kind": kind, "name": name, "pods": 0, "terminating": 0,
+        "revisions": [], "proxyVersions": [], "expectedRevision": expected_revision,
+        "needsRestart": false, "reasons": []})
+}
+
 /// Collect a cluster's status as JSON.
 pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
     let k3d = K3d::new(tools.need_k3d()?);
@@ -137,6 +144,14 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
             continue;
         }
         let (kind, wname) = crate::restart::workload_of(pod);
+        if mesh::terminating(pod) {
+            // On its way out: counted, but its proxy is not what the workload runs.
+            let entry = workloads
+                .entry((ns.clone(), kind.clone(), wname.clone()))
+                .or_insert_with(|| workload_entry(&ns, &kind, &wname, view.expected_revision(pod)));
+            entry["terminating"] = json!(entry["terminating"].as_u64().unwrap_or(0) + 1);
+            continue;
+        }
         let proxy = mesh::proxy_of(pod);
         let expected_rev = view.expected_revision(pod);
         let reason = if kind == "Job" {
@@ -144,10 +159,9 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         } else {
             view.restart_reason(pod)
         };
-        let entry = workloads.entry((ns.clone(), kind.clone(), wname.clone())).or_insert_with(|| {
-            json!({"namespace": ns, "kind": kind, "name": wname, "pods": 0, "revisions": [], "proxyVersions": [],
-                "expectedRevision": expected_rev, "needsRestart": false, "reasons": []})
-        });
+        let entry = workloads
+            .entry((ns.clone(), kind.clone(), wname.clone()))
+            .or_insert_with(|| workload_entry(&ns, &kind, &wname, expected_rev));
         entry["pods"] = json!(entry["pods"].as_u64().unwrap_or(0) + 1);
         let mut push = |key: &str, v: Value| {
             if let Some(a) = entry[key].as_array_mut()
@@ -264,8 +278,12 @@ pub fn text(s: &Value) -> String {
         } else {
             "ok"
         };
+        let terminating = match w["terminating"].as_u64().unwrap_or(0) {
+            0 => String::new(),
+            n => format!(", {n} terminating"),
+        };
         out.push_str(&format!(
-            "  {}/{} {} ({} pods): revision {}, proxy {}, {flag}\n",
+            "  {}/{} {} ({} pods{terminating}): revision {}, proxy {}, {flag}\n",
             w["namespace"].as_str().unwrap_or_default(),
             w["name"].as_str().unwrap_or_default(),
             w["kind"].as_str().unwrap_or_default(),

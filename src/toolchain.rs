@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// How long a tool process left working by a killed run may take before paddock gives up
+/// waiting for it (helm's own default timeout).
+const LEFTOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The binaries paddock drives and its state directory.
 #[derive(Debug, Clone)]
 pub struct Toolchain {
@@ -93,5 +97,23 @@ impl Toolchain {
     /// Per-cluster files (kubeconfig) under the state directory.
     pub fn cluster_dir(&self, cluster: &str) -> PathBuf {
         self.state_dir.join("clusters").join(cluster)
+    }
+
+    /// The tool processes paddock runs for a cluster, noted while they work.
+    pub fn children(&self, cluster: &str) -> crate::exec::Children {
+        crate::exec::Children::new(self.cluster_dir(cluster).join("running"))
+    }
+
+    /// Wait for tool processes a killed run left working on a cluster (hold its lock first),
+    /// saying so through `said`; then run helm noted the same way.
+    pub async fn settle_children(
+        &self,
+        cluster: &str,
+        helm: crate::helm::cli::Helm,
+        said: impl Fn(&str),
+    ) -> Result<crate::helm::cli::Helm, String> {
+        let children = self.children(cluster);
+        children.wait_for_leftovers(LEFTOVER_TIMEOUT, said).await?;
+        Ok(helm.noting(children))
     }
 }

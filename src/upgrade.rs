@@ -273,6 +273,11 @@ impl Ctx<'_> {
             .wait_rollout("Deployment", "istio-system", &name, self.step_timeout)
             .await
             .map_err(|e| e.to_string())?;
+        // Injection calls istiod through its Service: endpoints lag behind ready pods.
+        self.kube
+            .wait_endpoints("istio-system", &name, self.step_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         let hook = if rev.is_empty() {
             "istio-sidecar-injector".to_string()
         } else {
@@ -569,7 +574,7 @@ impl Ctx<'_> {
             }
             (_, "smoke") => {
                 self.kube
-                    .delete_json("v1", "Namespace", None, &smoke_namespace(new))
+                    .delete_namespace(&smoke_namespace(new))
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(true)
@@ -658,22 +663,47 @@ impl Ctx<'_> {
         if let Some((t, _)) = mesh.injectors.tags.iter().find(|(_, r)| r.as_str() == old) {
             return Err(format!("tag {t} still points at revision {old}"));
         }
-        let pods = self
-            .kube
-            .list_json("v1", "Pod", None)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(p) = pods.iter().find(|p| {
-            p["metadata"]["annotations"]["istio.io/rev"] == old
-                && p["status"]["phase"] != "Succeeded"
-        }) {
-            return Err(format!(
-                "pod {}/{} still runs a proxy of revision {old}",
-                p["metadata"]["namespace"].as_str().unwrap_or_default(),
-                p["metadata"]["name"].as_str().unwrap_or_default()
-            ));
+        // A pod still terminating runs the old proxy until it exits: wait it out.
+        let deadline = std::time::Instant::now() + self.step_timeout;
+        loop {
+            let pods = self
+                .kube
+                .list_json("v1", "Pod", None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let on_old: Vec<&Value> = pods
+                .iter()
+                .filter(|p| {
+                    p["metadata"]["annotations"]["istio.io/rev"] == old
+                        && p["status"]["phase"] != "Succeeded"
+                        && p["status"]["phase"] != "Failed"
+                })
+                .collect();
+            let id = |p: &Value| {
+                format!(
+                    "{}/{}",
+                    p["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    p["metadata"]["name"].as_str().unwrap_or_default()
+                )
+            };
+            if let Some(p) = on_old.iter().find(|p| !crate::mesh::terminating(p)) {
+                return Err(format!(
+                    "pod {} still runs a proxy of revision {old}",
+                    id(p)
+                ));
+            }
+            let Some(p) = on_old.first() else {
+                return Ok(());
+            };
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "pod {} still runs a proxy of revision {old}: it has been terminating for longer than {}s",
+                    id(p),
+                    self.step_timeout.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(())
     }
 
     async fn smoke(&self, rev: &str) -> Result<Value, String> {
@@ -714,7 +744,7 @@ impl Ctx<'_> {
         .await;
         // The throwaway namespace goes whatever the result.
         self.kube
-            .delete_json("v1", "Namespace", None, &ns)
+            .delete_namespace(&ns)
             .await
             .map_err(|e| e.to_string())?;
         result

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Release;
-use crate::exec::{Cmd, ExecError, exec};
+use crate::exec::{Children, Cmd, ExecError, exec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,6 +23,8 @@ pub struct Helm {
     pub bin: PathBuf,
     pub major: u8,
     pub version: String,
+    /// Where runs that change releases are noted while they work (see [`Children`]).
+    pub children: Option<Children>,
 }
 
 /// One row of `helm list -o json`.
@@ -70,7 +72,15 @@ impl Helm {
             bin,
             major,
             version,
+            children: None,
         })
+    }
+
+    /// Note every run in `children` while it works, so a run after a killed one can wait
+    /// for it.
+    pub fn noting(mut self, children: Children) -> Self {
+        self.children = Some(children);
+        self
     }
 
     fn cmd(&self, kubeconfig: &Path) -> Cmd {
@@ -137,7 +147,19 @@ impl Helm {
     }
 
     pub async fn run(&self, cmd: Cmd) -> Result<String, Error> {
-        Ok(exec(cmd).await?.stdout)
+        let Some(children) = self.children.clone() else {
+            return Ok(exec(cmd).await?.stdout);
+        };
+        let shown = cmd.to_string();
+        let out = tokio::task::spawn_blocking(move || children.exec_blocking(&cmd))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ExecError::Spawn {
+                    cmd: shown,
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })?;
+        Ok(out.stdout)
     }
 }
 
@@ -151,6 +173,7 @@ mod tests {
             bin: "helm".into(),
             major,
             version: format!("v{major}.0.0"),
+            children: None,
         }
     }
 
