@@ -98,6 +98,40 @@ fn adding_an_addon_installs_only_that_addon() {
     );
 }
 
+/// Server-side apply removes what its field manager stops applying (KUBERNETES.md): a label
+/// taken out of the spec is gone after `up`, and a converged cluster still gets no write.
+#[test]
+fn a_namespace_label_removed_from_the_spec_is_gone_after_up() {
+    let w = World::new(false);
+    w.edit("clusters/ci.yaml", |t| {
+        t.replace(
+            "    tag: stable\n",
+            "    tag: stable\n    labels: {team: web, tier: front}\n",
+        )
+    });
+    up_ok(&w, "ci");
+    let labels = |w: &World| {
+        let (code, ns) = support::api(w, "ci", "GET", "/api/v1/namespaces/e2e", None);
+        assert_eq!(code, 200, "{ns}");
+        ns["metadata"]["labels"].clone()
+    };
+    assert_eq!(labels(&w)["tier"], "front");
+    w.edit("clusters/ci.yaml", |t| t.replace(", tier: front", ""));
+    up_ok(&w, "ci");
+    let now = labels(&w);
+    assert!(
+        now.get("tier").is_none(),
+        "the removed label is gone: {now}"
+    );
+    assert_eq!(now["team"], "web");
+    assert_eq!(now["istio.io/rev"], "stable");
+    let (_, before) = w.requests("ci");
+    let again = up_ok(&w, "ci");
+    assert_eq!(again["upToDate"], true, "{again}");
+    let (_, after) = w.requests("ci");
+    assert_eq!(after, before, "a converged cluster gets no mutating call");
+}
+
 #[test]
 fn down_removes_what_the_cluster_owned() {
     let w = World::new(false);
