@@ -1110,9 +1110,13 @@ fn upgrade(
         };
         let steps = crate::upgrade::steps(params.strategy, !crate::upgrade::canary_namespaces(spec).is_empty());
         if u.dry_run {
-            writeln!(out, "upgrade of cluster {}: {} → {} ({:?}, revision {} → {})", spec.name, params.from, params.to, params.strategy, params.from_rev, params.to_rev)?;
+            let done = if resumed { journal.done_steps(&op)? } else { Vec::new() };
+            let state = if resumed { format!(", unfinished operation {op}") } else { String::new() };
+            writeln!(out, "upgrade of cluster {}: {} → {} ({:?}, revision {} → {}{state})", spec.name, params.from, params.to, params.strategy, params.from_rev, params.to_rev)?;
             for (i, s) in steps.iter().enumerate() {
-                writeln!(out, "  {}. {s}: {}", i + 1, crate::upgrade::describe(s, &params))?;
+                // A done step is re-checked when the operation continues, not blindly skipped.
+                let mark = if done.iter().any(|d| d == s) { " [done]" } else { "" };
+                writeln!(out, "  {}. {s}{mark}: {}", i + 1, crate::upgrade::describe(s, &params))?;
             }
             return Ok(());
         }

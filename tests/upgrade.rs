@@ -433,6 +433,100 @@ fn a_rollback_right_after_the_smoke_test_copes_with_its_terminating_namespace() 
     );
 }
 
+/// A canary upgrade of `mesh` paused after `tags`; its journal's bytes, as a crash right after
+/// `tags` finished would leave them (the pause record dropped), and where its last record,
+/// `step-done tags`, starts.
+fn paused_after_tags() -> (World, Vec<u8>, usize) {
+    let w = mesh_world("1.29.6", "canary");
+    two_workloads(&w);
+    let out = w.paddock(&[
+        "upgrade",
+        "mesh",
+        "--to",
+        "1.30.3",
+        "--grace",
+        "0",
+        "--pause-after",
+        "tags",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let path = w.state.path().join("journal/mesh.jsonl");
+    let text = std::fs::read_to_string(&path).expect("journal");
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert!(lines.pop().is_some_and(|l| l.contains("op-paused")));
+    let last = lines.last().expect("a record");
+    assert!(
+        last.contains("step-done") && last.contains("\"tags\""),
+        "{last}"
+    );
+    let whole: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let start = whole.len() - last.len() - 1;
+    (w, whole.into_bytes(), start)
+}
+
+/// The journal cut at every byte offset of its last record (a crash mid-write): every run
+/// after it says the journal was repaired and continues from what the journal then holds; the
+/// real resume from cuts at the start, the middle and the end of that record completes the
+/// upgrade, through `paddock upgrade` and through `paddock up`.
+#[test]
+fn a_journal_cut_anywhere_in_its_last_record_resumes_correctly() {
+    let (w, whole, start) = paused_after_tags();
+    let path = w.state.path().join("journal/mesh.jsonl");
+    for cut in start..=whole.len() {
+        std::fs::write(&path, &whole[..cut]).expect("cut");
+        let out = w.paddock(&["upgrade", "mesh", "--dry-run"]);
+        let text = stdout(&out);
+        assert!(out.status.success(), "cut at {cut}: {text}{}", stderr(&out));
+        let torn = cut > start && cut < whole.len();
+        assert_eq!(
+            text.contains("cut short by a crash"),
+            torn,
+            "cut at {cut}: the repair is said exactly when bytes were removed: {text}"
+        );
+        assert!(
+            text.contains("tag-canary [done]") && text.contains("restart-canary [done]"),
+            "cut at {cut}: earlier steps stay done: {text}"
+        );
+        assert_eq!(
+            text.contains("tags [done]"),
+            cut == whole.len(),
+            "cut at {cut}: `tags` counts as done only with its whole record: {text}"
+        );
+    }
+    for (i, command) in ["upgrade", "up", "upgrade"].into_iter().enumerate() {
+        let (w, whole, start) = paused_after_tags();
+        let cut = [start, start + (whole.len() - start) / 2, whole.len() - 1][i];
+        std::fs::write(w.state.path().join("journal/mesh.jsonl"), &whole[..cut]).expect("cut");
+        if command == "up" {
+            // `up` converges to the spec: the spec asks for the version being upgraded to.
+            w.edit("clusters/mesh.yaml", |t| {
+                t.replace("version: 1.29.6", "version: 1.30.3")
+            });
+        }
+        let out = w.paddock(&[command, "mesh", "-o", "json"]);
+        assert_eq!(
+            result(&out)["ok"],
+            true,
+            "{command} after a cut at {cut}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert_all_on(&w, "1.30.3");
+        let history = w.paddock(&["history", "mesh", "-o", "json"]);
+        let h: Value = serde_json::from_slice(&history.stdout).expect("history json");
+        let ops = h["operations"].as_array().expect("operations");
+        assert_eq!(ops.len(), 1, "the same operation continued: {h}");
+        assert!(
+            ops[0]["entries"]
+                .as_array()
+                .expect("entries")
+                .iter()
+                .any(|e| e["event"] == "op-done"),
+            "{h}"
+        );
+    }
+}
+
 fn fault(tool: &str, args: &[&str], after: usize) -> Knobs {
     Knobs {
         tool_faults: vec![ToolFault {
