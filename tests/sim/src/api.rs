@@ -255,11 +255,25 @@ fn objects(
             Err(e) => error(&e),
         };
     }
+    let manager = crate::ssa::manager_of(
+        query.get("fieldManager").map(String::as_str),
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let target = |n| crate::ssa::Target {
+        res: &res,
+        namespace: ns,
+        name: n,
+        subresource: sub,
+    };
     let result = match (method.as_str(), name, sub) {
         ("GET", None, _) => list(s, &res, ns, query),
         ("GET", Some(n), None | Some("status")) => s.get(&res, ns, n).map(|o| (StatusCode::OK, o)),
         ("POST", None, _) => match parsed {
-            Some(obj) => s.create(&res, ns, obj).map(|o| (StatusCode::CREATED, o)),
+            Some(obj) => {
+                crate::ssa::create(s, &res, ns, obj, &manager).map(|o| (StatusCode::CREATED, o))
+            }
             None => Err(ApiError::new(
                 400,
                 "BadRequest",
@@ -267,14 +281,18 @@ fn objects(
             )),
         },
         ("PUT", Some(n), None | Some("status")) => match parsed {
-            Some(obj) => s.update(&res, ns, n, obj).map(|o| (StatusCode::OK, o)),
+            Some(obj) => {
+                crate::ssa::replace(s, &target(n), obj, &manager).map(|o| (StatusCode::OK, o))
+            }
             None => Err(ApiError::new(
                 400,
                 "BadRequest",
                 "the request body is not a JSON object",
             )),
         },
-        ("PATCH", Some(n), None | Some("status")) => patch(s, &res, ns, n, headers, parsed, query),
+        ("PATCH", Some(n), None | Some("status")) => {
+            patch(s, &target(n), headers, parsed, query, &manager)
+        }
         ("POST", Some(n), Some("eviction")) if res.plural == "pods" && res.group.is_empty() => {
             crate::controllers::evict(s, ns, n).map(|o| (StatusCode::CREATED, o))
         }
@@ -438,12 +456,11 @@ fn list(
 
 fn patch(
     s: &mut Store,
-    res: &Resource,
-    ns: &str,
-    name: &str,
+    target: &crate::ssa::Target,
     headers: &HeaderMap,
     body: Option<Value>,
     query: &HashMap<String, String>,
+    manager: &str,
 ) -> Result<(StatusCode, Value), ApiError> {
     let Some(body) = body else {
         return Err(ApiError::new(
@@ -455,11 +472,10 @@ fn patch(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    match content_type {
-        "application/json-patch+json" => s
-            .json_patch(res, ns, name, &body)
-            .map(|o| (StatusCode::OK, o)),
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim();
+    let kind = match content_type {
         "application/apply-patch+yaml" | "application/apply-patch+json" => {
             if query.get("fieldManager").is_none_or(String::is_empty) {
                 return Err(ApiError::new(
@@ -468,16 +484,21 @@ fn patch(
                     "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
                 ));
             }
-            match s.get(res, ns, name) {
-                Ok(_) => s.patch(res, ns, name, &body).map(|o| (StatusCode::OK, o)),
-                Err(e) if e.code == 404 => {
-                    s.create(res, ns, body).map(|o| (StatusCode::CREATED, o))
-                }
-                Err(e) => Err(e),
-            }
+            let force = query.get("force").is_some_and(|f| f == "true");
+            return crate::ssa::apply(s, target, body, manager, force).map(|a| {
+                let code = if a.created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                (code, a.object)
+            });
         }
-        _ => s.patch(res, ns, name, &body).map(|o| (StatusCode::OK, o)),
-    }
+        "application/json-patch+json" => crate::ssa::PatchType::Json,
+        "application/strategic-merge-patch+json" => crate::ssa::PatchType::Strategic,
+        _ => crate::ssa::PatchType::Merge,
+    };
+    crate::ssa::patch(s, target, kind, &body, manager).map(|o| (StatusCode::OK, o))
 }
 
 /// A kubeconfig like k3d's for a cluster served at `server` (context `k3d-NAME`).

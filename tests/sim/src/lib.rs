@@ -11,6 +11,7 @@ pub mod injection;
 pub mod knobs;
 pub mod lb;
 pub mod selector;
+pub mod ssa;
 pub mod store;
 pub mod tools;
 pub mod webhook;
