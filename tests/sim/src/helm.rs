@@ -17,6 +17,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::charts;
+use crate::ssa;
 use crate::store::{ApiError, Resource, Store, res};
 
 /// What the fake `helm` asks for.
@@ -45,6 +46,11 @@ pub struct Request {
     pub die_pending: bool,
     /// For `finish`: what the first half left to record.
     pub finish: Option<Finish>,
+    /// Helm 4's `--server-side`: `true`, `false` or `auto` (the release's previous method).
+    /// Empty (Helm 3): client-side.
+    pub server_side: String,
+    /// Helm 4's `--force-conflicts`.
+    pub force_conflicts: bool,
 }
 
 /// The second half of a mutating operation: what to record once the helm process is done.
@@ -58,6 +64,47 @@ pub struct Finish {
     pub version: u64,
     pub description: String,
     pub keep_history: bool,
+}
+
+/// The field manager Helm writes objects with (the executable's name).
+const MANAGER: &str = "helm";
+
+/// How Helm writes a release's objects: Helm 3 (and Helm 4 with `--server-side=false`)
+/// updates them, taking ownership of what it changes; Helm 4 applies them server-side, so
+/// fields it stops rendering go and fields others own conflict unless `--force-conflicts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    ClientSide,
+    ServerSide { force_conflicts: bool },
+}
+
+impl Method {
+    /// What a request asks for, given the release's history (`auto` follows the last
+    /// revision's method; a first install applies server-side).
+    fn of(r: &Request, history: &[Value]) -> Self {
+        let server_side = match r.server_side.as_str() {
+            "true" => true,
+            "auto" => history
+                .last()
+                .is_none_or(|last| last["apply_method"] == "ssa"),
+            _ => false,
+        };
+        if server_side {
+            Method::ServerSide {
+                force_conflicts: r.force_conflicts,
+            }
+        } else {
+            Method::ClientSide
+        }
+    }
+
+    /// The release's `apply_method`.
+    fn name(self) -> &'static str {
+        match self {
+            Method::ClientSide => "csa",
+            Method::ServerSide { .. } => "ssa",
+        }
+    }
 }
 
 /// What the fake `helm` prints and how it exits.
@@ -228,13 +275,10 @@ fn install(s: &mut Store, r: &Request) -> Response {
             r.release
         ));
     }
+    let method = Method::of(r, &history);
     if s.get(&res("namespaces"), "", &r.namespace).is_err() {
         if r.create_namespace {
-            let _ = s.create(
-                &res("namespaces"),
-                "",
-                json!({"metadata": {"name": r.namespace}}),
-            );
+            create_namespace(s, &r.namespace, method);
         } else {
             return fail(format!(
                 "{verb}: create: failed to create: namespaces \"{}\" not found",
@@ -342,7 +386,7 @@ fn install(s: &mut Store, r: &Request) -> Response {
         "name": r.release, "namespace": r.namespace, "version": version_n,
         "info": {"first_deployed": first, "last_deployed": now(), "deleted": "", "description": "", "status": pending},
         "chart": {"metadata": {"name": r.chart, "version": version, "appVersion": app_version}},
-        "config": values, "manifest": manifest,
+        "config": values, "manifest": manifest, "apply_method": method.name(),
     });
     if let Err(e) = store_release(s, &rel) {
         return fail(format!("{verb}: {}", e.message));
@@ -353,7 +397,7 @@ fn install(s: &mut Store, r: &Request) -> Response {
             ..Response::default()
         };
     }
-    if let Err(e) = apply_objects(s, &r.release, &r.namespace, &objects) {
+    if let Err(e) = apply_objects(s, &r.release, &r.namespace, &objects, method) {
         set_status(
             s,
             &mut rel,
@@ -456,12 +500,32 @@ fn prune_previous(s: &mut Store, history: &[Value], manifest: &[Value], namespac
     }
 }
 
+/// `--create-namespace`: Helm creates the namespace labelled with its name.
+fn create_namespace(s: &mut Store, ns: &str, method: Method) {
+    let obj = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": ns, "labels": {"name": ns}}});
+    let namespaces = res("namespaces");
+    let _ = match method {
+        Method::ClientSide => ssa::create(s, &namespaces, "", obj, MANAGER),
+        Method::ServerSide { .. } => {
+            let target = ssa::Target {
+                res: &namespaces,
+                namespace: "",
+                name: ns,
+                subresource: None,
+            };
+            ssa::apply(s, &target, obj, MANAGER, false).map(|a| a.object)
+        }
+    };
+}
+
 /// Create or replace each object, with Helm's ownership metadata; status is kept.
 fn apply_objects(
     s: &mut Store,
     release: &str,
     ns: &str,
     objects: &[Value],
+    method: Method,
 ) -> Result<(), ApiError> {
     // CRDs first, as Helm does, so custom objects of the same release can follow.
     let mut ordered: Vec<&Value> = objects
@@ -494,6 +558,28 @@ fn apply_objects(
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let target = ssa::Target {
+            res: &rs,
+            namespace: &obj_ns,
+            name: &name,
+            subresource: None,
+        };
+        if let Method::ServerSide { force_conflicts } = method {
+            if rs.namespaced {
+                obj["metadata"]["namespace"] = json!(obj_ns);
+            }
+            ssa::apply(s, &target, obj, MANAGER, force_conflicts).map_err(|mut e| {
+                if e.code == 409 && !e.causes.is_empty() {
+                    let shown_ns = if rs.namespaced { obj_ns.as_str() } else { "" };
+                    e.message = format!(
+                        "conflict occurred while applying object {shown_ns}/{name} {}/{}, Kind={}: {}",
+                        rs.group, rs.version, rs.kind, e.message
+                    );
+                }
+                e
+            })?;
+            continue;
+        }
         match s.get(&rs, &obj_ns, &name) {
             Ok(existing) => {
                 if let Some(st) = existing.get("status") {
@@ -502,11 +588,11 @@ fn apply_objects(
                 // Webhook caBundles are patched in by istiod; Helm's three-way merge keeps them.
                 keep_ca_bundles(&existing, &mut obj);
                 if strip(&existing) != strip(&obj) {
-                    s.update(&rs, &obj_ns, &name, obj)?;
+                    ssa::replace(s, &target, obj, MANAGER)?;
                 }
             }
             Err(_) => {
-                s.create(&rs, &obj_ns, obj)?;
+                ssa::create(s, &rs, &obj_ns, obj, MANAGER)?;
             }
         }
     }
@@ -636,8 +722,10 @@ fn rollback(s: &mut Store, r: &Request) -> Response {
     let mut rel = target.clone();
     rel["version"] = json!(current + 1);
     rel["info"]["last_deployed"] = json!(now());
+    let method = Method::of(r, &history);
+    rel["apply_method"] = json!(method.name());
     set_status(s, &mut rel, "pending-rollback", "Rollback in progress");
-    if let Err(e) = apply_objects(s, &r.release, &r.namespace, &objects) {
+    if let Err(e) = apply_objects(s, &r.release, &r.namespace, &objects, method) {
         set_status(s, &mut rel, "failed", &e.message);
         return fail(format!("ROLLBACK FAILED: {}", e.message));
     }

@@ -976,7 +976,7 @@ fn unknown_in(major: u8, flag: &str) -> bool {
     match major {
         3 => matches!(
             flag,
-            "--rollback-on-failure" | "--force-replace" | "--server-side"
+            "--rollback-on-failure" | "--force-replace" | "--server-side" | "--force-conflicts"
         ),
         _ => matches!(flag, "--atomic" | "--force"),
     }
@@ -1026,6 +1026,20 @@ fn two_halves(
     if done.code != 0 { done } else { out }
 }
 
+/// Helm 4's `--server-side` (`true`, `false`, `auto`; bare means `true`): install defaults
+/// to `true`, upgrade and rollback to `auto`. Helm 3 has no server-side apply.
+fn server_side(major: u8, op: &str, args: &[String]) -> String {
+    if major == 3 {
+        return String::new();
+    }
+    let given = args.iter().find_map(|a| match a.split_once('=') {
+        Some(("--server-side", v)) => Some(v.to_string()),
+        _ if a == "--server-side" => Some("true".to_string()),
+        _ => None,
+    });
+    given.unwrap_or_else(|| if op == "install" { "true" } else { "auto" }.to_string())
+}
+
 fn helm_cli(args: &[String], major: u8, die_pending: bool, work: Duration) -> Outcome {
     // Validate flags as cobra would.
     let mut i = 0;
@@ -1047,6 +1061,7 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool, work: Duration) -> Ou
                         | "--rollback-on-failure"
                         | "--force-replace"
                         | "--server-side"
+                        | "--force-conflicts"
                 );
             if !known {
                 return Outcome::helm_error(format!("unknown flag: {bare}"));
@@ -1120,6 +1135,8 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool, work: Duration) -> Ou
                 reuse_values: has(&["--reuse-values"]),
                 take_ownership: has(&["--take-ownership"]),
                 die_pending,
+                server_side: server_side(major, op, args),
+                force_conflicts: has(&["--force-conflicts"]),
                 ..Default::default()
             };
             let dry = has(&["--dry-run"]);
@@ -1202,6 +1219,8 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool, work: Duration) -> Ou
                 release: release.to_string(),
                 namespace: ns.clone(),
                 revision: rest.first().and_then(|r| r.parse().ok()),
+                server_side: server_side(major, "rollback", args),
+                force_conflicts: has(&["--force-conflicts"]),
                 ..Default::default()
             },
             work,
