@@ -711,14 +711,15 @@ async fn real_kubectl_applies_server_side_prunes_and_reports_conflicts() {
         let manifest = |labels: &str| {
             format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: {NS}\n  labels:\n{labels}data:\n  k: v\n")
         };
-        let (ok, out) = kubectl_apply(&kubectl, &kubeconfig, &[], &manifest("    team: a\n    tier: web\n"));
+        let a = ["--field-manager", "a"];
+        let (ok, out) = kubectl_apply(&kubectl, &kubeconfig, &a, &manifest("    team: a\n    tier: web\n"));
         assert!(ok, "{out}");
         assert_eq!(out.trim(), "configmap/c serverside-applied");
         let obj = api.get(&cm_path("c"));
         assert_eq!(obj["metadata"]["labels"], json!({"team": "a", "tier": "web"}));
-        assert!(owned(&obj, "kubectl", "Apply").is_some(), "{obj}");
+        assert!(owned(&obj, "a", "Apply").is_some(), "{obj}");
 
-        let (ok, out) = kubectl_apply(&kubectl, &kubeconfig, &[], &manifest("    team: a\n"));
+        let (ok, out) = kubectl_apply(&kubectl, &kubeconfig, &a, &manifest("    team: a\n"));
         assert!(ok, "{out}");
         let obj = api.get(&cm_path("c"));
         assert_eq!(obj["metadata"]["labels"], json!({"team": "a"}), "tier removed");
@@ -731,7 +732,7 @@ async fn real_kubectl_applies_server_side_prunes_and_reports_conflicts() {
         );
         assert!(!ok, "{out}");
         assert!(
-            out.starts_with("error: Apply failed with 1 conflict: conflict with \"kubectl\": .metadata.labels.team\nPlease review the fields above--they currently have other managers."),
+            out.starts_with("error: Apply failed with 1 conflict: conflict with \"a\": .metadata.labels.team\nPlease review the fields above--they currently have other managers."),
             "{out}"
         );
         let (ok, out) = kubectl_apply(
@@ -743,6 +744,15 @@ async fn real_kubectl_applies_server_side_prunes_and_reports_conflicts() {
         assert!(ok, "{out}");
         let obj = api.get(&cm_path("c"));
         assert_eq!(obj["metadata"]["labels"]["team"], "b");
+
+        // Without --field-manager, kubectl applies as `kubectl`.
+        let (ok, out) = kubectl_apply(&kubectl, &kubeconfig, &[], &manifest("    team: b\n    owner: k\n"));
+        assert!(ok, "{out}");
+        let obj = api.get(&cm_path("c"));
+        assert_eq!(
+            owned(&obj, "kubectl", "Apply"),
+            Some(json!({"f:data": {"f:k": {}}, "f:metadata": {"f:labels": {"f:owner": {}, "f:team": {}}}}))
+        );
 
         // kubectl shows the owners.
         let out = Command::new(&kubectl)
