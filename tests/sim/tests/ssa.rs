@@ -553,8 +553,18 @@ async fn status_writes_are_owned_under_the_status_subresource() {
 
 // ------------------------------------------------------------- the fake helm
 
+/// One helm operation, both halves: the release pending and the objects applied, then the
+/// outcome recorded.
 fn helm(s: &mut paddock_sim::store::Store, req: Value) -> Value {
-    paddock_sim::helm::serve(s, &req)
+    let first = paddock_sim::helm::serve(s, &req);
+    match first.get("finish").filter(|f| !f.is_null()) {
+        Some(finish) => {
+            let done = paddock_sim::helm::serve(s, &json!({"op": "finish", "finish": finish}));
+            assert_eq!(done["code"], 0, "{done}");
+            first
+        }
+        None => first,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
