@@ -133,6 +133,10 @@ impl FieldSet {
         self.members.insert(e);
     }
 
+    pub(crate) fn remove_member(&mut self, e: &Element) {
+        self.members.remove(e);
+    }
+
     /// Set the subtree under `e` (nothing when it is empty).
     pub(crate) fn set_child(&mut self, e: Element, child: FieldSet) {
         if child.is_empty() {

@@ -285,9 +285,12 @@ pub fn apply(
         let owned = entries
             .iter()
             .fold(FieldSet::default(), |acc, e| acc.union(&e.fields));
-        let gone = schema
+        let mut gone = schema
             .with_named_fields(&last)
             .difference(&schema.with_named_fields(&owned));
+        // metadata goes field by field, never whole: what controllers set there (finalizers,
+        // owner references) has no owner and stays.
+        gone.remove_member(&Element::Field("metadata".into()));
         schema.remove(&merged, &gone)
     };
     let c = schema.compare(live, &object);
@@ -373,6 +376,27 @@ mod tests {
             "y",
         );
         assert_eq!(y_drops_b.object, json!({"data": {"a": "1"}}));
+    }
+
+    #[test]
+    fn dropping_all_metadata_keeps_what_nobody_owns_there() {
+        let live = json!({"metadata": {"labels": {"a": "1"}, "finalizers": ["x"]}});
+        let mut labels = FieldSet::default();
+        labels.insert(&[
+            Element::Field("metadata".into()),
+            Element::Field("labels".into()),
+            Element::Field("a".into()),
+        ]);
+        let entries = vec![Entry {
+            owner: applier("a"),
+            time: None,
+            fields: labels,
+        }];
+        let done = apply_ok(&live, &json!({"data": {"k": "v"}}), entries, "a");
+        assert_eq!(
+            done.object,
+            json!({"metadata": {"finalizers": ["x"]}, "data": {"k": "v"}})
+        );
     }
 
     #[test]
