@@ -446,7 +446,7 @@ impl Kube {
             what: RECORD_NAME.into(),
             reason: e.to_string(),
         })?;
-        match api.create(&kube::api::PostParams::default(), &empty).await {
+        match api.create(&post_params(), &empty).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(self.api_err(e)),
@@ -457,7 +457,7 @@ impl Kube {
 
     async fn patch_record(&self, patch: &Value) -> Result<(), Error> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
-        api.patch(RECORD_NAME, &PatchParams::default(), &Patch::Merge(patch))
+        api.patch(RECORD_NAME, &update_params(), &Patch::Merge(patch))
             .await
             .map_err(|e| self.api_err(e))?;
         Ok(())
@@ -551,13 +551,9 @@ impl Kube {
         patch: &Value,
     ) -> Result<(), Error> {
         let api = self.dynamic(api_version, kind, namespace).await?;
-        api.patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER),
-            &Patch::Merge(patch),
-        )
-        .await
-        .map_err(|e| self.api_err(e))?;
+        api.patch(name, &update_params(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| self.api_err(e))?;
         Ok(())
     }
 
@@ -576,7 +572,7 @@ impl Kube {
                 reason: e.to_string(),
             })?;
         let created = api
-            .create(&kube::api::PostParams::default(), &o)
+            .create(&post_params(), &o)
             .await
             .map_err(|e| self.api_err(e))?;
         Ok(serde_json::to_value(created).unwrap_or(Value::Null))
@@ -608,6 +604,23 @@ impl Kube {
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
             Err(e) => Err(self.api_err(e)),
         }
+    }
+}
+
+/// Updates (merge patches) recorded under paddock's field manager, not an anonymous one
+/// (kube-rs sends no User-Agent the API server could name it by).
+fn update_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+/// Creations recorded under paddock's field manager.
+fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..kube::api::PostParams::default()
     }
 }
 
