@@ -41,6 +41,8 @@ pub struct Knobs {
     pub tool_faults: Vec<ToolFault>,
     /// Which Helm the fake `helm` is: 3 or 4 (flag sets and `helm version` differ).
     pub helm_major: u8,
+    /// How long an application pod behind the ingress gateway takes to answer a request.
+    pub app_latency_ms: u64,
 }
 
 impl Default for Knobs {
@@ -59,6 +61,7 @@ impl Default for Knobs {
             tool_latency_ms: BTreeMap::new(),
             tool_faults: Vec::new(),
             helm_major: 4,
+            app_latency_ms: 2,
         }
     }
 }
@@ -74,6 +77,7 @@ impl Knobs {
             termination_drain_ms: 5_000,
             endpoint_lag_ms: 1_000,
             tool_latency_ms: [("k3d".to_string(), 1_500), ("helm".to_string(), 400)].into(),
+            app_latency_ms: 20,
             ..Self::default()
         }
     }

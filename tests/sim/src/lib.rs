@@ -1,12 +1,15 @@
 //! paddock's simulated world: a Kubernetes API server with controllers and Istio's injection
-//! rules, fake `k3d` and `helm` executables, and load balancers that serve HTTP through the
-//! ingress gateway. For tests only; never part of the shipped `paddock` binary.
+//! rules, fake `k3d` and `helm` executables, load balancers that serve HTTP through the ingress
+//! gateway to application pods, and a traffic harness that measures what clients see. For tests
+//! only; never part of the shipped `paddock` binary.
 
 pub mod api;
 pub mod charts;
 pub mod controllers;
 pub mod docker;
+pub mod gateway;
 pub mod helm;
+pub mod http1;
 pub mod injection;
 pub mod knobs;
 pub mod lb;
@@ -14,6 +17,7 @@ pub mod selector;
 pub mod ssa;
 pub mod store;
 pub mod tools;
+pub mod traffic;
 pub mod webhook;
 pub mod world;
 
@@ -102,6 +106,7 @@ impl Cluster {
                 name.to_string(),
                 *container,
                 store.clone(),
+                knobs.clone(),
             )));
         }
         tasks.push(tokio::spawn(run_controllers(
