@@ -48,15 +48,12 @@ fn istio(plural: &str, kind: &str) -> Resource {
 
 /// Objects sorted as istiod orders configuration: oldest first, then by name and namespace.
 fn by_age(mut objs: Vec<Value>) -> Vec<Value> {
-    objs.sort_by(|a, b| {
-        let key = |o: &Value| {
-            (
-                s_at(o, "/metadata/creationTimestamp").to_string(),
-                s_at(o, "/metadata/name").to_string(),
-                s_at(o, "/metadata/namespace").to_string(),
-            )
-        };
-        key(a).cmp(&key(b))
+    objs.sort_by_cached_key(|o| {
+        (
+            s_at(o, "/metadata/creationTimestamp").to_string(),
+            s_at(o, "/metadata/name").to_string(),
+            s_at(o, "/metadata/namespace").to_string(),
+        )
     });
     objs
 }
@@ -518,10 +515,7 @@ fn virtual_hosts(s: &Store, pod: &Value, port: u16) -> BTreeMap<String, VirtualH
     for server in &servers {
         for vs in &vss {
             let vs_ns = s_at(vs, "/metadata/namespace");
-            if !gateway_names(vs.pointer("/spec/gateways"), vs_ns)
-                .iter()
-                .any(|g| *g == server.gateway)
-            {
+            if !gateway_names(vs.pointer("/spec/gateways"), vs_ns).contains(&server.gateway) {
                 continue;
             }
             let vs_hosts: Vec<String> = vs

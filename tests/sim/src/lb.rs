@@ -250,7 +250,10 @@ async fn connection(ingress: Arc<Ingress>, mut stream: TcpStream) {
             Read::Closed => return close_gracefully(stream).await,
             Read::Reset => return reset(stream),
             Read::Bad => {
-                let mut headers = envoy_headers(&ingress, &gw);
+                let id = ingress
+                    .with_store(|s| gw.get(s).map(|p| gateway::identity(&p)))
+                    .unwrap_or_default();
+                let mut headers = envoy_headers(&ingress.cluster, &id);
                 headers.push(("connection".into(), "close".into()));
                 let bytes = http1::write_response(400, &headers, b"", false);
                 let _ = stream.write_all(&bytes).await;
@@ -342,29 +345,50 @@ async fn read_request(
     }
 }
 
+/// The gateway pod as it is when it answers.
+struct GatewayState {
+    id: Identity,
+    /// Terminating (`deletionTimestamp` set): Envoy is draining.
+    draining: bool,
+}
+
+fn gateway_state(pod: &Value) -> GatewayState {
+    GatewayState {
+        id: gateway::identity(pod),
+        draining: pod.pointer("/metadata/deletionTimestamp").is_some(),
+    }
+}
+
 /// The headers on every response the gateway sends: Envoy's and the sim's gateway identity.
-fn envoy_headers(ingress: &Ingress, gw: &PodRef) -> Vec<(String, String)> {
-    let id = ingress
-        .with_store(|s| gw.get(s).map(|p| gateway::identity(&p)))
-        .unwrap_or_default();
+fn envoy_headers(cluster: &str, gw: &Identity) -> Vec<(String, String)> {
     vec![
         (
             "date".to_string(),
             httpdate::fmt_http_date(SystemTime::now()),
         ),
         ("server".to_string(), "istio-envoy".to_string()),
-        ("x-paddock-cluster".to_string(), ingress.cluster.clone()),
-        ("x-paddock-gateway".to_string(), id.name),
-        ("x-paddock-gateway-revision".to_string(), id.revision),
+        ("x-paddock-cluster".to_string(), cluster.to_string()),
+        ("x-paddock-gateway".to_string(), gw.name.clone()),
+        (
+            "x-paddock-gateway-revision".to_string(),
+            gw.revision.clone(),
+        ),
         (
             "x-paddock-gateway-proxy-version".to_string(),
-            id.proxy_version,
+            gw.proxy_version.clone(),
         ),
     ]
 }
 
-fn local_reply(ingress: &Ingress, gw: &PodRef, status: u16, body: &[u8]) -> Reply {
-    let mut headers = envoy_headers(ingress, gw);
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// A response Envoy makes itself.
+fn local_reply(cluster: &str, gw: &Identity, status: u16, body: &[u8]) -> Reply {
+    let mut headers = envoy_headers(cluster, gw);
     if !body.is_empty() {
         headers.push(("content-type".into(), "text/plain".into()));
     }
@@ -373,12 +397,6 @@ fn local_reply(ingress: &Ingress, gw: &PodRef, status: u16, body: &[u8]) -> Repl
         headers,
         body: body.to_vec(),
     }
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
 }
 
 /// Route one request and produce its answer.
@@ -394,51 +412,56 @@ async fn handle(
         target: &head.start[1],
         headers: &head.headers,
     };
-    let decision = ingress.with_store(|s| {
+    let routed = ingress.with_store(|s| {
         let pod = gw.get(s)?;
-        Some(gateway::route(
-            s,
-            &pod,
-            port,
-            &request,
-            &mut fastrand::Rng::new(),
-        ))
+        let decision = gateway::route(s, &pod, port, &request, &mut fastrand::Rng::new());
+        Some((decision, gateway_state(&pod)))
     });
-    let Some(decision) = decision else {
+    let Some((decision, mut state)) = routed else {
         return Outcome::Reset;
     };
+    let cluster = ingress.cluster.as_str();
     let reply = match decision {
-        Decision::NoRoute => local_reply(ingress, gw, 404, b""),
-        Decision::ClusterNotFound => local_reply(ingress, gw, 503, b""),
-        Decision::Direct { status, body } => local_reply(ingress, gw, status, &body),
+        Decision::NoRoute => local_reply(cluster, &state.id, 404, b""),
+        Decision::ClusterNotFound => local_reply(cluster, &state.id, 503, b""),
+        Decision::Direct { status, body } => local_reply(cluster, &state.id, status, &body),
         Decision::Redirect { status, location } => {
-            let mut r = local_reply(ingress, gw, status, b"");
+            let mut r = local_reply(cluster, &state.id, status, b"");
             r.headers.push(("location".into(), location));
             r
         }
         Decision::Forward(endpoints) if endpoints.is_empty() => {
-            local_reply(ingress, gw, 503, NO_HEALTHY_UPSTREAM.as_bytes())
+            local_reply(cluster, &state.id, 503, NO_HEALTHY_UPSTREAM.as_bytes())
         }
         Decision::Forward(endpoints) => {
             let upstream = ingress.pick_endpoint(&endpoints);
             match forward(ingress, gw, &upstream, gone).await {
-                Upstream::Answered(reply) => reply,
-                Upstream::Refused => local_reply(ingress, gw, 503, CONNECTION_FAILURE.as_bytes()),
-                Upstream::Terminated => {
-                    local_reply(ingress, gw, 503, CONNECTION_TERMINATION.as_bytes())
+                Ok(Answer { app, gateway, took }) => {
+                    state = gateway;
+                    let mut headers = envoy_headers(cluster, &state.id);
+                    headers.extend(app_headers(&app));
+                    headers.push((
+                        "x-envoy-upstream-service-time".into(),
+                        took.as_millis().to_string(),
+                    ));
+                    Reply {
+                        status: 200,
+                        headers,
+                        body: app_body(cluster, &app),
+                    }
                 }
-                Upstream::GatewayGone => return Outcome::Reset,
+                Err(Unanswered::Refused) => {
+                    local_reply(cluster, &state.id, 503, CONNECTION_FAILURE.as_bytes())
+                }
+                Err(Unanswered::Terminated) => {
+                    local_reply(cluster, &state.id, 503, CONNECTION_TERMINATION.as_bytes())
+                }
+                Err(Unanswered::GatewayGone) => return Outcome::Reset,
             }
         }
     };
     // The gateway's state when it answers decides whether the connection stays open.
-    let Some(draining) = ingress.with_store(|s| {
-        gw.get(s)
-            .map(|p| p.pointer("/metadata/deletionTimestamp").is_some())
-    }) else {
-        return Outcome::Reset;
-    };
-    let close = draining
+    let close = state.draining
         || head.connection_has("close")
         || (head.is_http10(2) && !head.connection_has("keep-alive"));
     let mut headers = reply.headers;
@@ -452,8 +475,15 @@ async fn handle(
     }
 }
 
-enum Upstream {
-    Answered(Reply),
+/// An application pod's answer (who it is), with the gateway's state at that moment.
+struct Answer {
+    app: Identity,
+    gateway: GatewayState,
+    took: Duration,
+}
+
+/// Why an application pod did not answer.
+enum Unanswered {
     /// The endpoint's pod no longer exists: nothing accepts the connection.
     Refused,
     /// The pod disappeared before it answered.
@@ -468,43 +498,45 @@ async fn forward(
     gw: &PodRef,
     upstream: &PodRef,
     gone: &mut watch::Receiver<u64>,
-) -> Upstream {
+) -> Result<Answer, Unanswered> {
     let started = Instant::now();
     if ingress.with_store(|s| upstream.get(s)).is_none() {
-        return Upstream::Refused;
+        return Err(Unanswered::Refused);
     }
     let _in_flight = InFlight::new(ingress, upstream.clone());
-    let answer = tokio::time::sleep(ingress.app_latency());
+    let latency = ingress.app_latency();
+    let answer = tokio::time::sleep(latency);
     tokio::pin!(answer);
-    loop {
+    // Tokio's timer ticks in milliseconds: an instant app must not wait for the next tick.
+    while !latency.is_zero() {
         tokio::select! {
             () = &mut answer => break,
             changed = gone.changed() => {
                 let (gw_alive, up_alive) = ingress.with_store(|s| (gw.get(s).is_some(), upstream.get(s).is_some()));
                 if changed.is_err() || !gw_alive {
-                    return Upstream::GatewayGone;
+                    return Err(Unanswered::GatewayGone);
                 }
                 if !up_alive {
-                    return Upstream::Terminated;
+                    return Err(Unanswered::Terminated);
                 }
             }
         }
     }
-    let Some(pod) = ingress.with_store(|s| upstream.get(s)) else {
-        return Upstream::Terminated;
-    };
-    let id = gateway::identity(&pod);
-    let mut headers = envoy_headers(ingress, gw);
-    headers.extend(app_headers(&id));
-    headers.push((
-        "x-envoy-upstream-service-time".into(),
-        started.elapsed().as_millis().to_string(),
-    ));
-    Upstream::Answered(Reply {
-        status: 200,
-        headers,
-        body: app_body(&ingress.cluster, &id),
-    })
+    let (gateway, app) = ingress.with_store(|s| {
+        (
+            gw.get(s).map(|p| gateway_state(&p)),
+            upstream.get(s).map(|p| gateway::identity(&p)),
+        )
+    });
+    match (gateway, app) {
+        (None, _) => Err(Unanswered::GatewayGone),
+        (Some(_), None) => Err(Unanswered::Terminated),
+        (Some(gateway), Some(app)) => Ok(Answer {
+            app,
+            gateway,
+            took: started.elapsed(),
+        }),
+    }
 }
 
 /// The headers an application pod answers with.

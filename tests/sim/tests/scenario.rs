@@ -1,6 +1,7 @@
 //! A whole cluster driven by hand through the fake `k3d` and `helm` and the real `kubectl`
 //! (no paddock code): Istio 1.29 with tags `stable` and `default`, a namespace on `stable`, a
-//! workload whose pods carry the 1.29 proxy; the tag moved to a 1.30 revision and a restart
+//! workload whose pods carry the 1.29 proxy and answer through the ingress gateway once a
+//! Gateway and VirtualService route to them; the tag moved to a 1.30 revision and a restart
 //! gives 1.30 proxies; with istiod gone, new pods cannot be created. Also checks the fake
 //! tools' documented output shapes and errors (K3D.md).
 
@@ -135,16 +136,29 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// GET / through the load balancer: (status, headers) or None when the connection failed.
-fn get(port: u16) -> Option<(u16, String)> {
+/// GET / with a Host header through the load balancer: (status, lowercased head), or None
+/// when the connection closed (or failed) without a response.
+fn get(port: u16, host: &str) -> Option<(u16, String)> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
         .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let code = raw.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, raw.split("\r\n\r\n").next()?.to_ascii_lowercase()))
+}
+
+/// Poll `host` until it answers with `want` in its head (10 s at most); the last head.
+fn eventually(port: u16, host: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let head = get(port, host).map(|(_, h)| h).unwrap_or_default();
+        if head.contains(want) || Instant::now() > deadline {
+            return head;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn pods_json(w: &World, ns: &str) -> Vec<Value> {
@@ -191,6 +205,71 @@ spec:
       containers:
       - name: web
         image: ghcr.io/example/web:1
+        ports:
+        - containerPort: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: apps
+spec:
+  selector: {app: web}
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+"#;
+
+/// paddock's probe route (ISTIO.md, "Proving the ingress works") next to a user's Gateway on
+/// the same port, routing `web.example.com` to the workload.
+const INGRESS_ROUTES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: paddock-probe
+  namespace: istio-ingress
+spec:
+  selector: {istio: ingress}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [paddock-probe.invalid]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: paddock-probe
+  namespace: istio-ingress
+spec:
+  hosts: [paddock-probe.invalid]
+  gateways: [paddock-probe]
+  http:
+  - directResponse:
+      status: 200
+      body: {string: paddock probe}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: web
+  namespace: apps
+spec:
+  selector: {istio: ingress}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [web.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: web
+  namespace: apps
+spec:
+  hosts: [web.example.com]
+  gateways: [web]
+  http:
+  - route:
+    - destination: {host: web}
 "#;
 
 #[test]
@@ -456,13 +535,29 @@ fn scenario(w: &World) {
         assert_eq!(p["metadata"]["annotations"]["istio.io/rev"], "1-29-6");
         assert_eq!(proxy_image(p), "docker.io/istio/proxyv2:1.29.6");
     }
-    let (code, headers) = get(lb).expect("the ingress answers");
-    assert_eq!(code, 404, "Envoy with no route");
+    // A gateway no Gateway selects has no listener: the load balancer closes the connection.
+    assert_eq!(get(lb, "paddock-probe.invalid"), None);
+    ok(
+        w.kubectl(
+            &["apply", "--validate=false", "-f", "-"],
+            Some(INGRESS_ROUTES),
+        ),
+        "ingress routes",
+    );
+    let (code, headers) = get(lb, "paddock-probe.invalid").expect("the probe route answers");
+    assert_eq!(code, 200, "{headers}");
     assert!(headers.contains("server: istio-envoy"), "{headers}");
     assert!(headers.contains("x-paddock-cluster: demo"), "{headers}");
     assert!(
-        headers.contains("x-paddock-proxy-version: 1.29.6"),
+        headers.contains("x-paddock-gateway-proxy-version: 1.29.6"),
         "{headers}"
+    );
+    let headers = eventually(lb, "web.example.com", "x-paddock-proxy-version: 1.29.6");
+    assert!(headers.starts_with("http/1.1 200"), "{headers}");
+    assert!(
+        headers.contains("x-paddock-proxy-version: 1.29.6")
+            && headers.contains("x-paddock-revision: 1-29-6"),
+        "an app pod on 1.29 answers: {headers}"
     );
 
     // 1.30 revision, then tag `stable` moved to it and the workload restarted.
@@ -568,6 +663,11 @@ fn scenario(w: &World) {
         assert_eq!(p["metadata"]["annotations"]["istio.io/rev"], "1-30-3");
         assert_eq!(proxy_image(p), "docker.io/istio/proxyv2:1.30.3");
     }
+    let headers = eventually(lb, "web.example.com", "x-paddock-proxy-version: 1.30.3");
+    assert!(
+        headers.contains("x-paddock-revision: 1-30-3"),
+        "the restarted workload answers through the gateway: {headers}"
+    );
 
     // With the 1.30 istiod gone, the tag's webhook cannot be called: pod creation fails.
     ok(
