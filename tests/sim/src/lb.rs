@@ -8,10 +8,13 @@
 //!   ready addresses of its `Endpoints` object, chosen at random as kube-proxy's iptables rules
 //!   do, and pinned for the connection's life (conntrack). The Endpoints object is read as it
 //!   is, lag included.
-//! - k3d's load balancer accepts every connection, then closes it without a byte when the
-//!   node side refuses: no Service on the port, no ready endpoint (kube-proxy rejects), an
-//!   endpoint whose pod is gone, or a gateway pod with no listener on the Service's
-//!   `targetPort` (no `Gateway` selects it for that port, or only non-HTTP servers do).
+//! - k3d's load balancer (nginx, TCP stream proxy) accepts every connection, then closes it
+//!   without a byte when the node side refuses: no Service on the port (no ServiceLB pod binds
+//!   it), no ready endpoint (kube-proxy's REJECT rule refuses), an endpoint whose pod is gone,
+//!   or a gateway pod with no listener on the Service's `targetPort` (no `Gateway` selects it
+//!   for that port, or only non-HTTP servers do). nginx tries each node, then closes the
+//!   client's connection: `curl` says "Empty reply from server". The close reads what the
+//!   client sent first, so the client sees EOF rather than a reset.
 //! - Each HTTP/1.1 request is routed when it arrives (`gateway::route`) with the Gateways,
 //!   VirtualServices and DestinationRules of that moment. Envoy's own answers: `404` (no route),
 //!   `503` (cluster not found, `no healthy upstream`, connection failure/termination), direct
