@@ -283,20 +283,29 @@ fn set_endpoints(s: &mut Store, ns: &str, svc: &str, pods: &[&str]) {
     }
 }
 
-/// The pod's object leaves the store: it has exited (termination is someone else's model).
+/// The pod is deleted outright (grace period 0): its object leaves the store at once, as a
+/// pod whose proxy exits without draining.
 fn vanish(s: &mut Store, ns: &str, name: &str) {
-    s.delete(&res("pods"), ns, name).expect("delete pod");
+    s.delete_with(&res("pods"), ns, name, Some(0))
+        .expect("delete pod now");
 }
 
-/// The pod is being deleted: `deletionTimestamp` set, object still there.
+/// The pod is deleted with its grace period: `deletionTimestamp` set, the object stays until
+/// the kubelet has stopped it (`terminationMs`/`terminationDrainMs`).
 fn terminate(s: &mut Store, ns: &str, name: &str) {
-    s.patch(
-        &res("pods"),
-        ns,
-        name,
-        &json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 30}}),
-    )
-    .expect("mark terminating");
+    s.delete(&res("pods"), ns, name).expect("delete pod");
+    let pod = s.get(&res("pods"), ns, name).expect("still there");
+    assert!(pod["metadata"]["deletionTimestamp"].is_string(), "{pod}");
+}
+
+/// Knobs under which a terminating pod stays until the test removes it (its grace period,
+/// 30 s, is longer than any test).
+fn slow_termination() -> Knobs {
+    Knobs {
+        termination_ms: 60_000,
+        termination_drain_ms: 60_000,
+        ..Knobs::default()
+    }
 }
 
 #[derive(Debug)]
@@ -919,6 +928,7 @@ fn a_pod_gone_while_answering_fails_with_a_connection_termination() {
 #[test]
 fn terminating_gateways_drain_keep_alive_connections_and_gone_ones_drop_them() {
     let w = manual_endpoints_world();
+    w.knobs(slow_termination());
     w.probe_route();
     let probe = |stream: &mut TcpStream| {
         send(stream, "GET", PROBE_HOST, "/", &[], false);
@@ -950,7 +960,7 @@ fn terminating_gateways_drain_keep_alive_connections_and_gone_ones_drop_them() {
 
     w.knobs(Knobs {
         app_latency_ms: 1_000,
-        ..Knobs::default()
+        ..slow_termination()
     });
     send(&mut busy, "GET", "web.example.com", "/", &[], false);
     std::thread::sleep(Duration::from_millis(100));
@@ -1057,6 +1067,12 @@ fn traffic_counts_the_requests_a_vanished_pod_drops() {
 #[test]
 fn keep_alive_clients_ride_out_a_drained_gateway_and_retry_after_a_vanished_one() {
     let w = World::new(false);
+    // Gateways drain for 300 ms once deleted, then the kubelet removes them.
+    w.knobs(Knobs {
+        termination_ms: 300,
+        termination_drain_ms: 300,
+        ..Knobs::default()
+    });
     for gw in ["gw-a", "gw-b", "gw-c"] {
         w.gateway_pod(gw);
     }
@@ -1076,8 +1092,9 @@ fn keep_alive_clients_ride_out_a_drained_gateway_and_retry_after_a_vanished_one(
         set_endpoints(s, GW_NS, "istio-ingress", &["gw-b"]);
         terminate(s, GW_NS, "gw-a");
     });
-    std::thread::sleep(Duration::from_millis(300));
-    w.store(|s| vanish(s, GW_NS, "gw-a"));
+    w.until("gw-a gone after draining", |s| {
+        s.get(&res("pods"), GW_NS, "gw-a").is_err()
+    });
     std::thread::sleep(Duration::from_millis(200));
     let report = traffic.finish();
     assert_eq!((report.failed, report.retried), (0, 0), "{report}");
@@ -1103,4 +1120,63 @@ fn keep_alive_clients_ride_out_a_drained_gateway_and_retry_after_a_vanished_one(
         ["gw-b", "gw-c"],
         "{report}"
     );
+}
+
+#[test]
+fn draining_pods_lose_nothing_while_endpoints_catch_up_and_vanished_ones_do() {
+    let w = World::new(true);
+    let lag = Duration::from_millis(200);
+    w.knobs(Knobs {
+        endpoint_lag_ms: 200,
+        termination_ms: 500,
+        termination_drain_ms: 500,
+        ..Knobs::default()
+    });
+    w.gateway_pod("gw-a");
+    for pod in ["web-1", "web-2", "web-3"] {
+        w.app_pod(pod, json!({"app": "web"}));
+    }
+    w.service("web", Some(json!({"app": "web"})));
+    w.until_endpoints(APPS, "web", 3);
+    w.public_gateway();
+    w.virtual_service(
+        APPS,
+        "web",
+        &["web.example.com"],
+        &["istio-ingress/public"],
+        json!([{"route": [{"destination": {"host": "web"}}]}]),
+    );
+
+    // Deleted with its grace period: it keeps answering while the Endpoints catch up.
+    let traffic = Traffic::start(traffic_options(&w, Connections::Mixed));
+    std::thread::sleep(Duration::from_millis(300));
+    w.store(|s| terminate(s, APPS, "web-1"));
+    std::thread::sleep(Duration::from_millis(900));
+    let report = traffic.finish();
+    assert_eq!(report.failed, 0, "{report}");
+    assert!(report.by_pod.contains_key("web-1"), "{report}");
+    w.until("web-1 gone", |s| {
+        s.get(&res("pods"), APPS, "web-1").is_err()
+    });
+
+    // Deleted outright: what the lagging Endpoints still send it fails, then nothing does.
+    let traffic = Traffic::start(traffic_options(&w, Connections::Mixed));
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let deleted_at = started.elapsed();
+    w.store(|s| vanish(s, APPS, "web-2"));
+    std::thread::sleep(Duration::from_millis(600));
+    let report = traffic.finish();
+    assert!(report.failed > 0, "{report}");
+    for (at, what) in &report.failures {
+        assert!(
+            *at + Duration::from_millis(50) >= deleted_at
+                && *at <= deleted_at + lag + Duration::from_millis(100),
+            "failure outside the endpoint lag after the deletion at {deleted_at:?}: {at:?} {what}"
+        );
+        assert!(
+            what.contains(CONNECTION_FAILURE) || what.contains("connection termination"),
+            "{what}"
+        );
+    }
 }
