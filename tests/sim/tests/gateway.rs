@@ -3,7 +3,9 @@
 //! method, split by weight and subset, or answer directly; Envoy answers itself when nothing
 //! can serve (404 NR, 503 NC, `no healthy upstream`, connection failure and termination);
 //! terminating gateways drain keep-alive connections and gone ones drop them. The traffic
-//! harness counts no failure while pods keep serving and counts those a vanished pod causes.
+//! harness counts no failure while pods keep serving and counts those a vanished pod causes;
+//! on the sim's termination model, a pod deleted with its grace period loses nothing while the
+//! Endpoints catch up, one deleted outright loses what they still send it.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
