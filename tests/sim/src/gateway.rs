@@ -912,6 +912,49 @@ mod tests {
     }
 
     #[test]
+    fn gateway_ports_resolve_through_the_services_target_ports() {
+        let mut s = Store::new();
+        s.create(
+            &res("namespaces"),
+            "",
+            serde_json::json!({"metadata": {"name": "gw"}}),
+        )
+        .expect("namespace");
+        let pod = s
+            .create(
+                &res("pods"),
+                "gw",
+                serde_json::json!({"metadata": {"name": "gw-1", "labels": {"istio": "ingress"}},
+                    "spec": {"containers": [{"name": "istio-proxy", "image": "proxyv2:1.29.6",
+                        "ports": [{"containerPort": 8080, "name": "http-alt"}]}]}}),
+            )
+            .expect("pod");
+        s.create(
+            &res("services"),
+            "gw",
+            serde_json::json!({"metadata": {"name": "gw"}, "spec": {"selector": {"istio": "ingress"},
+                "ports": [{"port": 80, "targetPort": "http-alt"}]}}),
+        )
+        .expect("service");
+        let gateway = |s: &mut Store, name: &str, number: u16, protocol: &str| {
+            s.create(
+                &istio("gateways", "Gateway"),
+                "gw",
+                serde_json::json!({"metadata": {"name": name}, "spec": {"selector": {"istio": "ingress"},
+                    "servers": [{"port": {"number": number, "protocol": protocol}, "hosts": ["*"]}]}}),
+            )
+            .expect("gateway");
+        };
+        gateway(&mut s, "web", 80, "HTTP");
+        // Port 80 names the Service port: Envoy listens on its target, 8080.
+        assert_eq!(listener(&s, &pod, 8080), Listener::Http);
+        assert_eq!(listener(&s, &pod, 80), Listener::None);
+        // No Service port 9443: the number itself; a TLS server there is not served.
+        gateway(&mut s, "tls", 9443, "HTTPS");
+        assert_eq!(listener(&s, &pod, 9443), Listener::Other);
+    }
+
+    #[test]
     fn proxy_versions_come_from_the_image_tag() {
         let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "n",
             "annotations": {"istio.io/rev": "1-29-6"}},
