@@ -619,8 +619,10 @@ fn describe(cluster: &str, action: &Action) -> Vec<String> {
             }
             v
         }
-        Action::VerifyIngress { url } => {
-            vec![format!("GET {url} is answered by the ingress gateway")]
+        Action::VerifyIngress { url, host } => {
+            vec![format!(
+                "GET {url} with Host: {host} is answered 200 by paddock's probe route"
+            )]
         }
         Action::RecordSpec { record } => vec![format!(
             "record spec hash {} in ConfigMap {}/{}",

@@ -325,7 +325,9 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
             .apply(objects, "default")
             .await
             .map_err(|e| format!("failed to apply {source}: {e}")),
-        Action::VerifyIngress { url } => verify_ingress(url, Duration::from_secs(120)).await,
+        Action::VerifyIngress { url, host } => {
+            verify_ingress(url, host, Duration::from_secs(120)).await
+        }
         Action::RecordSpec { record } => kube(ctx)
             .await?
             .write_record(&ctx.cluster, record, &ctx.spec_json)
@@ -357,26 +359,33 @@ async fn recover_pending(ctx: &Ctx, name: &str, namespace: &str) -> Result<(), S
         .map_err(|e| format!("failed to recover release {name}: {e}"))
 }
 
-/// GET `url` until the ingress gateway (Envoy) answers, whatever the status code.
-pub async fn verify_ingress(url: &str, timeout: Duration) -> Result<(), String> {
+/// GET `url` with `Host: host` until paddock's probe route answers `200` with its body: the
+/// load balancer reached a gateway pod, and istiod pushed it the probe's configuration.
+pub async fn verify_ingress(url: &str, host: &str, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     let mut last;
     loop {
-        let u = url.to_string();
-        match tokio::task::spawn_blocking(move || http_get(&u)).await {
-            Ok(Ok((status, headers))) if headers.contains("server: istio-envoy") => {
-                let _ = status;
+        let (u, h) = (url.to_string(), host.to_string());
+        match tokio::task::spawn_blocking(move || http_get(&u, Some(&h))).await {
+            Ok(Ok(a)) if a.status == 200 && a.body.contains(crate::istio::PROBE_BODY) => {
                 return Ok(());
             }
-            Ok(Ok((status, _))) => {
-                last = format!("answered {status} without the gateway's `server: istio-envoy`")
+            Ok(Ok(a)) if a.status == 404 && a.head.contains("server: istio-envoy") => {
+                last = "the gateway answered 404: it has no route for the probe host (its VirtualService is missing, or not bound to the probe Gateway)".to_string()
+            }
+            Ok(Ok(a)) => {
+                last = format!(
+                    "answered {} ({}) instead of the probe's 200",
+                    a.status,
+                    a.body.trim()
+                )
             }
             Ok(Err(e)) => last = e,
             Err(e) => last = e.to_string(),
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "the ingress gateway did not answer at {url} within {}s: {last}",
+                "the ingress did not answer paddock's probe route at {url} (Host: {host}) within {}s: {last}. Check that the probe Gateway and VirtualService exist and select the gateway's pods (`kubectl get gateways.networking.istio.io,virtualservices.networking.istio.io -A -l app.kubernetes.io/managed-by=paddock`), that the gateway pods are ready (`kubectl -n istio-ingress get pods`), and that the port is published by the cluster's load balancer",
                 timeout.as_secs()
             ));
         }
@@ -384,8 +393,17 @@ pub async fn verify_ingress(url: &str, timeout: Duration) -> Result<(), String> 
     }
 }
 
-/// A minimal HTTP/1.1 GET: (status, lower-cased headers).
-pub fn http_get(url: &str) -> Result<(u16, String), String> {
+/// What an HTTP server answered.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    /// The status line and headers, lower-cased.
+    pub head: String,
+    pub body: String,
+}
+
+/// A minimal HTTP/1.1 GET (the connection closed after it), with an optional Host header.
+pub fn http_get(url: &str, host_header: Option<&str>) -> Result<HttpAnswer, String> {
     use std::io::{Read, Write};
     let rest = url
         .strip_prefix("http://")
@@ -404,18 +422,28 @@ pub fn http_get(url: &str) -> Result<(u16, String), String> {
         .map_err(|e| e.to_string())?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        host_header.unwrap_or(host)
     )
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .map_err(|e| format!("read from {host}: {e}"))?;
+    if raw.is_empty() {
+        return Err(format!(
+            "{host} closed the connection without an answer: nothing listens behind the load balancer (a gateway listens only on ports a Gateway resource declares)"
+        ));
+    }
     let text = String::from_utf8_lossy(&raw);
-    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("{host} did not answer HTTP"))?;
-    Ok((status, head.to_ascii_lowercase()))
+    Ok(HttpAnswer {
+        status,
+        head: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    })
 }

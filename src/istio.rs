@@ -14,6 +14,49 @@ pub const MIN_MINOR: u64 = 20;
 pub const SYSTEM_NAMESPACE: &str = "istio-system";
 pub const BASE_RELEASE: &str = "istio-base";
 
+/// The host of paddock's probe route: reserved (`.invalid`), so it never meets a real one.
+pub const PROBE_HOST: &str = "paddock-probe.invalid";
+/// The start of the probe route's answer body.
+pub const PROBE_BODY: &str = "paddock probe";
+
+/// The label value the gateway chart gives a release's pods: `istio: <release without
+/// "istio-">` (release `istio-ingress` → `istio: ingress`).
+pub fn gateway_selector(release: &str) -> &str {
+    release.strip_prefix("istio-").unwrap_or(release)
+}
+
+/// paddock's own route through a gateway (ISTIO.md, "Proving the ingress works"): a
+/// `Gateway` selecting the gateway's pods with an HTTP server on port 80 for
+/// [`PROBE_HOST`] only, and a `VirtualService` bound to it answering `200` directly. A gateway
+/// pod listens on nothing until a Gateway selects it, so this is what makes "the ingress
+/// answers" provable on a fresh cluster; servers on one port merge by host, so it sits beside
+/// the user's own Gateways.
+pub fn probe_route(cluster: &str, release: &str, namespace: &str) -> Vec<Value> {
+    let name = format!("paddock-probe-{release}");
+    let labels = json!({"app.kubernetes.io/managed-by": "paddock"});
+    vec![
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {
+                "selector": {"istio": gateway_selector(release)},
+                "servers": [{"port": {"number": 80, "name": "http-paddock-probe", "protocol": "HTTP"},
+                    "hosts": [PROBE_HOST]}],
+            },
+        }),
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {
+                "hosts": [PROBE_HOST],
+                "gateways": [name],
+                "http": [{"directResponse": {"status": 200,
+                    "body": {"string": format!("{PROBE_BODY}: cluster {cluster}, gateway {namespace}/{release}\n")}}}],
+            },
+        }),
+    ]
+}
+
 /// Parse an Istio version as written in a spec (`1.30.3`).
 pub fn parse_version(text: &str) -> Result<Version, String> {
     if let Some(stripped) = text.strip_prefix('v') {

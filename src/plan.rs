@@ -72,8 +72,9 @@ pub enum Action {
     },
     /// Server-side apply of manifests.
     Apply { source: String, objects: Vec<Value> },
-    /// HTTP through the load balancer's published port reaches the ingress gateway.
-    VerifyIngress { url: String },
+    /// HTTP through the load balancer's published port, with paddock's probe host, is answered
+    /// by the probe route: load balancer → gateway → configuration pushed by istiod.
+    VerifyIngress { url: String, host: String },
     /// Record the applied spec, its hash and what was installed in `paddock-system`.
     RecordSpec { record: Record },
 }
@@ -464,7 +465,8 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
                 }];
                 let checks =
                     vec!["pods run the proxy image of the revision tag `default` points at".into()];
-                gateway_ready.push(b.install_and_wait(
+                let (name, namespace) = (rel.name.clone(), rel.namespace.clone());
+                let ready = b.install_and_wait(
                     rel,
                     &[&after],
                     Readiness {
@@ -472,6 +474,14 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
                         checks,
                         timeout_secs: 300,
                         ..Readiness::default()
+                    },
+                );
+                gateway_ready.push(b.add(
+                    format!("kube.apply/probe-{name}"),
+                    &[&ready],
+                    Action::Apply {
+                        source: format!("paddock's probe route through gateway {name}"),
+                        objects: istio::probe_route(&spec.name, &name, &namespace),
                     },
                 ));
             }
@@ -568,6 +578,7 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
             &deps,
             Action::VerifyIngress {
                 url: format!("http://127.0.0.1:{port}/"),
+                host: istio::PROBE_HOST.into(),
             },
         );
         finals = vec![id];

@@ -354,21 +354,56 @@ fn remove_matching(filter: &str) {
     }
 }
 
-/// Remove what sim homes that no longer exist left behind (an earlier run that was killed).
-pub fn cleanup_stale() {
-    let Ok(out) = docker(&s(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label={HOME_LABEL}"),
-        "--format",
-        &format!("{{{{.Label \"{HOME_LABEL}\"}}}}"),
-    ])) else {
-        return;
+/// The file whose lock says a sim home is in use.
+fn owner_file(home: &Path) -> std::path::PathBuf {
+    home.join(".owner.lock")
+}
+
+/// Mark a sim home as in use for as long as the returned file stays open (a process's locks go
+/// with it, however it dies): [`cleanup_stale`] leaves such a home's Docker objects alone.
+pub fn claim(home: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(owner_file(home))?;
+    f.lock()?;
+    Ok(f)
+}
+
+/// Has a home's owner gone? Its folder is gone, or nobody holds its claim any more (a test
+/// process killed before it could remove its temporary folder).
+fn abandoned(home: &Path) -> bool {
+    if !home.exists() {
+        return true;
+    }
+    let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(owner_file(home))
+    else {
+        // Never claimed: a home this code did not make; only its removal tells.
+        return false;
     };
-    let homes: std::collections::BTreeSet<&str> = out.lines().collect();
-    for h in homes {
-        if !Path::new(h).exists() {
+    f.try_lock().is_ok()
+}
+
+/// Remove what abandoned sim homes left behind (an earlier run that was killed).
+pub fn cleanup_stale() {
+    let mut homes = std::collections::BTreeSet::new();
+    for kind in [&["ps", "-a"][..], &["network", "ls"], &["volume", "ls"]] {
+        let mut args = s(kind);
+        args.extend(s(&[
+            "--filter",
+            &format!("label={HOME_LABEL}"),
+            "--format",
+            &format!("{{{{.Label \"{HOME_LABEL}\"}}}}"),
+        ]));
+        if let Ok(out) = docker(&args) {
+            homes.extend(out.lines().map(str::to_string));
+        }
+    }
+    for h in &homes {
+        if abandoned(Path::new(h)) {
             remove_matching(&format!("label={HOME_LABEL}={h}"));
         }
     }

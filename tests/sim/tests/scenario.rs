@@ -18,6 +18,8 @@ struct World {
     /// Nodes are Docker containers (else local processes).
     docker: bool,
     home: tempfile::TempDir,
+    /// Held while the world lives: its Docker objects are not another run's leftovers.
+    _claim: std::fs::File,
     bin: PathBuf,
     kubeconfig: PathBuf,
     kubectl: Option<PathBuf>,
@@ -38,6 +40,7 @@ impl World {
             }
         }
         let home = tempfile::tempdir().expect("tempdir");
+        let _claim = paddock_sim::docker::claim(home.path()).expect("claim the home");
         let bin = home.path().join("bin");
         std::fs::create_dir_all(&bin).expect("bin");
         let st = Command::new(env!("CARGO_BIN_EXE_paddock-sim"))
@@ -50,6 +53,7 @@ impl World {
         Some(Self {
             docker,
             home,
+            _claim,
             bin,
             kubeconfig,
             kubectl: kubectl(),
