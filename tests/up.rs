@@ -32,13 +32,16 @@ fn up_from_nothing(docker: bool) {
         );
         assert!(r["steps"]["paddock.record"].is_u64(), "{r}");
         let (code, head) = probe(port).expect("the ingress answers");
-        assert_eq!(code, 404, "Envoy without routes");
+        assert_eq!(code, 200, "paddock's probe route answers");
         assert!(head.contains("server: istio-envoy"), "{head}");
         assert!(
             head.contains(&format!("x-paddock-cluster: {cluster}")),
             "{head}"
         );
-        assert!(head.contains("x-paddock-proxy-version: 1.30.3"), "{head}");
+        assert!(
+            head.contains("x-paddock-gateway-proxy-version: 1.30.3"),
+            "{head}"
+        );
     }
     let list = w.tool("k3d", &["cluster", "list", "-o", "json"]);
     let clusters: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");

@@ -673,7 +673,7 @@ fn a_failure_at_each_canary_step_rolls_back_to_a_serving_1_29() {
         assert_all_on(&w, "1.29.6");
         let (_, head) = probe(w.port(8080)).expect("the ingress answers");
         assert!(
-            head.contains("x-paddock-proxy-version: 1.29.6"),
+            head.contains("x-paddock-gateway-proxy-version: 1.29.6"),
             "{step}: {head}"
         );
         let up = w.paddock(&["up", "mesh", "-o", "json"]);

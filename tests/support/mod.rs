@@ -12,6 +12,8 @@ use serde_json::Value;
 pub struct World {
     pub docker: bool,
     pub home: tempfile::TempDir,
+    /// Held while the world lives: its Docker objects are not another run's leftovers.
+    _claim: std::fs::File,
     pub repo: tempfile::TempDir,
     pub state: tempfile::TempDir,
     pub bin: PathBuf,
@@ -100,6 +102,7 @@ impl World {
     /// A world whose clusters are Docker containers (`docker`) or local processes.
     pub fn new(docker: bool) -> Self {
         let home = tempfile::tempdir().expect("home");
+        let _claim = paddock_sim::docker::claim(home.path()).expect("claim the home");
         let bin = home.path().join("bin");
         std::fs::create_dir_all(&bin).expect("bin");
         let st = Command::new(sim_binary())
@@ -143,6 +146,7 @@ impl World {
         Self {
             docker,
             home,
+            _claim,
             repo,
             state: tempfile::tempdir().expect("state"),
             bin,
@@ -300,11 +304,12 @@ pub fn get(url: &str) -> String {
         .unwrap_or_default()
 }
 
-/// HTTP GET: (status, lower-cased head) or None when nothing answered.
+/// HTTP GET through paddock's probe route (`Host: paddock-probe.invalid`): (status,
+/// lower-cased head) or None when nothing answered.
 pub fn probe(port: u16) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET / HTTP/1.1\r\nHost: paddock-probe.invalid\r\nConnection: close\r\n\r\n")
         .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
