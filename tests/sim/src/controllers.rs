@@ -675,7 +675,10 @@ impl Controllers {
             };
             let job_like =
                 s_at(&pod, "/spec/restartPolicy") == "Never" || owner_kind(&pod) == "Job";
-            let status = if now < start_at {
+            // A pod whose containers started stays started: a slower start (knobs changed
+            // meanwhile) never takes a running pod back to Pending.
+            let started_already = s_at(&before, "/status/phase") == "Running";
+            let status = if now < start_at && !started_already {
                 self.wake_at(start_at);
                 pod_status(&pod, "Pending", &ip, |_| ContainerState::Creating)
             } else if k.crashes(&image_refs, &revision) {
