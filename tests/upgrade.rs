@@ -4,11 +4,10 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use paddock_sim::knobs::{FaultAction, Knobs, ToolFault};
+use paddock_sim::traffic::{Connections, Expect, Options as TrafficOptions, Report, Traffic};
 use serde_json::{Value, json};
 use support::{World, api, probe, result, stderr, stdout};
 
@@ -155,52 +154,108 @@ fn two_workloads(w: &World) {
     std::thread::sleep(Duration::from_millis(300));
 }
 
-/// Continuous HTTP through the ingress: (requests, failures) once stopped.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    total: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// Route the mesh workloads from the ingress: a Service for `web` (tag `stable`),
+/// `canary-web` (tag `canary`) and `old-style` (`istio-injection=enabled`), a Gateway for
+/// `shop.example` on the ingress gateway's pods, and a VirtualService sending `/stable`,
+/// `/canary` and `/legacy` to them.
+fn route_workloads(w: &World) {
+    for (ns, app) in ROUTES.iter().map(|(_, ns, app)| (*ns, *app)) {
+        post(
+            w,
+            &format!("/api/v1/namespaces/{ns}/services"),
+            json!({"metadata": {"name": app}, "spec": {"selector": {"app": app},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+        );
+    }
+    post(
+        w,
+        "/apis/networking.istio.io/v1/namespaces/istio-ingress/gateways",
+        json!({"metadata": {"name": "shop"}, "spec": {"selector": {"istio": "ingress"},
+            "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["shop.example"]}]}}),
+    );
+    let http: Vec<Value> = ROUTES
+        .iter()
+        .map(|(path, ns, app)| {
+            json!({"match": [{"uri": {"prefix": path}}],
+                "route": [{"destination": {"host": format!("{app}.{ns}.svc.cluster.local"), "port": {"number": 80}}}]})
+        })
+        .collect();
+    post(
+        w,
+        "/apis/networking.istio.io/v1/namespaces/istio-ingress/virtualservices",
+        json!({"metadata": {"name": "shop"}, "spec": {"hosts": ["shop.example"], "gateways": ["shop"], "http": http}}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (path, _, _) in ROUTES {
+        loop {
+            let answer = support::request(w.port(8080), "shop.example", path);
+            if answer
+                .as_ref()
+                .is_some_and(|(code, head)| *code == 200 && head.contains("x-paddock-pod"))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never answered: {answer:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
-impl Traffic {
-    fn start(port: u16) -> Self {
-        let (stop, total, failed) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let (s, t, f) = (stop.clone(), total.clone(), failed.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                t.fetch_add(1, Ordering::SeqCst);
-                match probe(port) {
-                    Some((_, head)) if head.contains("server: istio-envoy") => {}
-                    _ => {
-                        f.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(3));
-            }
-        });
-        Self {
-            stop,
-            total,
-            failed,
-            thread: Some(thread),
-        }
-    }
+/// Ingress path, namespace and app of each routed mesh workload.
+const ROUTES: [(&str, &str, &str); 3] = [
+    ("/stable", "apps", "web"),
+    ("/canary", "apps-canary", "canary-web"),
+    ("/legacy", "legacy", "old-style"),
+];
 
-    fn finish(mut self) -> (usize, usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        (
-            self.total.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-        )
+/// `clients` clients (half keep-alive, half a connection per request) sending requests to an
+/// app through the ingress; a request counts only when an app pod answers it.
+fn route_traffic(w: &World, path: &str, clients: usize) -> Traffic {
+    Traffic::start(TrafficOptions {
+        port: w.port(8080),
+        host_header: "shop.example".into(),
+        path: path.into(),
+        clients,
+        connections: Connections::Mixed,
+        pause: Duration::from_millis(40),
+        expect: Expect::App,
+        timeout: Duration::from_secs(5),
+    })
+}
+
+/// Traffic to every routed workload at once: 4 clients each (12 in all).
+fn mesh_traffic(w: &World) -> Vec<(&'static str, Traffic)> {
+    ROUTES
+        .iter()
+        .map(|(path, _, _)| (*path, route_traffic(w, path, 4)))
+        .collect()
+}
+
+/// Stop the traffic and check no request failed; returns the reports by path.
+fn no_request_failed(traffic: Vec<(&'static str, Traffic)>) -> Vec<(&'static str, Report)> {
+    let reports: Vec<(&str, Report)> = traffic.into_iter().map(|(p, t)| (p, t.finish())).collect();
+    for (path, r) in &reports {
+        assert!(r.total > 100, "{path}: traffic ran throughout: {r:?}");
+        assert_eq!(
+            r.failed, 0,
+            "{path}: {} of {} requests failed: {:?}",
+            r.failed, r.total, r.failures
+        );
     }
+    reports
+}
+
+/// Latencies close to a real cluster (pods start in seconds, terminate for seconds while
+/// proxies drain, endpoints follow after a second), for the traffic checks.
+fn realistic(w: &World) {
+    w.set_knobs(&Knobs {
+        app_latency_ms: 20,
+        ..Knobs::realistic()
+    });
+    std::thread::sleep(Duration::from_millis(400));
 }
 
 fn status(w: &World) -> Value {
@@ -234,23 +289,32 @@ fn canary_upgrade_under_traffic_moves_every_workload_and_drops_no_request() {
         "/api/v1/namespaces/apps/pods?labelSelector=job-name%3Donce",
         None,
     );
-    let traffic = Traffic::start(w.port(8080));
-    std::thread::sleep(Duration::from_millis(100));
+    route_workloads(&w);
+    realistic(&w);
+    let traffic = mesh_traffic(&w);
+    std::thread::sleep(Duration::from_millis(300));
     let out = w.paddock(&[
         "upgrade",
         "mesh",
         "--to",
         "1.30.3",
+        "--grace",
+        "1",
         "--timeout",
-        "30",
+        "180",
         "-o",
         "json",
     ]);
-    std::thread::sleep(Duration::from_millis(100));
-    let (total, failed) = traffic.finish();
+    std::thread::sleep(Duration::from_millis(300));
+    let reports = no_request_failed(traffic);
     assert_eq!(result(&out)["ok"], true, "{}{}", stdout(&out), stderr(&out));
-    assert!(total > 50, "traffic ran throughout: {total}");
-    assert_eq!(failed, 0, "failed requests out of {total}");
+    for (path, r) in &reports {
+        assert_eq!(
+            r.by_revision.keys().collect::<Vec<_>>(),
+            ["1-29-6", "1-30-3"],
+            "{path}: answered by both control planes' proxies across the upgrade: {r:?}"
+        );
+    }
     assert_all_on(&w, "1.30.3");
     let s = status(&w);
     let revisions: Vec<&str> = s["revisions"]
@@ -314,23 +378,30 @@ fn in_place(from: &str, to: &str) {
     let w = mesh_world(from, "in-place");
     deploy_workloads(&w);
     assert_all_on(&w, from);
-    let traffic = Traffic::start(w.port(8080));
-    std::thread::sleep(Duration::from_millis(100));
+    route_workloads(&w);
+    realistic(&w);
+    let traffic = mesh_traffic(&w);
+    std::thread::sleep(Duration::from_millis(300));
     let out = w.paddock(&[
         "upgrade",
         "mesh",
         "--to",
         to,
         "--timeout",
-        "30",
+        "180",
         "-o",
         "json",
     ]);
-    std::thread::sleep(Duration::from_millis(100));
-    let (total, failed) = traffic.finish();
+    std::thread::sleep(Duration::from_millis(300));
+    let reports = no_request_failed(traffic);
     assert_eq!(result(&out)["ok"], true, "{}{}", stdout(&out), stderr(&out));
-    assert!(total > 50, "{total}");
-    assert_eq!(failed, 0, "failed requests out of {total}");
+    for (path, r) in &reports {
+        assert_eq!(
+            r.by_proxy_version.keys().collect::<Vec<_>>(),
+            [from, to],
+            "{path}: answered by old and new proxies across the upgrade: {r:?}"
+        );
+    }
     assert_all_on(&w, to);
     let rev = from.replace('.', "-");
     let s = status(&w);
@@ -349,6 +420,72 @@ fn in_place_minor_upgrade_under_traffic_drops_no_request() {
 #[test]
 fn in_place_patch_upgrade_under_traffic_drops_no_request() {
     in_place("1.30.2", "1.30.3");
+}
+
+/// The traffic check of the upgrade tests fails when a rollout really drops requests: a single
+/// replica allowed to go unavailable during a restart (its old pod leaves the endpoints before
+/// the new one joins them), and a pod deleted outright (grace 0) while the lagging endpoints
+/// still send it requests.
+#[test]
+fn the_traffic_check_catches_rollouts_that_drop_requests() {
+    let w = mesh_world("1.30.3", "canary");
+    deploy_workloads(&w);
+    route_workloads(&w);
+    realistic(&w);
+    let (code, body) = api(
+        &w,
+        "mesh",
+        "PATCH",
+        "/apis/apps/v1/namespaces/legacy/deployments/old-style",
+        Some(&json!({"spec": {"strategy": {"type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}}})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let traffic = route_traffic(&w, "/legacy", 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = w.paddock(&[
+        "restart",
+        "mesh",
+        "--namespace",
+        "legacy",
+        "--timeout",
+        "60",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    std::thread::sleep(Duration::from_millis(300));
+    let r = traffic.finish();
+    assert!(
+        r.failed > 0,
+        "one replica with maxUnavailable 1 drops requests: {r:?}"
+    );
+
+    let traffic = route_traffic(&w, "/stable", 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, pods) = api(
+        &w,
+        "mesh",
+        "GET",
+        "/api/v1/namespaces/apps/pods?labelSelector=app%3Dweb",
+        None,
+    );
+    let victim = pods["items"][0]["metadata"]["name"]
+        .as_str()
+        .expect("a web pod")
+        .to_string();
+    let (code, body) = api(
+        &w,
+        "mesh",
+        "DELETE",
+        &format!("/api/v1/namespaces/apps/pods/{victim}?gracePeriodSeconds=0"),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(2_500));
+    let r = traffic.finish();
+    assert!(
+        r.failed > 0,
+        "a pod deleted with grace 0 drops what still reaches it: {r:?}"
+    );
 }
 
 /// Pods terminating for a while after each rollout is done, and endpoints lagging behind.

@@ -307,10 +307,16 @@ pub fn get(url: &str) -> String {
 /// HTTP GET through paddock's probe route (`Host: paddock-probe.invalid`): (status,
 /// lower-cased head) or None when nothing answered.
 pub fn probe(port: u16) -> Option<(u16, String)> {
+    request(port, "paddock-probe.invalid", "/")
+}
+
+/// HTTP GET of `path` on 127.0.0.1:`port` with `Host: host`: (status, lower-cased head) or
+/// None when nothing answered.
+pub fn request(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: paddock-probe.invalid\r\nConnection: close\r\n\r\n")
-        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let head = raw.split("\r\n\r\n").next()?.to_ascii_lowercase();
