@@ -94,6 +94,9 @@ pub enum Command {
         /// Manage a cluster paddock did not create.
         #[arg(long)]
         adopt: bool,
+        /// How long the ingress may take to answer paddock's probe route, in seconds.
+        #[arg(long, default_value_t = 120)]
+        verify_timeout: u64,
     },
     /// Delete a cluster and everything paddock made for it.
     Down {
@@ -175,9 +178,17 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
         Command::Render { cluster } => with_spec(args, cluster.as_deref(), |spec| {
             print_render(args, spec, out)
         }),
-        Command::Up { cluster, adopt } => {
-            with_spec(args, cluster.as_deref(), |spec| up(args, spec, *adopt, out))
-        }
+        Command::Up {
+            cluster,
+            adopt,
+            verify_timeout,
+        } => with_spec(args, cluster.as_deref(), |spec| {
+            let opts = crate::converge::UpOptions {
+                adopt: *adopt,
+                verify_timeout: std::time::Duration::from_secs(*verify_timeout),
+            };
+            up(args, spec, opts, out)
+        }),
         Command::Down { cluster, yes } => down(args, cluster.as_deref(), *yes, out),
         Command::Status { cluster } => status(args, cluster.as_deref(), out),
         Command::Doctor => doctor(args, out),
@@ -718,7 +729,12 @@ fn watch_interrupts(
     cancel
 }
 
-fn up(args: &Args, spec: &ClusterSpec, adopt: bool, out: &mut dyn Write) -> Result<(), Failure> {
+fn up(
+    args: &Args,
+    spec: &ClusterSpec,
+    opts: crate::converge::UpOptions,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     let applied = applied_objects(args, spec)?;
     let tools = toolchain(args);
     let rep = reporter(args);
@@ -744,7 +760,7 @@ fn up(args: &Args, spec: &ClusterSpec, adopt: bool, out: &mut dyn Write) -> Resu
     let converge = || {
         rt.block_on(async {
             let cancel = watch_interrupts(rep.clone());
-            crate::converge::up(spec, &applied, &tools, rep.clone(), cancel, adopt).await
+            crate::converge::up(spec, &applied, &tools, rep.clone(), cancel, &opts).await
         })
     };
     let report = match converge() {

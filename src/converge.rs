@@ -40,6 +40,24 @@ impl From<String> for Error {
     }
 }
 
+/// How `up` behaves beyond the spec.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Manage a cluster paddock did not create.
+    pub adopt: bool,
+    /// How long the ingress may take to answer paddock's probe route.
+    pub verify_timeout: std::time::Duration,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        Self {
+            adopt: false,
+            verify_timeout: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
 /// What `up` did.
 #[derive(Debug)]
 pub struct UpReport {
@@ -184,7 +202,7 @@ pub async fn up(
     tools: &Toolchain,
     reporter: Arc<Reporter>,
     cancel: Arc<AtomicBool>,
-    adopt: bool,
+    opts: &UpOptions,
 ) -> Result<UpReport, Error> {
     let k3d = K3d::new(tools.need_k3d()?);
     let helm = Helm::detect(tools.need_helm()?)
@@ -199,7 +217,7 @@ pub async fn up(
     let kubeconfig = tools.cluster_dir(&spec.name).join("kubeconfig");
     let kube_cell = OnceCell::new();
     let (observed, registries, kube) =
-        observe(spec, &k3d, &helm, tools, &reporter, adopt, true).await?;
+        observe(spec, &k3d, &helm, tools, &reporter, opts.adopt, true).await?;
     if let Some(k) = kube {
         let _ = kube_cell.set(k);
     }
@@ -242,6 +260,7 @@ pub async fn up(
         reporter: reporter.clone(),
         cancel,
         spec_json: serde_json::to_value(spec).unwrap_or(Value::Null),
+        verify_timeout: opts.verify_timeout,
     });
     match execute::run(&plan, ctx).await {
         Outcome::Done(summary) => Ok(UpReport {

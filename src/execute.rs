@@ -35,6 +35,8 @@ pub struct Ctx {
     pub spec_json: Value,
     /// Releases observed `pending-*` (left by an interrupted helm): (name, namespace) → status.
     pub pending: BTreeMap<(String, String), String>,
+    /// How long the ingress may take to answer the probe route.
+    pub verify_timeout: Duration,
 }
 
 /// How a run ended.
@@ -325,9 +327,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
             .apply(objects, "default")
             .await
             .map_err(|e| format!("failed to apply {source}: {e}")),
-        Action::VerifyIngress { url, host } => {
-            verify_ingress(url, host, Duration::from_secs(120)).await
-        }
+        Action::VerifyIngress { url, host } => verify_ingress(url, host, ctx.verify_timeout).await,
         Action::RecordSpec { record } => kube(ctx)
             .await?
             .write_record(&ctx.cluster, record, &ctx.spec_json)

@@ -60,6 +60,72 @@ fn up_from_nothing_converges_ci_and_dev_with_docker() {
     }
 }
 
+/// With no files at all, `up` makes cluster `paddock` from the embedded default profile and
+/// proves its ingress through the probe route (on the profile's own 127.0.0.1:8080).
+#[test]
+fn the_embedded_default_verifies_its_ingress_through_the_probe_route() {
+    if ["127.0.0.1:8080", "127.0.0.1:8443"]
+        .iter()
+        .any(|a| std::net::TcpListener::bind(a).is_err())
+    {
+        eprintln!(
+            "skipping: 127.0.0.1:8080 or :8443, which the embedded profile publishes, is in use"
+        );
+        return;
+    }
+    let w = World::new(false);
+    for d in ["profiles", "clusters", "addons", "manifests"] {
+        std::fs::remove_dir_all(w.repo.path().join(d)).expect("remove");
+    }
+    std::fs::remove_file(w.repo.path().join("paddock.yaml")).expect("remove");
+    let r = up_ok(&w, "paddock");
+    assert!(r["steps"]["kube.apply/probe-istio-ingress"].is_u64(), "{r}");
+    assert!(r["steps"]["verify/ingress"].is_u64(), "{r}");
+    let (code, head) = probe(8080).expect("the ingress answers");
+    assert_eq!(code, 200, "{head}");
+    let down = w.paddock(&["down", "paddock", "--yes"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+}
+
+/// Without paddock's probe route the ingress cannot be proven: a gateway without a Gateway
+/// selecting it listens on nothing. The probe's objects removed behind paddock's back, the
+/// next `up` that verifies fails and says what to check.
+#[test]
+fn verification_fails_and_says_what_to_check_when_the_probe_route_is_gone() {
+    let w = World::new(false);
+    up_ok(&w, "ci");
+    for kind in ["virtualservices", "gateways"] {
+        let (code, body) = support::api(
+            &w,
+            "ci",
+            "DELETE",
+            &format!(
+                "/apis/networking.istio.io/v1/namespaces/istio-ingress/{kind}/paddock-probe-istio-ingress"
+            ),
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    w.edit("clusters/ci.yaml", |t| format!("{t}  - name: more\n"));
+    let out = w.paddock(&["up", "ci", "--verify-timeout", "3"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("did not answer paddock's probe route")
+            && text.contains("closed the connection without an answer")
+            && text.contains(
+                "kubectl get gateways.networking.istio.io,virtualservices.networking.istio.io"
+            ),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_second_up_changes_nothing() {
     let w = World::new(false);
