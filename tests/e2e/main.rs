@@ -68,6 +68,17 @@ fn ci_cluster_up_status_down_on_a_real_machine() {
         .expect("a result");
     assert_eq!(result["ok"], true);
     assert!(result["steps"]["verify/ingress"].is_u64(), "{result}");
+    // The probe route answers through the load balancer, as `up` verified.
+    let probe = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-H",
+            "Host: paddock-probe.invalid",
+            "http://127.0.0.1:9080/",
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&probe.stdout), "200");
     let again = ok(&paddock(&["up", "ci"]), "second up");
     assert!(again.contains("up to date"), "{again}");
     let status: Value =
@@ -150,4 +161,59 @@ fn canary_upgrade_on_a_real_machine() {
         .filter_map(|r| r["revision"].as_str())
         .collect();
     assert_eq!(revisions, ["1-30-3"], "{status}");
+}
+
+/// A label taken out of the spec is removed by `up` (server-side apply ownership), on a real
+/// API server.
+#[test]
+fn a_namespace_label_removed_from_the_spec_goes_on_a_real_machine() {
+    if !enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_repo(dir.path());
+    let ci = dir.path().join("clusters/ci.yaml");
+    let text = std::fs::read_to_string(&ci).expect("ci.yaml");
+    std::fs::write(
+        &ci,
+        text.replace(
+            "    tag: stable\n",
+            "    tag: stable\n    labels: {team: web, tier: front}\n",
+        ),
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .arg("-C")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .expect("paddock runs")
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "ci", "--yes"]);
+        }
+    }
+    let _down = Down(&run);
+    ok(&run(&["up", "ci"]), "up with the label");
+    let text = std::fs::read_to_string(&ci).expect("ci.yaml");
+    std::fs::write(&ci, text.replace(", tier: front", "")).expect("write");
+    ok(&run(&["up", "ci"]), "up without it");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let kc = Command::new("k3d")
+        .args(["kubeconfig", "get", "ci"])
+        .output()
+        .expect("k3d");
+    std::fs::write(&kubeconfig, &kc.stdout).expect("kubeconfig");
+    let ns = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "namespace", "e2e", "-o", "json"])
+        .output()
+        .expect("kubectl");
+    let ns: Value = serde_json::from_slice(&ns.stdout).expect("namespace json");
+    assert!(ns["metadata"]["labels"].get("tier").is_none(), "{ns}");
+    assert_eq!(ns["metadata"]["labels"]["team"], "web", "{ns}");
 }
