@@ -41,6 +41,9 @@ pub struct Knobs {
     pub tool_faults: Vec<ToolFault>,
     /// Which Helm the fake `helm` is: 3 or 4 (flag sets and `helm version` differ).
     pub helm_major: u8,
+    /// `k3d kubeconfig get/write` leave out the client certificate and key (a broken or
+    /// hand-edited kubeconfig): the API server answers such a client 401.
+    pub kubeconfig_without_client_cert: bool,
 }
 
 impl Default for Knobs {
@@ -59,6 +62,7 @@ impl Default for Knobs {
             tool_latency_ms: BTreeMap::new(),
             tool_faults: Vec::new(),
             helm_major: 4,
+            kubeconfig_without_client_cert: false,
         }
     }
 }
