@@ -71,8 +71,8 @@ impl Client {
             .map(str::to_string)
             .or_else(|| cfg["current-context"].as_str().map(str::to_string))
             .unwrap_or_default();
-        let context = named(&cfg, "contexts", &ctx)
-            .ok_or(format!("context \"{ctx}\" does not exist"))?;
+        let context =
+            named(&cfg, "contexts", &ctx).ok_or(format!("context \"{ctx}\" does not exist"))?;
         let cluster_name = context["context"]["cluster"].as_str().unwrap_or_default();
         let cluster = named(&cfg, "clusters", cluster_name)
             .ok_or(format!("cluster \"{cluster_name}\" does not exist"))?;
@@ -83,8 +83,9 @@ impl Client {
         let server = cluster["cluster"]["server"]
             .as_str()
             .ok_or(format!("cluster \"{cluster_name}\" has no server"))?;
-        let ca = data(&cluster["cluster"], "certificate-authority-data")?
-            .ok_or(format!("cluster \"{cluster_name}\" has no certificate-authority-data"))?;
+        let ca = data(&cluster["cluster"], "certificate-authority-data")?.ok_or(format!(
+            "cluster \"{cluster_name}\" has no certificate-authority-data"
+        ))?;
         let identity = match (
             data(&user, "client-certificate-data")?,
             data(&user, "client-key-data")?,
@@ -92,7 +93,11 @@ impl Client {
             (Some(cert), Some(key)) => Some((cert, key)),
             _ => None,
         };
-        Self::new(server, &ca, identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str())))
+        Self::new(
+            server,
+            &ca,
+            identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+        )
     }
 
     /// For `server` (`https://host:port`), trusting `ca_pem`, presenting `identity` (certificate

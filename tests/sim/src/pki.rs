@@ -91,7 +91,10 @@ impl Pki {
             serving_cert: format!("{}{server_ca}", serving_cert.pem()),
             serving_key: serving_key.serialize_pem(),
             admin_cert: format!("{}{client_ca}", admin_cert.pem()),
-            admin_key: pem("EC PRIVATE KEY", &sec1_from_pkcs8(&admin_key.serialize_der())?),
+            admin_key: pem(
+                "EC PRIVATE KEY",
+                &sec1_from_pkcs8(&admin_key.serialize_der())?,
+            ),
             server_ca,
             client_ca,
         })
@@ -208,7 +211,8 @@ mod tests {
     fn admin_key_is_sec1_with_the_curve_named() {
         let pki = Pki::generate(&serving_names(&[])).expect("pki");
         assert!(
-            pki.admin_key.starts_with("-----BEGIN EC PRIVATE KEY-----\n"),
+            pki.admin_key
+                .starts_with("-----BEGIN EC PRIVATE KEY-----\n"),
             "{}",
             pki.admin_key
         );
@@ -228,7 +232,9 @@ mod tests {
             &[0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20],
             "{der:02x?}"
         );
-        let prime256v1 = [0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        let prime256v1 = [
+            0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+        ];
         assert_eq!(&der[39..51], &prime256v1, "{der:02x?}");
     }
 

@@ -657,7 +657,11 @@ fn remove_from_default_kubeconfig(name: &str) -> Result<(), String> {
     };
     let context = format!("k3d-{name}");
     let user = format!("admin@k3d-{name}");
-    for (key, entry) in [("clusters", &context), ("contexts", &context), ("users", &user)] {
+    for (key, entry) in [
+        ("clusters", &context),
+        ("contexts", &context),
+        ("users", &user),
+    ] {
         if let Some(list) = cfg[key].as_array_mut() {
             list.retain(|e| e["name"].as_str() != Some(entry.as_str()));
         }

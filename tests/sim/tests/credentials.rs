@@ -81,7 +81,9 @@ impl Home {
 
     /// Create a cluster from a config whose top level ends with `extra` (YAML).
     fn create(&self, name: &str, extra: &str) {
-        let cfg = format!("apiVersion: k3d.io/v1alpha5\nkind: Simple\nmetadata:\n  name: {name}\n{extra}");
+        let cfg = format!(
+            "apiVersion: k3d.io/v1alpha5\nkind: Simple\nmetadata:\n  name: {name}\n{extra}"
+        );
         self.ok(
             "k3d",
             &["cluster", "create", name, "--config", "-"],
@@ -237,10 +239,17 @@ fn stop_and_start_keep_the_kubeconfig_valid_and_a_new_cluster_gets_a_new_ca() {
     let before = h.kubeconfig("keep");
     assert_eq!(version(&before), Ok(200));
     h.ok("k3d", &["cluster", "stop", "keep"], None);
-    assert!(version(&before).is_err(), "a stopped cluster does not answer");
+    assert!(
+        version(&before).is_err(),
+        "a stopped cluster does not answer"
+    );
     h.ok("k3d", &["cluster", "start", "keep"], None);
     assert_eq!(version(&before), Ok(200), "the old kubeconfig still works");
-    assert_eq!(h.kubeconfig("keep"), before, "same certificates after start");
+    assert_eq!(
+        h.kubeconfig("keep"),
+        before,
+        "same certificates after start"
+    );
 
     h.ok("k3d", &["cluster", "delete", "keep"], None);
     h.create("keep", &cfg);
@@ -287,7 +296,11 @@ fn cluster_delete_removes_its_entries_from_the_default_kubeconfig() {
     assert_eq!(names("clusters"), ["other", "k3d-first"]);
     assert_eq!(names("contexts"), ["other", "k3d-first"]);
     assert_eq!(names("users"), ["other", "admin@k3d-first"]);
-    assert_ne!(current(), "k3d-second", "current-context moved to another context");
+    assert_ne!(
+        current(),
+        "k3d-second",
+        "current-context moved to another context"
+    );
     assert!(!standalone.exists(), "the standalone kubeconfig went too");
 
     h.ok("k3d", &["cluster", "delete", "first"], None);
@@ -308,8 +321,14 @@ fn a_kubeconfig_without_client_certificate_gets_401_everywhere() {
     .expect("knobs");
     let text = h.kubeconfig("anon");
     let kc = yaml(&text);
-    assert!(kc["users"][0]["user"]["client-certificate-data"].is_null(), "{text}");
-    assert!(kc["users"][0]["user"]["client-key-data"].is_null(), "{text}");
+    assert!(
+        kc["users"][0]["user"]["client-certificate-data"].is_null(),
+        "{text}"
+    );
+    assert!(
+        kc["users"][0]["user"]["client-key-data"].is_null(),
+        "{text}"
+    );
     assert!(!kc["clusters"][0]["cluster"]["certificate-authority-data"].is_null());
     let client = Client::from_kubeconfig(&text, None).expect("client");
     for path in ["/version", "/api/v1/namespaces", "/sim/requests"] {
@@ -324,7 +343,11 @@ fn a_kubeconfig_without_client_certificate_gets_401_everywhere() {
     let path = h.path().join("anon.kubeconfig");
     std::fs::write(&path, &text).expect("write");
     let path = path.display().to_string();
-    let helm = h.run("helm", &["list", "-A", "-o", "json", "--kubeconfig", &path], None);
+    let helm = h.run(
+        "helm",
+        &["list", "-A", "-o", "json", "--kubeconfig", &path],
+        None,
+    );
     assert_eq!(helm.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&helm.stderr),

@@ -266,7 +266,11 @@ async fn without_a_valid_client_certificate_kubectl_and_plain_clients_get_401() 
     let (n, f, v) = (no_cert.clone(), foreign.clone(), valid.clone());
     let answers = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        for (what, kc) in [("no certificate", &n), ("foreign certificate", &f), ("admin", &v)] {
+        for (what, kc) in [
+            ("no certificate", &n),
+            ("foreign certificate", &f),
+            ("admin", &v),
+        ] {
             let client = Client::from_kubeconfig(kc, None).expect("client");
             for path in ["/version", "/api/v1/namespaces", "/sim/requests"] {
                 out.push((what, path, client.get(path).expect("an answer")));
@@ -284,7 +288,12 @@ async fn without_a_valid_client_certificate_kubectl_and_plain_clients_get_401() 
         assert_eq!(r.code, 401, "{what} {path}: {}", r.body);
         let status = r.json();
         assert_eq!(
-            (&status["kind"], &status["reason"], &status["message"], &status["code"]),
+            (
+                &status["kind"],
+                &status["reason"],
+                &status["message"],
+                &status["code"]
+            ),
             (
                 &json!("Status"),
                 &json!("Unauthorized"),
