@@ -198,9 +198,7 @@ fn the_serving_certificate_lists_k3s_names_node_ips_and_tls_sans() {
     let h = Home::new();
     h.create(
         "names",
-        &format!(
-            "servers: 2\nagents: 1\noptions:\n  k3s:\n    extraArgs:\n      - arg: --tls-san=paddock.test,10.9.8.7\n        nodeFilters: ['server:*']\n      - arg: --tls-san=agents-only.test\n        nodeFilters: ['agent:*']\n  kubeconfig:\n    updateDefaultKubeconfig: false\n"
-        ),
+        "servers: 2\nagents: 1\noptions:\n  k3s:\n    extraArgs:\n      - arg: --tls-san=paddock.test,10.9.8.7\n        nodeFilters: ['server:*']\n      - arg: --tls-san=agents-only.test\n        nodeFilters: ['agent:*']\n  kubeconfig:\n    updateDefaultKubeconfig: false\n",
     );
     let pki = h.record("names").pki.expect("certificates in the record");
     let der = paddock_sim::tls::certs(&pki.serving_cert).expect("pem")[0].clone();
