@@ -415,13 +415,32 @@ pub fn start_docker_cluster(
         crate::docker::start_cluster(home, &rec.name)
     };
     started?;
+    let mut ready = false;
     for _ in 0..2000 {
         if ClusterRecord::ready_path(home, &rec.name).exists() {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !ready {
+        return Err("the server container did not serve within 20s".into());
+    }
+    // k3d also waits for the load balancer: the API must answer through `serverlb`, whose
+    // forwarder may start a moment after the server (a TLS handshake there fails until then).
+    let pki = rec.pki.clone().unwrap_or_default();
+    let client = crate::client::Client::new(
+        &format!("https://127.0.0.1:{}", rec.api_port),
+        &pki.server_ca,
+        Some((&pki.admin_cert, &pki.admin_key)),
+    )?;
+    for _ in 0..1000 {
+        if client.get("/version").is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err("the server container did not serve within 20s".into())
+    Err("the load balancer did not forward the API within 10s".into())
 }
 
 /// A free port of 127.0.0.1 (for publishing a container port).
