@@ -41,6 +41,18 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A 401: the API server took the kubeconfig's credentials for nobody's.
+    #[error(
+        "the API server of cluster {cluster} refused paddock's credentials (401 Unauthorized): {}",
+        unauthorized_hint(cluster, *client_cert)
+    )]
+    Unauthorized {
+        cluster: String,
+        /// Did the kubeconfig carry a client certificate at all?
+        client_cert: bool,
+        #[source]
+        source: kube::Error,
+    },
     #[error("timed out after {}s waiting for {what}", timeout.as_secs())]
     Timeout { what: String, timeout: Duration },
     #[error("{what} failed: {reason}")]
@@ -49,11 +61,24 @@ pub enum Error {
     BadObject { what: String, reason: String },
 }
 
+fn unauthorized_hint(cluster: &str, client_cert: bool) -> String {
+    let what = if client_cert {
+        "a client certificate the cluster does not accept (not signed by its client CA, or expired)"
+    } else {
+        "no client certificate"
+    };
+    format!(
+        "the kubeconfig k3d gave has {what}; `k3d kubeconfig get {cluster}` should show client-certificate-data and client-key-data for user admin@k3d-{cluster} — recreate the kubeconfig or the cluster"
+    )
+}
+
 /// A connected cluster.
 #[derive(Clone)]
 pub struct Kube {
     pub cluster: String,
     pub client: Client,
+    /// The kubeconfig's user has a client certificate (for explaining a 401).
+    client_cert: bool,
 }
 
 impl Debug for Kube {
@@ -73,6 +98,8 @@ impl Kube {
         };
         let kc =
             kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).map_err(|e| bad(e.to_string()))?;
+        let client_cert = current_user(&kc)
+            .is_some_and(|u| u.client_certificate_data.is_some() || u.client_certificate.is_some());
         let mut config =
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
@@ -83,13 +110,21 @@ impl Kube {
         Ok(Self {
             cluster: cluster.to_string(),
             client,
+            client_cert,
         })
     }
 
     fn api_err(&self, source: kube::Error) -> Error {
-        Error::Api {
-            cluster: self.cluster.clone(),
-            source,
+        match &source {
+            kube::Error::Api(status) if status.code == 401 => Error::Unauthorized {
+                cluster: self.cluster.clone(),
+                client_cert: self.client_cert,
+                source,
+            },
+            _ => Error::Api {
+                cluster: self.cluster.clone(),
+                source,
+            },
         }
     }
 
@@ -340,9 +375,12 @@ impl Kube {
             let gvk = GroupVersionKind::gvk(group, version, kind);
             let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
                 .await
-                .map_err(|e| Error::BadObject {
-                    what: what.clone(),
-                    reason: format!("the cluster does not serve {api_version} {kind} ({e})"),
+                .map_err(|e| match e {
+                    kube::Error::Api(ref s) if s.code == 401 => self.api_err(e),
+                    e => Error::BadObject {
+                        what: what.clone(),
+                        reason: format!("the cluster does not serve {api_version} {kind} ({e})"),
+                    },
                 })?;
             let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
                 let ns = obj["metadata"]["namespace"].as_str().unwrap_or(default_ns);
@@ -653,6 +691,24 @@ pub fn applied_label_keys(
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The auth info of the kubeconfig's current context, if it names one that exists.
+fn current_user(kc: &kube::config::Kubeconfig) -> Option<&kube::config::AuthInfo> {
+    let context = kc.current_context.as_deref()?;
+    let user = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?
+        .user
+        .as_deref()?;
+    kc.auth_infos
+        .iter()
+        .find(|a| a.name == user)?
+        .auth_info
+        .as_ref()
 }
 
 /// kubectl's Deployment rule; `Err` when the rollout exceeded its progress deadline.

@@ -256,11 +256,11 @@ impl World {
 
     /// The API server log of a cluster: (total requests, mutating requests).
     pub fn requests(&self, cluster: &str) -> (u64, Vec<String>) {
-        let rec = paddock_sim::world::ClusterRecord::load(self.home.path(), cluster)
-            .expect("cluster record");
-        let url = rec.server_url();
-        let body = get(&format!("{url}/sim/requests"));
-        let v: Value = serde_json::from_str(&body).expect("requests json");
+        let r = api_client(self, cluster)
+            .get("/sim/requests")
+            .expect("request log");
+        assert_eq!(r.code, 200, "{}", r.body);
+        let v: Value = serde_json::from_str(&r.body).expect("requests json");
         let mutating = v["mutating"]
             .as_array()
             .into_iter()
@@ -286,7 +286,7 @@ impl Drop for World {
     }
 }
 
-/// HTTP GET, body as text.
+/// Plain HTTP GET (a load-balancer port), body as text.
 pub fn get(url: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.trim_start_matches("http://");
@@ -340,7 +340,15 @@ pub fn result(o: &Output) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// An HTTP request to a cluster's API server: (status, body).
+/// A client for a cluster's API server with the admin's credentials from its record (whatever
+/// the knobs make `k3d kubeconfig get` print).
+pub fn api_client(w: &World, cluster: &str) -> paddock_sim::client::Client {
+    let rec =
+        paddock_sim::world::ClusterRecord::load(w.home.path(), cluster).expect("cluster record");
+    paddock_sim::client::Client::from_kubeconfig(&rec.kubeconfig(), None).expect("api client")
+}
+
+/// An HTTPS request to a cluster's API server: (status, body).
 pub fn api(
     w: &World,
     cluster: &str,
@@ -348,30 +356,14 @@ pub fn api(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let rec =
-        paddock_sim::world::ClusterRecord::load(w.home.path(), cluster).expect("cluster record");
-    let host = format!("127.0.0.1:{}", rec.api_port);
     let body = body.map(Value::to_string).unwrap_or_default();
     let ctype = if method == "PATCH" {
         "application/merge-patch+json"
     } else {
         "application/json"
     };
-    let mut s = std::net::TcpStream::connect(&host).expect("connect");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+    let r = api_client(w, cluster)
+        .request(method, path, ctype, body.as_bytes())
+        .expect("api request");
+    (r.code, serde_json::from_str(&r.body).unwrap_or(Value::Null))
 }

@@ -1,6 +1,6 @@
 //! `cargo bench -p paddock-sim`: how fast the sim starts a cluster, how it copes with 1,000
 //! pods (10 Deployments × 100 replicas) at default latencies, and what a server-side apply
-//! costs. Prints numbers; asserts only that the applies succeed.
+//! costs. Prints numbers; asserts only that the requests it times succeed.
 
 use std::time::{Duration, Instant};
 
@@ -69,19 +69,24 @@ fn main() {
         }
         println!("1,000 pods from 10 Deployments created and Ready: {:?}", t.elapsed());
 
-        let url = format!("{}/api/v1/namespaces/load/pods", c.server_url());
+        let client = c.client().expect("client");
         let t = Instant::now();
         let n = 20;
         for _ in 0..n {
-            let u = url.clone();
-            tokio::task::spawn_blocking(move || get(&u)).await.expect("join");
+            let cl = client.clone();
+            tokio::task::spawn_blocking(move || get(&cl, "/api/v1/namespaces/load/pods"))
+                .await
+                .expect("join");
         }
-        println!("LIST of 1,000 pods over HTTP: {:?} each", t.elapsed() / n);
-        let one = format!("{}/apis/apps/v1/namespaces/load/deployments/app0", c.server_url());
+        println!("LIST of 1,000 pods over HTTPS: {:?} each", t.elapsed() / n);
         let t = Instant::now();
         for _ in 0..200 {
-            let u = one.clone();
-            tokio::task::spawn_blocking(move || get(&u)).await.expect("join");
+            let cl = client.clone();
+            tokio::task::spawn_blocking(move || {
+                get(&cl, "/apis/apps/v1/namespaces/load/deployments/app0")
+            })
+            .await
+            .expect("join");
         }
         println!("GET of one Deployment with 1,000 pods stored: {:?} each", t.elapsed() / 200);
 
@@ -118,7 +123,7 @@ fn main() {
             s.create(&res("namespaces"), "", json!({"metadata": {"name": "load"}}))
                 .expect("ns")
         });
-        let base = c.server_url();
+        let client = c.client().expect("client");
         let configmap = |i: usize, round: usize| {
             let data: serde_json::Map<String, serde_json::Value> = (0..20)
                 .map(|k| (format!("key{k}"), json!(format!("value{}", k * round))))
@@ -131,15 +136,15 @@ fn main() {
             let t = Instant::now();
             for i in 0..200 {
                 let body = configmap(i, round).to_string();
-                let url = format!(
-                    "{base}/api/v1/namespaces/load/configmaps/cm{i}?fieldManager=bench&force=true"
-                );
-                tokio::task::spawn_blocking(move || apply(&url, &body))
+                let path =
+                    format!("/api/v1/namespaces/load/configmaps/cm{i}?fieldManager=bench&force=true");
+                let cl = client.clone();
+                tokio::task::spawn_blocking(move || apply(&cl, &path, &body))
                     .await
                     .expect("join");
             }
             println!(
-                "server-side apply over HTTP of a 20-key ConfigMap ({what}): {:?} each",
+                "server-side apply over HTTPS of a 20-key ConfigMap ({what}): {:?} each",
                 t.elapsed() / 200
             );
         }
@@ -172,36 +177,21 @@ fn main() {
     });
 }
 
-fn apply(url: &str, body: &str) {
-    use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').expect("path");
-    let mut s = std::net::TcpStream::connect(host).expect("connect");
-    write!(
-        s,
-        "PATCH /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/apply-patch+yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("read");
-    assert!(
-        out.starts_with(b"HTTP/1.1 20"),
-        "apply failed: {}",
-        String::from_utf8_lossy(&out)
-    );
+/// One server-side apply on a new TLS connection.
+fn apply(client: &paddock_sim::client::Client, path: &str, body: &str) {
+    let r = client
+        .request(
+            "PATCH",
+            path,
+            "application/apply-patch+yaml",
+            body.as_bytes(),
+        )
+        .expect("apply");
+    assert!(r.code / 100 == 2, "apply failed: {} {}", r.code, r.body);
 }
 
-fn get(url: &str) {
-    use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').expect("path");
-    let mut s = std::net::TcpStream::connect(host).expect("connect");
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("read");
+/// One request on a new TLS connection, as the fake helm makes them.
+fn get(client: &paddock_sim::client::Client, path: &str) {
+    let r = client.get(path).expect("get");
+    assert_eq!(r.code, 200, "{}", r.body);
 }

@@ -1,6 +1,7 @@
-//! The simulated Kubernetes API server over HTTP on 127.0.0.1: discovery, `/version`, and
+//! The simulated Kubernetes API server over HTTPS on 127.0.0.1: discovery, `/version`, and
 //! GET/LIST/CREATE/UPDATE/PATCH/DELETE on every stored resource, answering with Kubernetes
-//! shapes (`List`, `Status`) so kubectl and kube-rs can talk to it.
+//! shapes (`List`, `Status`) so kubectl and kube-rs can talk to it. TLS and who is calling
+//! come from `tls`; a connection without a valid client certificate gets 401 for everything.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::pki::Pki;
 use crate::selector::{FieldSelector, Selector};
 use crate::store::{ApiError, Request, Resource, Store};
+use crate::tls::ServerTls;
 
 pub type Shared = Arc<Mutex<Store>>;
 pub type SharedKnobs = Arc<std::sync::RwLock<crate::knobs::Knobs>>;
@@ -28,16 +31,49 @@ struct AppState {
 /// Kubernetes version the sim reports.
 pub const GIT_VERSION: &str = "v1.33.4+k3s1";
 
-/// Serve the API on `listener` until the task is dropped.
+/// Serve the API over TLS on `listener` until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
     store: Shared,
     knobs: SharedKnobs,
+    tls: ServerTls,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .fallback(handle)
         .with_state(AppState { store, knobs });
-    axum::serve(listener, app).await
+    let anonymous = Router::new().fallback(unauthorized);
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(_) => {
+                // Out of file descriptors and the like: wait, as axum::serve does.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (tls, app, anonymous) = (tls.clone(), app.clone(), anonymous.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = tls.acceptor.accept(tcp).await else {
+                return;
+            };
+            let router = if tls.authenticated(stream.get_ref().1) {
+                app
+            } else {
+                anonymous
+            };
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    hyper_util::service::TowerToHyperService::new(router),
+                )
+                .await;
+        });
+    }
+}
+
+/// What k3s answers a request without valid credentials (anonymous auth is off).
+async fn unauthorized() -> Response {
+    error(&ApiError::new(401, "Unauthorized", "Unauthorized"))
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -501,9 +537,23 @@ fn patch(
     crate::ssa::patch(s, target, kind, &body, manager).map(|o| (StatusCode::OK, o))
 }
 
-/// A kubeconfig like k3d's for a cluster served at `server` (context `k3d-NAME`).
-pub fn kubeconfig(cluster: &str, server: &str) -> String {
+/// A kubeconfig as k3d writes it (client-go's key order) for a cluster served at `server`:
+/// context and cluster `k3d-NAME`, user `admin@k3d-NAME`, the server CA, and the admin's client
+/// certificate and key unless `client_cert` is false (a hand-edited or broken kubeconfig).
+pub fn kubeconfig(cluster: &str, server: &str, pki: &Pki, client_cert: bool) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let user = if client_cert {
+        format!(
+            "  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&pki.admin_cert),
+            b64(&pki.admin_key)
+        )
+    } else {
+        "  user: {}\n".to_string()
+    };
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: k3d-{cluster}\n  cluster:\n    server: {server}\ncontexts:\n- name: k3d-{cluster}\n  context:\n    cluster: k3d-{cluster}\n    user: admin@k3d-{cluster}\ncurrent-context: k3d-{cluster}\npreferences: {{}}\nusers:\n- name: admin@k3d-{cluster}\n  user:\n    token: sim\n"
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {server}\n  name: k3d-{cluster}\ncontexts:\n- context:\n    cluster: k3d-{cluster}\n    user: admin@k3d-{cluster}\n  name: k3d-{cluster}\ncurrent-context: k3d-{cluster}\nkind: Config\npreferences: {{}}\nusers:\n- name: admin@k3d-{cluster}\n{user}",
+        b64(&pki.server_ca)
     )
 }

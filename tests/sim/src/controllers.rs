@@ -104,6 +104,12 @@ pub fn int_or_percent(v: Option<&Value>, default: &str, total: i64, round_up: bo
     }
 }
 
+/// The InternalIP of the `i`th node (servers first), on k3d's network; the API's serving
+/// certificate lists the servers' (`pki`).
+pub fn node_ip(i: usize) -> String {
+    format!("172.18.0.{}", i + 2)
+}
+
 /// Controller state that is not part of any object.
 #[derive(Debug)]
 pub struct Controllers {
@@ -229,7 +235,7 @@ impl Controllers {
                 "spec": {"podCIDR": format!("10.42.{i}.0/24")},
                 "status": {
                     "conditions": [{"type": "Ready", "status": status, "reason": reason}],
-                    "addresses": [{"type": "InternalIP", "address": format!("172.18.0.{}", i + 2)},
+                    "addresses": [{"type": "InternalIP", "address": node_ip(i)},
                         {"type": "Hostname", "address": name}],
                     "nodeInfo": {"kubeletVersion": crate::api::GIT_VERSION, "containerRuntimeVersion": "containerd://2.0.5-k3s2",
                         "osImage": "K3s v1.33.4+k3s1", "architecture": "amd64", "operatingSystem": "linux"},

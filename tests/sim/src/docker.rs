@@ -151,8 +151,8 @@ fn node_labels(
     let mut l = rec.labels.clone();
     l.insert("k3d.role".into(), role.into());
     l.insert("k3d.server.api.port".into(), api_port.to_string());
-    l.insert("k3d.server.api.host".into(), "0.0.0.0".into());
-    l.insert("k3d.server.api.hostIP".into(), "0.0.0.0".into());
+    l.insert("k3d.server.api.host".into(), rec.api_host());
+    l.insert("k3d.server.api.hostIP".into(), rec.api_host_ip());
     l.insert(HOME_LABEL.into(), home.display().to_string());
     l
 }

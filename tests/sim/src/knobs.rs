@@ -43,6 +43,9 @@ pub struct Knobs {
     pub helm_major: u8,
     /// How long an application pod behind the ingress gateway takes to answer a request.
     pub app_latency_ms: u64,
+    /// `k3d kubeconfig get/write` leave out the client certificate and key (a broken or
+    /// hand-edited kubeconfig): the API server answers such a client 401.
+    pub kubeconfig_without_client_cert: bool,
 }
 
 impl Default for Knobs {
@@ -62,6 +65,7 @@ impl Default for Knobs {
             tool_faults: Vec::new(),
             helm_major: 4,
             app_latency_ms: 2,
+            kubeconfig_without_client_cert: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod charts;
+pub mod client;
 pub mod controllers;
 pub mod docker;
 pub mod gateway;
@@ -13,9 +14,11 @@ pub mod http1;
 pub mod injection;
 pub mod knobs;
 pub mod lb;
+pub mod pki;
 pub mod selector;
 pub mod ssa;
 pub mod store;
+pub mod tls;
 pub mod tools;
 pub mod traffic;
 pub mod webhook;
@@ -45,6 +48,9 @@ pub struct Options {
     pub snapshot: Option<serde_json::Value>,
     /// Address to listen on: 127.0.0.1, or 0.0.0.0 inside a node container.
     pub bind: String,
+    /// The cluster's CAs and certificates (`k3d cluster create` made them); fresh ones for
+    /// `bind` and the node IPs when absent.
+    pub pki: Option<pki::Pki>,
 }
 
 impl Default for Options {
@@ -58,6 +64,7 @@ impl Default for Options {
             home: None,
             snapshot: None,
             bind: "127.0.0.1".into(),
+            pki: None,
         }
     }
 }
@@ -71,6 +78,8 @@ pub struct Cluster {
     pub knobs: api::SharedKnobs,
     /// Bound load-balancer ports: (host port, container port).
     pub lb_ports: Vec<(u16, u16)>,
+    /// The CAs and certificates the API serves and its kubeconfig carries.
+    pub pki: pki::Pki,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -83,6 +92,15 @@ impl Cluster {
     pub async fn start_with(name: &str, opts: Options) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind((opts.bind.as_str(), opts.api_port)).await?;
         let addr = listener.local_addr()?;
+        let pki = match opts.pki.clone() {
+            Some(p) => p,
+            None => {
+                let mut names = vec![opts.bind.clone()];
+                names.extend((0..opts.servers.max(1)).map(controllers::node_ip));
+                pki::Pki::generate(&pki::serving_names(&names)).map_err(std::io::Error::other)?
+            }
+        };
+        let tls = tls::ServerTls::new(&pki).map_err(std::io::Error::other)?;
         let mut store = Store::new();
         let mut ctrl = controllers::Controllers::new(name, opts.servers, opts.agents);
         match &opts.snapshot {
@@ -94,7 +112,7 @@ impl Cluster {
         let mut tasks = Vec::new();
         let (s, k) = (store.clone(), knobs.clone());
         tasks.push(tokio::spawn(async move {
-            let _ = api::serve(listener, s, k).await;
+            let _ = api::serve(listener, s, k, tls).await;
         }));
         let mut lb_ports = Vec::new();
         for (host, container) in &opts.lb_ports {
@@ -121,16 +139,23 @@ impl Cluster {
             store,
             knobs,
             lb_ports,
+            pki,
             tasks,
         })
     }
 
     pub fn server_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
+    /// A kubeconfig with the admin's credentials.
     pub fn kubeconfig(&self) -> String {
-        api::kubeconfig(&self.name, &self.server_url())
+        api::kubeconfig(&self.name, &self.server_url(), &self.pki, true)
+    }
+
+    /// A client for the API with the admin's credentials (blocking: see `client`).
+    pub fn client(&self) -> Result<client::Client, String> {
+        client::Client::from_kubeconfig(&self.kubeconfig(), None)
     }
 
     /// Change latencies and faults while the cluster runs.

@@ -153,7 +153,7 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
         s
     };
     let mut out = match tool {
-        "k3d" => k3d(&home, args, stdin_text),
+        "k3d" => k3d(&home, &knobs, args, stdin_text),
         _ => helm_cli(
             args,
             knobs.helm_major,
@@ -225,7 +225,8 @@ fn positionals(args: &[String], with_value: &[&str]) -> Vec<String> {
     out
 }
 
-fn k3d(home: &Path, args: &[String], stdin: impl FnOnce() -> String) -> Outcome {
+fn k3d(home: &Path, knobs: &Knobs, args: &[String], stdin: impl FnOnce() -> String) -> Outcome {
+    let client_cert = !knobs.kubeconfig_without_client_cert;
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["version", ..] => Outcome::ok(format!(
@@ -241,7 +242,7 @@ fn k3d(home: &Path, args: &[String], stdin: impl FnOnce() -> String) -> Outcome 
             let mut out = String::new();
             for n in names {
                 match ClusterRecord::load(home, &n) {
-                    Some(rec) => out.push_str(&rec.kubeconfig()),
+                    Some(rec) => out.push_str(&rec.kubeconfig_with(client_cert)),
                     None => {
                         return Outcome::k3d_fatal(format!(
                             "Failed to get cluster '{n}': No nodes found for given cluster"
@@ -268,7 +269,7 @@ fn k3d(home: &Path, args: &[String], stdin: impl FnOnce() -> String) -> Outcome 
             if let Some(parent) = path.parent() {
                 let _ = std::fs::create_dir_all(parent);
             }
-            match std::fs::write(&path, rec.kubeconfig()) {
+            match std::fs::write(&path, rec.kubeconfig_with(client_cert)) {
                 Ok(()) => Outcome::ok(format!("{}\n", path.display())),
                 Err(e) => Outcome::k3d_fatal(format!("failed to write kubeconfig: {e}")),
             }
@@ -562,7 +563,13 @@ fn cluster_create(home: &Path, rest: &[&str], stdin: impl FnOnce() -> String) ->
         created: crate::store::now_rfc3339(),
         config: config.clone(),
         docker,
+        pki: None,
     };
+    // k3s makes its CAs and certificates on first boot; a re-created cluster gets new ones.
+    match crate::pki::Pki::generate(&rec.serving_names()) {
+        Ok(p) => rec.pki = Some(p),
+        Err(e) => return Outcome::k3d_fatal(format!("Failed to create cluster '{name}': {e}")),
+    }
     let _ = std::fs::remove_file(ClusterRecord::snapshot_path(home, &name));
     let started = if docker {
         // Publish fixed ports: pick free ones for any left to chance.
@@ -628,14 +635,54 @@ fn cluster_create(home: &Path, rest: &[&str], stdin: impl FnOnce() -> String) ->
     }
 }
 
-/// Merge a cluster's entries into the default kubeconfig (`$KUBECONFIG`'s first path, else
-/// `~/.kube/config`), as k3d does unless `updateDefaultKubeconfig: false`.
-fn merge_default_kubeconfig(rec: &ClusterRecord, switch: bool) -> Result<PathBuf, String> {
-    let path = std::env::var("KUBECONFIG")
+/// The default kubeconfig: `$KUBECONFIG`'s first path, else `~/.kube/config`.
+fn default_kubeconfig() -> Result<PathBuf, String> {
+    std::env::var("KUBECONFIG")
         .ok()
         .and_then(|k| k.split(':').next().map(PathBuf::from))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
-        .ok_or("no HOME")?;
+        .ok_or_else(|| "no HOME".to_string())
+}
+
+/// Remove a cluster's cluster, context and user from the default kubeconfig, as `k3d cluster
+/// delete` does; a current-context that pointed there moves to another context, or is unset.
+fn remove_from_default_kubeconfig(name: &str) -> Result<(), String> {
+    let path = default_kubeconfig()?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("failed to get default kubeconfig file: {e}"))?;
+    let mut cfg = if text.trim().is_empty() {
+        json!({})
+    } else {
+        yaml(&text)?
+    };
+    let context = format!("k3d-{name}");
+    let user = format!("admin@k3d-{name}");
+    for (key, entry) in [
+        ("clusters", &context),
+        ("contexts", &context),
+        ("users", &user),
+    ] {
+        if let Some(list) = cfg[key].as_array_mut() {
+            list.retain(|e| e["name"].as_str() != Some(entry.as_str()));
+        }
+    }
+    if cfg["current-context"].as_str() == Some(context.as_str()) {
+        // k3d takes any other context (Go map order); the first is as good as any.
+        let other = cfg["contexts"]
+            .as_array()
+            .and_then(|l| l.first())
+            .and_then(|c| c["name"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        cfg["current-context"] = json!(other);
+    }
+    std::fs::write(&path, cfg.to_string()).map_err(|e| e.to_string())
+}
+
+/// Merge a cluster's entries into the default kubeconfig, as k3d does unless
+/// `updateDefaultKubeconfig: false`.
+fn merge_default_kubeconfig(rec: &ClusterRecord, switch: bool) -> Result<PathBuf, String> {
+    let path = default_kubeconfig()?;
     let mut cfg = match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => yaml(&t)?,
         _ => {
@@ -665,14 +712,14 @@ fn node_json(rec: &ClusterRecord, name: &str, role: &str, running: bool, ports: 
     let mut labels = rec.labels.clone();
     labels.insert("k3d.role".into(), role.into());
     labels.insert("k3d.server.api.port".into(), rec.api_port.to_string());
-    labels.insert("k3d.server.api.host".into(), "0.0.0.0".into());
-    labels.insert("k3d.server.api.hostIP".into(), "0.0.0.0".into());
+    labels.insert("k3d.server.api.host".into(), rec.api_host());
+    labels.insert("k3d.server.api.hostIP".into(), rec.api_host_ip());
     json!({
         "name": name, "role": role, "File": "", "image": if role == "loadbalancer" { "ghcr.io/k3d-io/k3d-proxy:5.8.3".to_string() } else { rec.image.clone() },
         "volumes": null, "env": null, "cmd": null, "args": null, "ports": null,
         "restart": true, "created": rec.created, "runtimeLabels": labels,
         "networks": [format!("k3d-{}", rec.name)], "ExtraHosts": null,
-        "serverOpts": if role == "server" { json!({"isInitializingServer": true, "kubeAPI": {"Host": "0.0.0.0", "HostIP": "0.0.0.0", "Port": rec.api_port.to_string()}}) } else { json!({}) },
+        "serverOpts": if role == "server" { json!({"isInitializingServer": true, "kubeAPI": {"Host": rec.api_host(), "HostIP": rec.api_host_ip(), "Port": rec.api_port.to_string()}}) } else { json!({}) },
         "agentOpts": {}, "GPURequest": "", "HostPidMode": false,
         "State": {"Running": running, "Status": if running { "running" } else { "exited" }, "Started": ""},
         "IP": {"IP": "", "Static": false}, "HookActions": null, "portMappings": ports,
@@ -798,6 +845,14 @@ fn cluster_delete(home: &Path, rest: &[&str]) -> Outcome {
         let _ = std::fs::remove_file(ClusterRecord::ready_path(home, &n));
         let _ = std::fs::remove_file(ClusterRecord::path(home, &n));
         let _ = std::fs::remove_file(ClusterRecord::snapshot_path(home, &n));
+        log.push_str("INFO[0001] Removing cluster details from default kubeconfig...\n");
+        if let Err(e) = remove_from_default_kubeconfig(&n) {
+            log.push_str(&format!(
+                "WARN[0001] Failed to remove cluster details from default kubeconfig\nWARN[0001] {e}\n"
+            ));
+        }
+        log.push_str("INFO[0001] Removing standalone kubeconfig file (if there is one)...\n");
+        let _ = std::fs::remove_file(k3d_config_dir().join(format!("kubeconfig-{n}.yaml")));
         log.push_str(&format!("INFO[0001] Successfully deleted cluster {n}!\n"));
     }
     Outcome {
@@ -1615,7 +1670,8 @@ fn template(args: &[String], rest: &[&str]) -> Outcome {
     Outcome::ok(out)
 }
 
-/// Send a request to the cluster the kubeconfig names, as helm would reach the API server.
+/// Send a request to the cluster the kubeconfig names, as helm would reach the API server: over
+/// TLS with the kubeconfig's CA and client certificate.
 fn call(args: &[String], req: &helm::Request) -> Outcome {
     match call_response(args, req) {
         Ok(r) => Outcome {
@@ -1629,21 +1685,26 @@ fn call(args: &[String], req: &helm::Request) -> Outcome {
 
 /// The simulated helm's whole answer, or what helm prints when it cannot reach the cluster.
 fn call_response(args: &[String], req: &helm::Request) -> Result<helm::Response, Outcome> {
-    let server = kube_server(args).map_err(Outcome::helm_error)?;
+    let client = kube_client(args).map_err(Outcome::helm_error)?;
     let body = serde_json::to_string(req).unwrap_or_default();
-    match http_post(&server, "/sim/helm", &body) {
-        Ok((200, text)) => Ok(serde_json::from_str(&text).unwrap_or_default()),
-        Ok((code, text)) => Err(Outcome::helm_error(format!(
-            "Kubernetes cluster unreachable: the server responded {code}: {}",
-            text.trim()
+    match client.post_json("/sim/helm", &body) {
+        Ok(r) if r.code == 200 => Ok(serde_json::from_str(&r.body).unwrap_or_default()),
+        // client-go reports a Status body by its message: "Unauthorized" for a 401.
+        Ok(r) => Err(Outcome::helm_error(format!(
+            "Kubernetes cluster unreachable: {}",
+            r.json()["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("the server responded {}: {}", r.code, r.body.trim()))
         ))),
         Err(e) => Err(Outcome::helm_error(format!(
-            "Kubernetes cluster unreachable: Get \"{server}/version\": {e}"
+            "Kubernetes cluster unreachable: Get \"{}/version\": {e}",
+            client.server
         ))),
     }
 }
 
-fn kube_server(args: &[String]) -> Result<String, String> {
+fn kube_client(args: &[String]) -> Result<crate::client::Client, String> {
     let path = flag_value(args, &["--kubeconfig"])
         .or_else(|| {
             std::env::var("KUBECONFIG")
@@ -1659,81 +1720,9 @@ fn kube_server(args: &[String]) -> Result<String, String> {
     let text = std::fs::read_to_string(&path).map_err(|_| {
         format!("Kubernetes cluster unreachable: stat {path}: no such file or directory")
     })?;
-    let cfg = yaml(&text).map_err(|e| format!("Kubernetes cluster unreachable: {path}: {e}"))?;
-    let ctx = flag_value(args, &["--kube-context"])
-        .or_else(|| cfg["current-context"].as_str().map(str::to_string))
-        .unwrap_or_default();
-    let context = cfg["contexts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["name"] == ctx.as_str())
-        .ok_or(format!(
-            "Kubernetes cluster unreachable: context \"{ctx}\" does not exist"
-        ))?;
-    let cluster_name = context["context"]["cluster"].as_str().unwrap_or_default();
-    cfg["clusters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["name"] == cluster_name)
-        .and_then(|c| c["cluster"]["server"].as_str())
-        .map(str::to_string)
-        .ok_or(format!(
-            "Kubernetes cluster unreachable: cluster \"{cluster_name}\" does not exist"
-        ))
-}
-
-/// A minimal HTTP/1.1 POST over a plain socket (the sim's API server speaks HTTP).
-pub fn http_post(server: &str, path: &str, body: &str) -> Result<(u16, String), String> {
-    let hostport = server
-        .strip_prefix("http://")
-        .ok_or(format!("unsupported server URL {server}"))?
-        .trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(hostport)
-        .map_err(|e| format!("dial tcp {hostport}: connect: {e}"))?;
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(req.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("malformed HTTP response")?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("malformed status line")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((code, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    let context = flag_value(args, &["--kube-context"]);
+    crate::client::Client::from_kubeconfig(&text, context.as_deref())
+        .map_err(|e| format!("Kubernetes cluster unreachable: {e}"))
 }
 
 #[cfg(test)]

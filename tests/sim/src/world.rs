@@ -41,6 +41,8 @@ pub struct ClusterRecord {
     pub config: Value,
     /// Nodes are Docker containers (else one local process).
     pub docker: bool,
+    /// The CAs and certificates made when the cluster was created.
+    pub pki: Option<crate::pki::Pki>,
 }
 
 impl ClusterRecord {
@@ -103,13 +105,96 @@ impl ClusterRecord {
         Self::dir(home).join(format!("{name}.ready"))
     }
 
+    /// The address k3d binds the API's port to: `kubeAPI.hostIP`, else 0.0.0.0. (The sim
+    /// publishes on 127.0.0.1 whatever it says, so tests stay on loopback.)
+    pub fn api_host_ip(&self) -> String {
+        self.config
+            .pointer("/kubeAPI/hostIP")
+            .and_then(Value::as_str)
+            .filter(|h| !h.is_empty())
+            .unwrap_or("0.0.0.0")
+            .to_string()
+    }
+
+    /// The host k3d writes into kubeconfigs (label `k3d.server.api.host`): `kubeAPI.host`,
+    /// else `kubeAPI.hostIP`, else 0.0.0.0 (k3d v5 `TransformSimpleToClusterConfig`).
+    /// Connecting to 0.0.0.0 reaches loopback on Linux.
+    pub fn api_host(&self) -> String {
+        self.config
+            .pointer("/kubeAPI/host")
+            .and_then(Value::as_str)
+            .filter(|h| !h.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| self.api_host_ip())
+    }
+
     pub fn server_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("https://{}:{}", self.api_host(), self.api_port)
+    }
+
+    /// The names k3s puts in its serving certificate for this cluster: its own, the servers'
+    /// node IPs and names, and the `--tls-san`s (k3d adds the API host and the `serverlb`).
+    pub fn serving_names(&self) -> Vec<String> {
+        let mut extra = Vec::new();
+        for i in 0..self.servers.max(1) {
+            extra.push(crate::controllers::node_ip(i));
+            extra.push(format!("k3d-{}-server-{i}", self.name));
+        }
+        extra.push(self.api_host());
+        extra.push(format!("k3d-{}-serverlb", self.name));
+        extra.extend(tls_sans(&self.config));
+        crate::pki::serving_names(&extra)
+    }
+
+    /// The kubeconfig `k3d kubeconfig get` prints: the admin's credentials unless
+    /// `client_cert` is false.
+    pub fn kubeconfig_with(&self, client_cert: bool) -> String {
+        let pki = self.pki.clone().unwrap_or_default();
+        crate::api::kubeconfig(&self.name, &self.server_url(), &pki, client_cert)
     }
 
     pub fn kubeconfig(&self) -> String {
-        crate::api::kubeconfig(&self.name, &self.server_url())
+        self.kubeconfig_with(true)
     }
+}
+
+/// `--tls-san` values in the config's k3s `extraArgs` that reach servers (`--tls-san=A,B` or
+/// `--tls-san A`; k3s splits on commas).
+fn tls_sans(config: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in config
+        .pointer("/options/k3s/extraArgs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let filters: Vec<&str> = a["nodeFilters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !filters.is_empty()
+            && filters
+                .iter()
+                .all(|f| f.starts_with("agent") || f.starts_with("loadbalancer"))
+        {
+            continue;
+        }
+        let arg = a["arg"].as_str().unwrap_or_default();
+        let value = arg
+            .strip_prefix("--tls-san=")
+            .or_else(|| arg.strip_prefix("--tls-san "));
+        if let Some(v) = value {
+            out.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    out
 }
 
 /// A registry made by `k3d registry create`.
@@ -227,6 +312,11 @@ pub async fn serve_cluster(home: PathBuf, name: String) -> Result<(), String> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let knobs = crate::knobs::Knobs::load(&home)?;
+    if rec.pki.is_none() {
+        // A record from before clusters had certificates.
+        rec.pki = Some(crate::pki::Pki::generate(&rec.serving_names())?);
+        rec.save(&home).map_err(|e| e.to_string())?;
+    }
     let in_container = std::env::var("PADDOCK_SIM_IN_CONTAINER").is_ok_and(|v| v == "1");
     let (bind, api_port, lb_ports) = if in_container {
         // Inside the server container: k3s's ports, reached through the serverlb container.
@@ -246,6 +336,7 @@ pub async fn serve_cluster(home: PathBuf, name: String) -> Result<(), String> {
             home: Some(home.clone()),
             snapshot,
             bind,
+            pki: rec.pki.clone(),
         },
     )
     .await
@@ -324,13 +415,32 @@ pub fn start_docker_cluster(
         crate::docker::start_cluster(home, &rec.name)
     };
     started?;
+    let mut ready = false;
     for _ in 0..2000 {
         if ClusterRecord::ready_path(home, &rec.name).exists() {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !ready {
+        return Err("the server container did not serve within 20s".into());
+    }
+    // k3d also waits for the load balancer: the API must answer through `serverlb`, whose
+    // forwarder may start a moment after the server (a TLS handshake there fails until then).
+    let pki = rec.pki.clone().unwrap_or_default();
+    let client = crate::client::Client::new(
+        &format!("https://127.0.0.1:{}", rec.api_port),
+        &pki.server_ca,
+        Some((&pki.admin_cert, &pki.admin_key)),
+    )?;
+    for _ in 0..1000 {
+        if client.get("/version").is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err("the server container did not serve within 20s".into())
+    Err("the load balancer did not forward the API within 10s".into())
 }
 
 /// A free port of 127.0.0.1 (for publishing a container port).

@@ -301,12 +301,12 @@ async fn evictions_honour_disruption_budgets() {
             .unwrap_or_default()
             .to_string()
     });
-    let url = cluster.server_url();
+    let client = cluster.client().expect("client");
     let path = format!("/api/v1/namespaces/apps/pods/{victim}/eviction");
     let body = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": victim, "namespace": "apps"}}).to_string();
-    let (u, p, b) = (url.clone(), path.clone(), body.clone());
-    let (code, text) =
-        tokio::task::spawn_blocking(move || paddock_sim::tools::http_post(&u, &p, &b))
+    let (c, p, b) = (client.clone(), path.clone(), body.clone());
+    let paddock_sim::client::Response { code, body: text } =
+        tokio::task::spawn_blocking(move || c.post_json(&p, &b))
             .await
             .expect("join")
             .expect("post");
@@ -321,8 +321,8 @@ async fn evictions_honour_disruption_budgets() {
         )
         .expect("relax");
     });
-    let (code, text) =
-        tokio::task::spawn_blocking(move || paddock_sim::tools::http_post(&url, &path, &body))
+    let paddock_sim::client::Response { code, body: text } =
+        tokio::task::spawn_blocking(move || client.post_json(&path, &body))
             .await
             .expect("join")
             .expect("post");

@@ -228,3 +228,116 @@ async fn real_kubectl_watch_sees_changes_as_they_happen() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// What kubectl says against a kubeconfig, and whether it succeeded.
+fn attempt(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("kubectl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_valid_client_certificate_kubectl_and_plain_clients_get_401() {
+    use paddock_sim::client::Client;
+    use paddock_sim::pki::{Pki, serving_names};
+
+    let cluster = Cluster::start("anon").await.expect("sim starts");
+    let server = cluster.server_url();
+    let no_cert = paddock_sim::api::kubeconfig("anon", &server, &cluster.pki, false);
+    // A client certificate signed by another cluster's client CA, presented with its key.
+    let other = Pki::generate(&serving_names(&[])).expect("other pki");
+    let foreign_pki = Pki {
+        admin_cert: other.admin_cert.clone(),
+        admin_key: other.admin_key.clone(),
+        ..cluster.pki.clone()
+    };
+    let foreign = paddock_sim::api::kubeconfig("anon", &server, &foreign_pki, true);
+    let valid = cluster.kubeconfig();
+    let before = cluster.with_store(|s| s.requests.len());
+
+    let (n, f, v) = (no_cert.clone(), foreign.clone(), valid.clone());
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for (what, kc) in [
+            ("no certificate", &n),
+            ("foreign certificate", &f),
+            ("admin", &v),
+        ] {
+            let client = Client::from_kubeconfig(kc, None).expect("client");
+            for path in ["/version", "/api/v1/namespaces", "/sim/requests"] {
+                out.push((what, path, client.get(path).expect("an answer")));
+            }
+        }
+        out
+    })
+    .await
+    .expect("join");
+    for (what, path, r) in &answers {
+        if *what == "admin" {
+            assert_eq!(r.code, 200, "{what} {path}: {}", r.body);
+            continue;
+        }
+        assert_eq!(r.code, 401, "{what} {path}: {}", r.body);
+        let status = r.json();
+        assert_eq!(
+            (
+                &status["kind"],
+                &status["reason"],
+                &status["message"],
+                &status["code"]
+            ),
+            (
+                &json!("Status"),
+                &json!("Unauthorized"),
+                &json!("Unauthorized"),
+                &json!(401)
+            ),
+            "{what} {path}"
+        );
+    }
+    assert_eq!(
+        cluster.with_store(|s| s.requests.len()),
+        before + 2,
+        "only the admin's two API requests reached the API (/sim is not logged)"
+    );
+
+    let Some(kubectl) = kubectl() else {
+        require_or_skip("kubectl");
+        return;
+    };
+    // kubectl prompts for a user name and password (on a terminal) when the kubeconfig's user
+    // has no credentials at all, so it meets the API with a token the server does not know.
+    let unknown_token = no_cert.replace("  user: {}\n", "  user:\n    token: not-a-token\n");
+    assert_ne!(unknown_token, no_cert);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (what, kc, ok) in [
+        ("foreign-certificate", foreign, false),
+        ("unknown-token", unknown_token, false),
+        ("admin", valid, true),
+    ] {
+        let path = dir.path().join(what);
+        std::fs::write(&path, kc).expect("kubeconfig");
+        let k = kubectl.clone();
+        let (success, stderr) =
+            tokio::task::spawn_blocking(move || attempt(&k, &path, &["get", "namespaces"]))
+                .await
+                .expect("join");
+        assert_eq!(success, ok, "kubectl with the {what} kubeconfig: {stderr}");
+        if !ok {
+            // client-go's words for a 401: "(Unauthorized)" from the Status body, or "(the
+            // server has asked for the client to provide credentials)" when discovery fails.
+            assert!(
+                stderr.contains("error: You must be logged in to the server ("),
+                "kubectl with the {what} kubeconfig: {stderr}"
+            );
+        }
+    }
+}
