@@ -143,6 +143,19 @@ impl Client {
         content_type: &str,
         body: &[u8],
     ) -> Result<Response, String> {
+        self.request_as(method, path, content_type, body, None)
+    }
+
+    /// One request sent with a `User-Agent` (the API server names an update's field manager
+    /// after its first token when no `fieldManager` is given).
+    pub fn request_as(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+        user_agent: Option<&str>,
+    ) -> Result<Response, String> {
         let tcp = std::net::TcpStream::connect(&self.hostport)
             .map_err(|e| format!("dial tcp {}: connect: {e}", self.hostport))?;
         let conn = rustls::ClientConnection::new(self.tls.clone(), self.name.clone())
@@ -152,6 +165,9 @@ impl Client {
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n",
             self.hostport
         );
+        if let Some(ua) = user_agent {
+            head.push_str(&format!("User-Agent: {ua}\r\n"));
+        }
         if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
             head.push_str(&format!(
                 "Content-Type: {content_type}\r\nContent-Length: {}\r\n",

@@ -1,10 +1,10 @@
-//! Server-side apply against the sim's API server over HTTP, as kube-rs and kubectl send it:
+//! Server-side apply against the sim's API server over HTTPS, as kube-rs and kubectl send it:
 //! field ownership in `metadata.managedFields`, removal of what an applier stops applying,
 //! conflicts with Kubernetes' 409, force, updates taking ownership, list merge keys, and
 //! idempotence. The last tests drive the real `kubectl` (skipped when it is missing, unless
 //! PADDOCK_REQUIRE_TOOLS=1) and the fake helm's server-side apply.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,30 +21,18 @@ struct Reply {
 }
 
 struct Api {
-    server: String,
+    client: paddock_sim::client::Client,
 }
 
 impl Api {
     fn call(&self, method: &str, path: &str, content_type: &str, body: &str, ua: &str) -> Reply {
-        let host = self.server.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(host).expect("connect");
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {ua}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .expect("write");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read");
-        let (head, rest) = out.split_once("\r\n\r\n").expect("http response");
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("status code");
+        let r = self
+            .client
+            .request_as(method, path, content_type, body.as_bytes(), Some(ua))
+            .expect("request");
         Reply {
-            code,
-            body: serde_json::from_str(rest).unwrap_or(Value::Null),
+            code: r.code,
+            body: r.json(),
         }
     }
 
@@ -106,7 +94,7 @@ async fn with_api(name: &str, test: impl FnOnce(Api, &Cluster) + Send + 'static)
             .expect("namespace")
     });
     let api = Api {
-        server: cluster.server_url(),
+        client: cluster.client().expect("client"),
     };
     let cluster = std::sync::Arc::new(cluster);
     let c = cluster.clone();
@@ -715,7 +703,7 @@ async fn real_kubectl_applies_server_side_prunes_and_reports_conflicts() {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, cluster.kubeconfig()).expect("kubeconfig");
     let api = Api {
-        server: cluster.server_url(),
+        client: cluster.client().expect("client"),
     };
     tokio::task::spawn_blocking(move || {
         let manifest = |labels: &str| {
