@@ -553,15 +553,7 @@ fn a_rollback_right_after_the_smoke_test_copes_with_its_terminating_namespace() 
         "-o",
         "json",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "rolled back: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let r = result(&out);
-    assert_eq!(r["step"], "tag-canary", "{r}");
+    let r = rolled_back_at(&out, "tag-canary");
     assert!(
         r["undone"]
             .as_array()
@@ -662,6 +654,21 @@ fn a_journal_cut_anywhere_in_its_last_record_resumes_correctly() {
             "{h}"
         );
     }
+}
+
+/// An upgrade that failed at `step` and rolled back: exit 3 and a result saying so.
+fn rolled_back_at(out: &std::process::Output, step: &str) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{step}: rolled back exits 3: {}{}",
+        stdout(out),
+        stderr(out)
+    );
+    let r = result(out);
+    assert_eq!(r["rolledBack"], true, "{step}: {r}");
+    assert_eq!(r["step"], step, "{step}: {r}");
+    r
 }
 
 fn fault(tool: &str, args: &[&str], after: usize) -> Knobs {
@@ -790,16 +797,7 @@ fn a_failure_at_each_canary_step_rolls_back_to_a_serving_1_29() {
             args.extend(["--to", "1.30.3"]);
         }
         let out = w.paddock(&args);
-        assert_eq!(
-            out.status.code(),
-            Some(3),
-            "{step}: rolled back exits 3: {}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-        let r = result(&out);
-        assert_eq!(r["rolledBack"], true, "{step}: {r}");
-        assert_eq!(r["step"], step, "{step}: {r}");
+        rolled_back_at(&out, step);
         // Heal the fault, then check: every workload on 1.29, serving, and `up` verifies.
         w.set_knobs(&Knobs::default());
         if step == "old-unused" {

@@ -110,15 +110,47 @@ fn ci_cluster_up_status_down_on_a_real_machine() {
     );
 }
 
-fn copy_repo(to: &std::path::Path) {
-    for d in ["profiles", "clusters", "addons", "manifests"] {
-        let from = repo().join(d);
-        std::fs::create_dir_all(to.join(d)).expect("mkdir");
-        for e in std::fs::read_dir(&from).expect("read_dir").flatten() {
-            std::fs::copy(e.path(), to.join(d).join(e.file_name())).expect("copy");
+/// A copy of the repository whose `ci` cluster a test changes; `ci` is deleted when it goes,
+/// even when the test fails.
+struct CiCopy {
+    dir: tempfile::TempDir,
+}
+
+impl CiCopy {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in ["profiles", "clusters", "addons", "manifests"] {
+            let from = repo().join(d);
+            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+            for e in std::fs::read_dir(&from).expect("read_dir").flatten() {
+                std::fs::copy(e.path(), dir.path().join(d).join(e.file_name())).expect("copy");
+            }
         }
+        std::fs::copy(repo().join("paddock.yaml"), dir.path().join("paddock.yaml"))
+            .expect("paddock.yaml");
+        Self { dir }
     }
-    std::fs::copy(repo().join("paddock.yaml"), to.join("paddock.yaml")).expect("paddock.yaml");
+
+    fn edit_ci(&self, f: impl FnOnce(String) -> String) {
+        let ci = self.dir.path().join("clusters/ci.yaml");
+        let text = std::fs::read_to_string(&ci).expect("ci.yaml");
+        std::fs::write(&ci, f(text)).expect("write");
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .arg("-C")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .expect("paddock runs")
+    }
+}
+
+impl Drop for CiCopy {
+    fn drop(&mut self) {
+        let _ = self.run(&["down", "ci", "--yes"]);
+    }
 }
 
 #[test]
@@ -126,30 +158,11 @@ fn canary_upgrade_on_a_real_machine() {
     if !enabled() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    copy_repo(dir.path());
-    let ci = dir.path().join("clusters/ci.yaml");
-    let text = std::fs::read_to_string(&ci).expect("ci.yaml");
-    std::fs::write(
-        &ci,
-        format!("{text}istio:\n  version: 1.29.6\n  upgrade:\n    strategy: canary\n    gracePeriod: 10s\n"),
-    )
-    .expect("write");
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_paddock"))
-            .arg("-C")
-            .arg(dir.path())
-            .args(args)
-            .output()
-            .expect("paddock runs")
-    };
-    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
-    impl Drop for Down<'_> {
-        fn drop(&mut self) {
-            let _ = (self.0)(&["down", "ci", "--yes"]);
-        }
-    }
-    let _down = Down(&run);
+    let copy = CiCopy::new();
+    copy.edit_ci(|text| {
+        format!("{text}istio:\n  version: 1.29.6\n  upgrade:\n    strategy: canary\n    gracePeriod: 10s\n")
+    });
+    let run = |args: &[&str]| copy.run(args);
     ok(&run(&["up", "ci"]), "up at 1.29");
     ok(&run(&["upgrade", "ci", "--to", "1.30.3"]), "canary upgrade");
     let status: Value =
@@ -170,38 +183,18 @@ fn a_namespace_label_removed_from_the_spec_goes_on_a_real_machine() {
     if !enabled() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    copy_repo(dir.path());
-    let ci = dir.path().join("clusters/ci.yaml");
-    let text = std::fs::read_to_string(&ci).expect("ci.yaml");
-    std::fs::write(
-        &ci,
+    let copy = CiCopy::new();
+    copy.edit_ci(|text| {
         text.replace(
             "    tag: stable\n",
             "    tag: stable\n    labels: {team: web, tier: front}\n",
-        ),
-    )
-    .expect("write");
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_paddock"))
-            .arg("-C")
-            .arg(dir.path())
-            .args(args)
-            .output()
-            .expect("paddock runs")
-    };
-    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
-    impl Drop for Down<'_> {
-        fn drop(&mut self) {
-            let _ = (self.0)(&["down", "ci", "--yes"]);
-        }
-    }
-    let _down = Down(&run);
+        )
+    });
+    let run = |args: &[&str]| copy.run(args);
     ok(&run(&["up", "ci"]), "up with the label");
-    let text = std::fs::read_to_string(&ci).expect("ci.yaml");
-    std::fs::write(&ci, text.replace(", tier: front", "")).expect("write");
+    copy.edit_ci(|text| text.replace(", tier: front", ""));
     ok(&run(&["up", "ci"]), "up without it");
-    let kubeconfig = dir.path().join("kubeconfig");
+    let kubeconfig = copy.dir.path().join("kubeconfig");
     let kc = Command::new("k3d")
         .args(["kubeconfig", "get", "ci"])
         .output()
