@@ -166,6 +166,25 @@ impl Cluster {
         }
     }
 
+    /// Check `f` on the store every few milliseconds until it holds (`true`) or `timeout`
+    /// passes (`false`): how a test waits for the controllers.
+    pub async fn holds_within(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&mut Store) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.with_store(&mut f) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Run `f` on the store (for assertions and for seeding a test's world).
     pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
         match self.store.lock() {

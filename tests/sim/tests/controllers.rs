@@ -3,7 +3,7 @@
 //! on deletion, DaemonSets per node; evictions honour PDBs; crash-looping rollouts hit their
 //! progress deadline; istiod patches caBundles only once ready.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use paddock_sim::controllers::{pod_ready, terminating};
 use paddock_sim::knobs::Knobs;
@@ -11,15 +11,11 @@ use paddock_sim::store::{Store, res};
 use paddock_sim::{Cluster, Options};
 use serde_json::{Value, json};
 
-async fn until(cluster: &Cluster, what: &str, mut f: impl FnMut(&mut Store) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if cluster.with_store(&mut f) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+async fn until(cluster: &Cluster, what: &str, f: impl FnMut(&mut Store) -> bool) {
+    assert!(
+        cluster.holds_within(Duration::from_secs(10), f).await,
+        "timed out waiting for {what}"
+    );
 }
 
 /// The pods of an app that are not terminating (what Kubernetes counts against a rollout's

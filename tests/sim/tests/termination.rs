@@ -23,15 +23,11 @@ async fn cluster(knobs: Knobs) -> Cluster {
     .expect("start")
 }
 
-async fn until(cluster: &Cluster, what: &str, mut f: impl FnMut(&mut Store) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if cluster.with_store(&mut f) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+async fn until(cluster: &Cluster, what: &str, f: impl FnMut(&mut Store) -> bool) {
+    assert!(
+        cluster.holds_within(Duration::from_secs(10), f).await,
+        "timed out waiting for {what}"
+    );
 }
 
 fn app_pods(s: &Store, ns: &str, app: &str) -> Vec<Value> {
@@ -39,6 +35,13 @@ fn app_pods(s: &Store, ns: &str, app: &str) -> Vec<Value> {
         .into_iter()
         .filter(|p| p["metadata"]["labels"]["app"] == app)
         .collect()
+}
+
+fn ready_web_pods(s: &Store) -> usize {
+    app_pods(s, "apps", "web")
+        .iter()
+        .filter(|p| pod_ready(p))
+        .count()
 }
 
 fn name(v: &Value) -> String {
@@ -107,14 +110,7 @@ async fn a_rollout_is_done_while_old_pods_still_terminate() {
     })
     .await;
     deploy(&c, "deployments", 2);
-    until(&c, "two ready pods", |s| {
-        app_pods(s, "apps", "web")
-            .iter()
-            .filter(|p| pod_ready(p))
-            .count()
-            == 2
-    })
-    .await;
+    until(&c, "two ready pods", |s| ready_web_pods(s) == 2).await;
     let old: Vec<String> = c.with_store(|s| app_pods(s, "apps", "web").iter().map(name).collect());
     restart(&c, "deployments");
     until(&c, "kubectl's rule says done", |s| {
@@ -211,14 +207,7 @@ async fn a_pod_goes_at_the_end_of_its_grace_period_or_at_once_with_grace_zero() 
     })
     .await;
     deploy(&c, "deployments", 2);
-    until(&c, "two ready pods", |s| {
-        app_pods(s, "apps", "web")
-            .iter()
-            .filter(|p| pod_ready(p))
-            .count()
-            == 2
-    })
-    .await;
+    until(&c, "two ready pods", |s| ready_web_pods(s) == 2).await;
     let pods: Vec<String> = c.with_store(|s| app_pods(s, "apps", "web").iter().map(name).collect());
     c.with_store(|s| {
         s.delete_with(&res("pods"), "apps", &pods[0], Some(1))
