@@ -119,79 +119,81 @@ pub async fn observe(
     adopt: bool,
     start_stopped: bool,
 ) -> Result<(ClusterState, Vec<String>, Option<Kube>), Error> {
-    let found = k3d.find(&spec.name).await.map_err(|e| {
-        Error::Failed(format!(
-            "could not tell whether cluster {} exists: {e}",
-            spec.name
-        ))
-    })?;
-    let mut kube = None;
-    let observed = match found {
-        None => ClusterState::Absent,
-        Some(info) => {
-            if !info.owned() && !adopt {
-                return Err(not_owned(&spec.name));
-            }
-            if !info.running() {
-                if !start_stopped {
-                    return Err(Error::Failed(format!(
-                        "cluster {} is stopped; `paddock up {}` starts it",
-                        spec.name, spec.name
-                    )));
-                }
-                reporter.note(&format!("cluster {} is stopped; starting it", spec.name));
-                k3d.run(crate::exec::Cmd::new(&k3d.bin).args(["cluster", "start", &spec.name]))
-                    .await
-                    .map_err(|e| {
-                        Error::Failed(format!("failed to start cluster {}: {e}", spec.name))
-                    })?;
-            }
-            let c = connect(k3d, tools, info).await?;
-            let record = c
-                .kube
-                .record()
-                .await
-                .map_err(|e| Error::Failed(e.to_string()))?;
-            let views = c
-                .kube
-                .namespaces()
-                .await
-                .map_err(|e| Error::Failed(e.to_string()))?;
-            let applied_labels = views
-                .iter()
-                .filter(|v| !v.applied_labels.is_empty())
-                .map(|v| (v.name.clone(), v.applied_labels.clone()))
-                .collect();
-            let namespaces = views.into_iter().map(|v| (v.name, v.labels)).collect();
-            let releases = helm.list(&c.kubeconfig).await.map_err(|e| {
-                Error::Failed(format!(
-                    "could not list the Helm releases of cluster {}: {e}",
-                    spec.name
-                ))
-            })?;
-            let tags = crate::tags::observed(&c.kube)
-                .await
-                .map_err(Error::Failed)?;
-            kube = Some(c.kube);
-            ClusterState::Present(Box::new(Observed {
-                record,
-                releases,
-                namespaces,
-                applied_labels,
-                tags,
-            }))
+    // The registry caches and the cluster are observed at once: each k3d call takes its time.
+    let caches = async {
+        if !spec.body.caches.as_ref().is_some_and(|c| c.enabled) {
+            return Ok(Vec::new());
         }
-    };
-    let registries: Vec<String> = if spec.body.caches.as_ref().is_some_and(|c| c.enabled) {
         k3d.registries()
             .await
-            .map_err(|e| Error::Failed(format!("could not list the registry caches: {e}")))?
-            .into_iter()
-            .map(|r| r.name)
-            .collect()
-    } else {
-        Vec::new()
+            .map(|rs| rs.into_iter().map(|r| r.name).collect::<Vec<String>>())
+            .map_err(|e| Error::Failed(format!("could not list the registry caches: {e}")))
     };
+    let cluster = async {
+        let found = k3d.find(&spec.name).await.map_err(|e| {
+            Error::Failed(format!(
+                "could not tell whether cluster {} exists: {e}",
+                spec.name
+            ))
+        })?;
+        let mut kube = None;
+        let observed = match found {
+            None => ClusterState::Absent,
+            Some(info) => {
+                if !info.owned() && !adopt {
+                    return Err(not_owned(&spec.name));
+                }
+                if !info.running() {
+                    if !start_stopped {
+                        return Err(Error::Failed(format!(
+                            "cluster {} is stopped; `paddock up {}` starts it",
+                            spec.name, spec.name
+                        )));
+                    }
+                    reporter.note(&format!("cluster {} is stopped; starting it", spec.name));
+                    k3d.run(crate::exec::Cmd::new(&k3d.bin).args(["cluster", "start", &spec.name]))
+                        .await
+                        .map_err(|e| {
+                            Error::Failed(format!("failed to start cluster {}: {e}", spec.name))
+                        })?;
+                }
+                let c = connect(k3d, tools, info).await?;
+                // Helm and the API are read at once.
+                let kube_reads = async {
+                    let record = c.kube.record().await?;
+                    let views = c.kube.namespaces().await?;
+                    Ok::<_, crate::kubeapi::Error>((record, views))
+                };
+                let helm_list = helm.list(&c.kubeconfig);
+                let tags = crate::tags::observed(&c.kube);
+                let (reads, releases, tags) = tokio::join!(kube_reads, helm_list, tags);
+                let (record, views) = reads.map_err(|e| Error::Failed(e.to_string()))?;
+                let releases = releases.map_err(|e| {
+                    Error::Failed(format!(
+                        "could not list the Helm releases of cluster {}: {e}",
+                        spec.name
+                    ))
+                })?;
+                let tags = tags.map_err(Error::Failed)?;
+                let applied_labels = views
+                    .iter()
+                    .filter(|v| !v.applied_labels.is_empty())
+                    .map(|v| (v.name.clone(), v.applied_labels.clone()))
+                    .collect();
+                let namespaces = views.into_iter().map(|v| (v.name, v.labels)).collect();
+                kube = Some(c.kube);
+                ClusterState::Present(Box::new(Observed {
+                    record,
+                    releases,
+                    namespaces,
+                    applied_labels,
+                    tags,
+                }))
+            }
+        };
+        Ok::<_, Error>((observed, kube))
+    };
+    let ((observed, kube), registries) = tokio::try_join!(cluster, caches)?;
     Ok((observed, registries, kube))
 }
 

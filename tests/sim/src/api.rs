@@ -51,6 +51,9 @@ pub async fn serve(
                 continue;
             }
         };
+        // As Go's net package (and so kube-apiserver) does: TLS writes a response in several
+        // records, which Nagle's algorithm would hold back for the client's delayed ACK.
+        let _ = tcp.set_nodelay(true);
         let (tls, app, anonymous) = (tls.clone(), app.clone(), anonymous.clone());
         tokio::spawn(async move {
             let Ok(stream) = tls.acceptor.accept(tcp).await else {
