@@ -2,44 +2,12 @@
 //! Needs kubectl (installed by scripts/install-tools); skipped with a message when it is missing,
 //! and a failure when PADDOCK_REQUIRE_TOOLS=1 (as in CI).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use paddock_sim::Cluster;
 use paddock_sim::store::res;
 use serde_json::{Value, json};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn kubectl() -> Option<PathBuf> {
-    let local = workspace().join(".tools/bin/kubectl");
-    if local.is_file() {
-        return Some(local);
-    }
-    if Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return Some(PathBuf::from("kubectl"));
-    }
-    // Try the project's installer once (PyPI); then look again.
-    let _ = Command::new(workspace().join("scripts/install-tools")).status();
-    local.is_file().then_some(local)
-}
-
-fn require_or_skip(tool: &str) -> bool {
-    if std::env::var("PADDOCK_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
-        panic!(
-            "{tool} is required (PADDOCK_REQUIRE_TOOLS=1) but was not found; run scripts/install-tools"
-        );
-    }
-    eprintln!("skipping: {tool} not found; run scripts/install-tools to enable this test");
-    false
-}
 
 fn seed(cluster: &Cluster) {
     cluster.with_store(|s| {
@@ -84,8 +52,7 @@ fn run(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_kubectl_lists_namespaces_pods_and_deployments() {
-    let Some(kubectl) = kubectl() else {
-        require_or_skip("kubectl");
+    let Some(kubectl) = paddock_sim::real_tools::kubectl() else {
         return;
     };
     let cluster = Cluster::start("fidelity").await.expect("sim starts");
@@ -183,8 +150,7 @@ async fn real_kubectl_watch_sees_changes_as_they_happen() {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    let Some(kubectl) = kubectl() else {
-        require_or_skip("kubectl");
+    let Some(kubectl) = paddock_sim::real_tools::kubectl() else {
         return;
     };
     let cluster = Cluster::start("watch").await.expect("sim starts");
@@ -309,8 +275,7 @@ async fn without_a_valid_client_certificate_kubectl_and_plain_clients_get_401() 
         "only the admin's two API requests reached the API (/sim is not logged)"
     );
 
-    let Some(kubectl) = kubectl() else {
-        require_or_skip("kubectl");
+    let Some(kubectl) = paddock_sim::real_tools::kubectl() else {
         return;
     };
     // kubectl prompts for a user name and password (on a terminal) when the kubeconfig's user

@@ -56,7 +56,7 @@ impl World {
             _claim,
             bin,
             kubeconfig,
-            kubectl: kubectl(),
+            kubectl: paddock_sim::real_tools::kubectl(),
         })
     }
 
@@ -114,23 +114,6 @@ fn ok(out: Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn kubectl() -> Option<PathBuf> {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/kubectl");
-    if local.is_file() {
-        return Some(local);
-    }
-    let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-tools"))
-        .status();
-    if local.is_file() {
-        return Some(local);
-    }
-    if std::env::var("PADDOCK_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
-        panic!("kubectl is required (PADDOCK_REQUIRE_TOOLS=1); run scripts/install-tools");
-    }
-    eprintln!("skipping: kubectl not found; run scripts/install-tools to enable this test");
-    None
 }
 
 fn free_port() -> u16 {

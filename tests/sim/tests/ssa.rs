@@ -5,7 +5,7 @@
 //! PADDOCK_REQUIRE_TOOLS=1) and the fake helm's server-side apply.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use paddock_sim::Cluster;
@@ -638,26 +638,6 @@ async fn helm_3_updates_and_keeps_others_fields_out_of_its_ownership() {
 
 // ------------------------------------------------------------- real kubectl
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn kubectl() -> Option<PathBuf> {
-    let local = workspace().join(".tools/bin/kubectl");
-    if local.is_file() {
-        return Some(local);
-    }
-    let _ = Command::new(workspace().join("scripts/install-tools")).status();
-    local.is_file().then_some(local)
-}
-
-fn require_or_skip(tool: &str) {
-    if std::env::var("PADDOCK_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
-        panic!("{tool} is required (PADDOCK_REQUIRE_TOOLS=1) but was not found");
-    }
-    eprintln!("skipping: {tool} not found; run scripts/install-tools to enable this test");
-}
-
 /// kubectl apply with a manifest on stdin; `--validate=false` because the sim serves no
 /// OpenAPI documents for kubectl to validate against.
 fn kubectl_apply(
@@ -690,8 +670,7 @@ fn kubectl_apply(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_kubectl_applies_server_side_prunes_and_reports_conflicts() {
-    let Some(kubectl) = kubectl() else {
-        require_or_skip("kubectl");
+    let Some(kubectl) = paddock_sim::real_tools::kubectl() else {
         return;
     };
     let cluster = Cluster::start("ssa-kubectl").await.expect("sim starts");
