@@ -4,71 +4,17 @@
 //! that survive stop/start but not delete/create; `cluster delete` cleaning the default
 //! kubeconfig; and a kubeconfig without client certificate meeting 401.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
 use base64::Engine;
 use paddock_sim::client::Client;
 use paddock_sim::knobs::Knobs;
 use paddock_sim::world::ClusterRecord;
 use serde_json::Value;
 
-struct Home {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-}
+mod common;
+
+use common::Home;
 
 impl Home {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let bin = dir.path().join("bin");
-        std::fs::create_dir_all(&bin).expect("bin");
-        assert!(
-            Command::new(env!("CARGO_BIN_EXE_paddock-sim"))
-                .arg("link")
-                .arg(&bin)
-                .status()
-                .expect("link")
-                .success()
-        );
-        Self { dir, bin }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The default kubeconfig k3d merges into (`$KUBECONFIG`).
-    fn default_kubeconfig(&self) -> PathBuf {
-        self.path().join("default-kubeconfig")
-    }
-
-    fn run(&self, tool: &str, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write;
-        let mut child = Command::new(self.bin.join(tool))
-            .args(args)
-            .env("PADDOCK_SIM_HOME", self.path())
-            .env("PADDOCK_SIM_DOCKER", "0")
-            .env("HOME", self.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env("KUBECONFIG", self.default_kubeconfig())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        if let Some(t) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(t.as_bytes())
-                .expect("stdin");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("wait")
-    }
-
     fn ok(&self, tool: &str, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(tool, args, stdin);
         assert!(
@@ -97,12 +43,6 @@ impl Home {
 
     fn record(&self, name: &str) -> ClusterRecord {
         ClusterRecord::load(self.path(), name).expect("cluster record")
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = self.run("k3d", &["cluster", "delete", "--all"], None);
     }
 }
 
@@ -266,14 +206,14 @@ fn stop_and_start_keep_the_kubeconfig_valid_and_a_new_cluster_gets_a_new_ca() {
 fn cluster_delete_removes_its_entries_from_the_default_kubeconfig() {
     let h = Home::new();
     let other = "apiVersion: v1\nkind: Config\nclusters:\n- name: other\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: other\n  context:\n    cluster: other\n    user: other\ncurrent-context: other\nusers:\n- name: other\n  user: {}\n";
-    std::fs::write(h.default_kubeconfig(), other).expect("seed");
+    std::fs::write(h.kubeconfig_path(), other).expect("seed");
     h.create("first", "");
     h.create("second", "");
     h.ok("k3d", &["kubeconfig", "write", "second"], None);
     let standalone = h.path().join(".config/k3d/kubeconfig-second.yaml");
     assert!(standalone.is_file());
     let names = |key: &str| -> Vec<String> {
-        let cfg = yaml(&std::fs::read_to_string(h.default_kubeconfig()).expect("read"));
+        let cfg = yaml(&std::fs::read_to_string(h.kubeconfig_path()).expect("read"));
         cfg[key]
             .as_array()
             .into_iter()
@@ -282,7 +222,7 @@ fn cluster_delete_removes_its_entries_from_the_default_kubeconfig() {
             .collect()
     };
     let current = || {
-        yaml(&std::fs::read_to_string(h.default_kubeconfig()).expect("read"))["current-context"]
+        yaml(&std::fs::read_to_string(h.kubeconfig_path()).expect("read"))["current-context"]
             .as_str()
             .unwrap_or_default()
             .to_string()

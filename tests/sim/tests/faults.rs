@@ -2,8 +2,7 @@
 //! and half-done tool invocations, Helm 3 versus 4, an API server that is down for a while, and
 //! a cluster that keeps its objects across `k3d cluster stop` / `start`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use paddock_sim::knobs::{FaultAction, Knobs, ToolFault};
@@ -11,60 +10,13 @@ use serde_json::Value;
 
 const ISTIO: &str = "https://istio-release.storage.googleapis.com/charts";
 
-struct Home {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-}
+mod common;
+
+use common::Home;
 
 impl Home {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let bin = dir.path().join("bin");
-        std::fs::create_dir_all(&bin).expect("bin");
-        assert!(
-            Command::new(env!("CARGO_BIN_EXE_paddock-sim"))
-                .arg("link")
-                .arg(&bin)
-                .status()
-                .expect("link")
-                .success()
-        );
-        Self { dir, bin }
-    }
-
-    fn command(&self, tool: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(self.bin.join(tool));
-        c.args(args)
-            .env("PADDOCK_SIM_HOME", self.dir.path())
-            .env("PADDOCK_SIM_DOCKER", "0")
-            .env("HOME", self.dir.path())
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig"));
-        c
-    }
-
-    fn run(&self, tool: &str, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .command(tool, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        if let Some(t) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(t.as_bytes())
-                .expect("stdin");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("wait")
-    }
-
     fn knobs(&self, k: &Knobs) {
-        k.save(self.dir.path()).expect("knobs");
+        k.save(self.path()).expect("knobs");
     }
 
     fn cluster(&self, name: &str) {
@@ -82,13 +34,7 @@ impl Home {
             String::from_utf8_lossy(&out.stderr)
         );
         let kc = self.run("k3d", &["kubeconfig", "get", name], None);
-        std::fs::write(self.dir.path().join("kubeconfig"), &kc.stdout).expect("kubeconfig");
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = self.run("k3d", &["cluster", "delete", "--all"], None);
+        std::fs::write(self.kubeconfig_path(), &kc.stdout).expect("kubeconfig");
     }
 }
 
@@ -139,7 +85,7 @@ fn tool_faults_fail_chosen_invocations_and_are_logged() {
         base_install(&h).status.success(),
         "only one failure (times: 1)"
     );
-    let log = paddock_sim::world::invocations(h.dir.path());
+    let log = paddock_sim::world::invocations(h.path());
     let codes: Vec<i32> = log
         .iter()
         .filter(|i| i.tool == "helm")
@@ -422,7 +368,7 @@ fn stopped_clusters_keep_their_objects() {
             .success()
     );
     let kc = h.run("k3d", &["kubeconfig", "get", "pause"], None);
-    std::fs::write(h.dir.path().join("kubeconfig"), &kc.stdout).expect("kubeconfig");
+    std::fs::write(h.kubeconfig_path(), &kc.stdout).expect("kubeconfig");
     let rows: Value =
         serde_json::from_slice(&h.run("helm", &["list", "-A", "-o", "json"], None).stdout)
             .expect("json");
