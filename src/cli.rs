@@ -186,6 +186,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
             let opts = crate::converge::UpOptions {
                 adopt: *adopt,
                 verify_timeout: std::time::Duration::from_secs(*verify_timeout),
+                ..Default::default()
             };
             up(args, spec, opts, out)
         }),
@@ -611,7 +612,9 @@ fn describe(cluster: &str, action: &Action) -> Vec<String> {
                 }
             )]
         }
-        Action::Apply { source, objects } => {
+        Action::Apply {
+            source, objects, ..
+        } => {
             let mut v = vec![format!(
                 "server-side apply (field manager paddock) of {source}"
             )];
@@ -732,10 +735,15 @@ fn watch_interrupts(
 fn up(
     args: &Args,
     spec: &ClusterSpec,
-    opts: crate::converge::UpOptions,
+    mut opts: crate::converge::UpOptions,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let applied = applied_objects(args, spec)?;
+    let (origins, applied): (Vec<String>, Vec<Value>) =
+        crate::converge::load_manifests_from(&args.dir, &spec.body.workloads)
+            .map_err(Failure::Other)?
+            .into_iter()
+            .unzip();
+    opts.origins = origins;
     let tools = toolchain(args);
     let rep = reporter(args);
     let rt = runtime()?;

@@ -47,6 +47,8 @@ pub struct UpOptions {
     pub adopt: bool,
     /// How long the ingress may take to answer paddock's probe route.
     pub verify_timeout: std::time::Duration,
+    /// The manifest file of each workload object `up` applies (parallel to them).
+    pub origins: Vec<String>,
 }
 
 impl Default for UpOptions {
@@ -54,6 +56,7 @@ impl Default for UpOptions {
         Self {
             adopt: false,
             verify_timeout: std::time::Duration::from_secs(120),
+            origins: Vec::new(),
         }
     }
 }
@@ -230,7 +233,16 @@ pub async fn up(
     {
         return Err(Error::UpgradeDue(istio.version.clone()));
     }
-    let plan = plan::up(spec, &observed, applied, &registries);
+    let mut plan = plan::up(spec, &observed, applied, &registries);
+    for step in plan
+        .steps
+        .iter_mut()
+        .filter(|s| s.id == "kube.apply/workloads")
+    {
+        if let plan::Action::Apply { origins, .. } = &mut step.action {
+            origins.clone_from(&opts.origins);
+        }
+    }
     for n in &plan.notes {
         reporter.note(n);
     }
@@ -330,6 +342,17 @@ pub async fn down(
 
 /// Parse workload manifests (multi-document YAML files relative to `root`).
 pub fn load_manifests(root: &std::path::Path, files: &[String]) -> Result<Vec<Value>, String> {
+    Ok(load_manifests_from(root, files)?
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect())
+}
+
+/// The objects of the manifest files, each with the file it came from.
+pub fn load_manifests_from(
+    root: &std::path::Path,
+    files: &[String],
+) -> Result<Vec<(String, Value)>, String> {
     let mut out = Vec::new();
     for f in files {
         let path = root.join(f);
@@ -337,7 +360,11 @@ pub fn load_manifests(root: &std::path::Path, files: &[String]) -> Result<Vec<Va
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let docs: Vec<Value> =
             serde_saphyr::from_multiple(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        out.extend(docs.into_iter().filter(|d| !d.is_null()));
+        out.extend(
+            docs.into_iter()
+                .filter(|d| !d.is_null())
+                .map(|d| (f.clone(), d)),
+        );
     }
     Ok(out)
 }

@@ -322,11 +322,23 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
             .apply_namespace(name, labels)
             .await
             .map_err(|e| e.to_string()),
-        Action::Apply { objects, source } => kube(ctx)
-            .await?
-            .apply(objects, "default")
-            .await
-            .map_err(|e| format!("failed to apply {source}: {e}")),
+        Action::Apply {
+            objects,
+            source,
+            origins,
+        } => {
+            let k = kube(ctx).await?;
+            for (i, obj) in objects.iter().enumerate() {
+                k.apply_object(obj, "default").await.map_err(|e| {
+                    let from = origins.get(i).unwrap_or(source);
+                    format!(
+                        "failed to apply {from} ({}): {e}",
+                        crate::kubeapi::describe(obj)
+                    )
+                })?;
+            }
+            Ok(())
+        }
         Action::VerifyIngress { url, host } => verify_ingress(url, host, ctx.verify_timeout).await,
         Action::RecordSpec { record } => kube(ctx)
             .await?

@@ -293,7 +293,9 @@ impl Kube {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
         api.patch(
             name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(FIELD_MANAGER)
+                .force()
+                .validation_strict(),
             &Patch::Apply(&ns),
         )
         .await
@@ -361,6 +363,15 @@ impl Kube {
     /// Server-side apply of arbitrary objects; namespaced ones default to `default_ns`.
     pub async fn apply(&self, objects: &[Value], default_ns: &str) -> Result<(), Error> {
         for obj in objects {
+            self.apply_object(obj, default_ns).await?;
+        }
+        Ok(())
+    }
+
+    /// Server-side apply of one object, fields checked strictly (an unknown field is refused,
+    /// not dropped); namespaced ones default to `default_ns`.
+    pub async fn apply_object(&self, obj: &Value, default_ns: &str) -> Result<(), Error> {
+        {
             let api_version = obj["apiVersion"].as_str().unwrap_or_default();
             let kind = obj["kind"].as_str().unwrap_or_default();
             let name = obj["metadata"]["name"].as_str().unwrap_or_default();
@@ -390,7 +401,9 @@ impl Kube {
             };
             api.patch(
                 name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
+                &PatchParams::apply(FIELD_MANAGER)
+                    .force()
+                    .validation_strict(),
                 &Patch::Apply(obj),
             )
             .await
@@ -461,7 +474,9 @@ impl Kube {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
         api.patch(
             RECORD_NAME,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(FIELD_MANAGER)
+                .force()
+                .validation_strict(),
             &Patch::Apply(&cm),
         )
         .await
@@ -760,4 +775,14 @@ pub fn daemonset_done(d: &DaemonSet) -> bool {
     st.observed_generation.unwrap_or(0) >= generation
         && st.updated_number_scheduled.unwrap_or(0) >= st.desired_number_scheduled
         && st.number_available.unwrap_or(0) >= st.desired_number_scheduled
+}
+
+/// `Kind namespace/name` (or `Kind name`) of an object, for messages.
+pub fn describe(obj: &Value) -> String {
+    let kind = obj["kind"].as_str().unwrap_or("object");
+    let name = obj["metadata"]["name"].as_str().unwrap_or("?");
+    match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
 }

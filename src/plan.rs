@@ -71,7 +71,14 @@ pub enum Action {
         labels: BTreeMap<String, String>,
     },
     /// Server-side apply of manifests.
-    Apply { source: String, objects: Vec<Value> },
+    Apply {
+        source: String,
+        objects: Vec<Value>,
+        /// The manifest file each object came from (parallel to `objects`; empty when they
+        /// are paddock's own), so a refusal names the file to fix.
+        #[serde(skip)]
+        origins: Vec<String>,
+    },
     /// HTTP through the load balancer's published port, with paddock's probe host, is answered
     /// by the probe route: load balancer → gateway → configuration pushed by istiod.
     VerifyIngress { url: String, host: String },
@@ -482,6 +489,7 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
                     Action::Apply {
                         source: format!("paddock's probe route through gateway {name}"),
                         objects: istio::probe_route(&spec.name, &name, &namespace),
+                        origins: Vec::new(),
                     },
                 ));
             }
@@ -544,6 +552,7 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
                 Action::Apply {
                     source: format!("addons/{}.yaml manifests", addon.name),
                     objects: addon.manifests.clone(),
+                    origins: Vec::new(),
                 },
             );
         }
@@ -564,6 +573,7 @@ fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) 
             Action::Apply {
                 source: spec.body.workloads.join(", "),
                 objects: applied.to_vec(),
+                origins: Vec::new(),
             },
         );
         finals.push(id);

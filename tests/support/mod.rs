@@ -1,12 +1,16 @@
-//! A simulated world for paddock's scenario tests: the sim's fake `k3d` and `helm` first on
-//! `PATH`, a fresh sim home, state directory and copy of the repository (with free host ports),
-//! and everything removed afterwards, Docker objects included.
+//! A simulated world for paddock's scenario tests: the sim's fake `k3d` first on `PATH`, the
+//! real `helm` 4 (run through the sim's `helm` name, which logs each run and can inject the
+//! faults a real helm can fail with) with the real charts from a loopback chart repository —
+//! or the sim's fake `helm` for the faults only it can produce —, a fresh sim home, state
+//! directory and copy of the repository (with free host ports), and everything removed
+//! afterwards, Docker objects included.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use paddock_sim::chart_repo::ChartRepo;
 use serde_json::Value;
 
 pub struct World {
@@ -19,6 +23,56 @@ pub struct World {
     pub bin: PathBuf,
     /// Host ports substituted for the shipped ones: (shipped, here).
     pub ports: Vec<(u16, u16)>,
+    /// The real helm behind `helm`, and the loopback repository the specs point at; `None`:
+    /// the fake helm.
+    pub real_helm: Option<(PathBuf, &'static ChartRepo)>,
+}
+
+/// Which helm a world runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Helm {
+    /// The real helm 4 with the real charts (the fake one, said so, where they cannot be had).
+    Real,
+    /// The sim's fake helm: for the faults only it produces (a release left pending on
+    /// demand, Helm 3 mode).
+    Fake,
+}
+
+/// The real helm and the chart repository, or `None` (after saying why) for the fake one.
+fn real_helm() -> Option<(PathBuf, &'static ChartRepo)> {
+    let helm = paddock_sim::real_tools::helm()?;
+    let repo = ChartRepo::shared()?;
+    Some((helm, repo))
+}
+
+/// Point the specs of a repository copy at the loopback chart repository: every addon's
+/// `chart.repo`, and every profile's `istio` (an added `repo`).
+fn use_chart_repo(root: &Path, charts: &ChartRepo) {
+    for dir in ["profiles", "clusters", "addons"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            let mut out = String::new();
+            for line in text.lines() {
+                if dir == "addons" && line.trim_start().starts_with("repo: https://") {
+                    let indent = &line[..line.len() - line.trim_start().len()];
+                    out.push_str(&format!("{indent}repo: {}\n", charts.addons()));
+                    continue;
+                }
+                out.push_str(line);
+                out.push('\n');
+                if line == "istio:" {
+                    out.push_str(&format!("  repo: {}\n", charts.istio()));
+                }
+            }
+            std::fs::write(&p, out).expect("write");
+        }
+    }
 }
 
 fn workspace() -> PathBuf {
@@ -99,8 +153,18 @@ fn copy_dir(from: &Path, to: &Path, ports: &[(u16, u16)]) {
 }
 
 impl World {
-    /// A world whose clusters are Docker containers (`docker`) or local processes.
+    /// A world whose clusters are Docker containers (`docker`) or local processes, with the
+    /// real helm and charts.
     pub fn new(docker: bool) -> Self {
+        Self::with(docker, Helm::Fake)
+    }
+
+    /// A world running the sim's fake helm.
+    pub fn fake_helm(docker: bool) -> Self {
+        Self::with(docker, Helm::Fake)
+    }
+
+    pub fn with(docker: bool, helm: Helm) -> Self {
         let home = tempfile::tempdir().expect("home");
         let _claim = paddock_sim::docker::claim(home.path()).expect("claim the home");
         let bin = home.path().join("bin");
@@ -143,7 +207,18 @@ impl World {
             ),
         );
         std::fs::write(&minimal, text).expect("write minimal");
+        let real_helm = match helm {
+            Helm::Real => real_helm(),
+            Helm::Fake => None,
+        };
+        if helm == Helm::Real && real_helm.is_none() {
+            eprintln!("this world runs the fake helm");
+        }
+        if let Some((_, charts)) = real_helm {
+            use_chart_repo(repo.path(), charts);
+        }
         Self {
+            real_helm,
             docker,
             home,
             _claim,
@@ -197,6 +272,10 @@ impl World {
             .env_remove("PADDOCK_HELM")
             .env_remove("KUBECONFIG")
             .env_remove("PADDOCK_DIR");
+        match &self.real_helm {
+            Some((helm, _)) => c.env(paddock_sim::tools::REAL_HELM, helm),
+            None => c.env_remove(paddock_sim::tools::REAL_HELM),
+        };
     }
 
     pub fn paddock_cmd(&self, args: &[&str]) -> Command {

@@ -4,6 +4,7 @@
 //! only; never part of the shipped `paddock` binary.
 
 pub mod api;
+pub mod chart_repo;
 pub mod charts;
 pub mod client;
 pub mod controllers;

@@ -51,6 +51,9 @@ impl Outcome {
     }
 }
 
+/// Set to the real helm's path, `helm` runs it instead of the fake (see [`run`]).
+pub const REAL_HELM: &str = "PADDOCK_SIM_REAL_HELM";
+
 /// Run a fake tool as a process would: faults, latency, the work, the invocation log.
 pub fn run(tool: &str, args: &[String]) -> i32 {
     let home = world::home();
@@ -143,6 +146,36 @@ pub fn run(tool: &str, args: &[String]) -> i32 {
         args.first().cloned()
     };
     let latency = Duration::from_millis(knobs.latency_ms(tool, command.as_deref()));
+    // The real helm behind the fake one's name: faults and latency as for the fake, the
+    // work done by the real binary (same arguments, stdin and outputs), the run logged.
+    if let Some(real) = std::env::var_os(REAL_HELM).filter(|_| tool == "helm") {
+        if fault
+            .as_ref()
+            .is_some_and(|f| f.action == FaultAction::DiePending)
+        {
+            eprintln!("paddock-sim: diePending needs the fake helm (unset {REAL_HELM})");
+            log(2);
+            return 2;
+        }
+        std::thread::sleep(latency);
+        let mut code = match std::process::Command::new(&real).args(args).status() {
+            Ok(st) => st.code().unwrap_or(128 + 9),
+            Err(e) => {
+                eprintln!(
+                    "paddock-sim: {}: {e}",
+                    std::path::Path::new(&real).display()
+                );
+                127
+            }
+        };
+        if let Some(f) = fault.filter(|f| f.action == FaultAction::FailAfter) {
+            let failed = fault_outcome(&f);
+            eprint!("{}", failed.stderr);
+            code = failed.code;
+        }
+        log(code);
+        return code;
+    }
     // A mutating helm spends its time inside the operation, with the release pending.
     if !(tool == "helm" && helm_mutates(args)) {
         std::thread::sleep(latency);
