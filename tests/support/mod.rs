@@ -349,6 +349,28 @@ impl World {
         (v["total"].as_u64().unwrap_or(0), mutating)
     }
 
+    /// A kubeconfig file for `cluster`, as `k3d kubeconfig get` prints it.
+    pub fn kubeconfig(&self, cluster: &str) -> PathBuf {
+        let out = self.tool("k3d", &["kubeconfig", "get", cluster]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let path = self.home.path().join(format!("kubeconfig-{cluster}"));
+        std::fs::write(&path, &out.stdout).expect("write kubeconfig");
+        path
+    }
+
+    /// Every release of `cluster` as the real helm reports it (`helm list -A -a -o json`,
+    /// run directly, not through the sim's name for it).
+    pub fn helm_list(&self, cluster: &str) -> Vec<Value> {
+        let (helm, _) = self.real_helm.as_ref().expect("a world with the real helm");
+        let mut c = Command::new(helm);
+        c.args(["list", "-A", "-a", "-o", "json", "--kubeconfig"])
+            .arg(self.kubeconfig(cluster));
+        self.env(&mut c);
+        let out = c.output().expect("helm list");
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("helm list json")
+    }
+
     pub fn edit(&self, file: &str, f: impl FnOnce(String) -> String) {
         let p = self.repo.path().join(file);
         let text = std::fs::read_to_string(&p).expect("read");

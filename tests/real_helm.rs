@@ -1,0 +1,266 @@
+//! The real helm 4 and the real charts (from a loopback chart repository) driving the sim:
+//! what `up` installs is what helm's own storage reports, the command lines are the ones the
+//! plan snapshots show, a helm killed mid-install is recovered, and helm's and the API
+//! server's refusals reach the user with helm's own words and the manifest's file.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use paddock_sim::knobs::Knobs;
+use serde_json::Value;
+use support::{Helm, World, result, stderr, stdout};
+
+/// A world with the real helm, or `None` (the test skips) where it cannot be had.
+fn real_world() -> Option<World> {
+    let w = World::with(false, Helm::Real);
+    if w.real_helm.is_none() {
+        eprintln!("skipping: needs the real helm and charts");
+        return None;
+    }
+    Some(w)
+}
+
+fn up_ok(w: &World, cluster: &str) -> Value {
+    let out = w.paddock(&["up", cluster, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "up {cluster} failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    result(&out)
+}
+
+/// `name → (status, chart)` of every release, as the real `helm list -A -a` reports them.
+fn releases(w: &World, cluster: &str) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = w
+        .helm_list(cluster)
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (s("name"), s("status"), s("chart"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The `helm upgrade --install` command lines of a plan snapshot, with the public chart
+/// repositories replaced by the loopback ones the world's specs use.
+fn snapshot_installs(w: &World, snapshot: &str) -> Vec<String> {
+    let (_, charts) = w.real_helm.as_ref().expect("real helm");
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/snapshots")
+            .join(snapshot),
+    )
+    .expect("snapshot");
+    let mut v: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("helm upgrade --install "))
+        .map(|l| {
+            let mut l = l.replace(
+                "https://istio-release.storage.googleapis.com/charts",
+                &charts.istio(),
+            );
+            for (_, repo, _, _) in paddock_sim::chart_repo::PUBLIC {
+                l = l.replace(repo, &charts.addons());
+            }
+            l
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The `helm upgrade --install` runs the world saw, without the kubeconfig flag (a
+/// per-cluster path) and the values, which come on stdin (`-f -`).
+fn helm_installs(w: &World) -> Vec<String> {
+    let mut v: Vec<String> = w
+        .invocations()
+        .into_iter()
+        .filter(|i| i.tool == "helm" && i.args.iter().any(|a| a == "--install"))
+        .map(|i| {
+            let mut args = i.args.clone();
+            if let Some(k) = args.iter().position(|a| a == "--kubeconfig") {
+                args.drain(k..k + 2);
+            }
+            assert_eq!(i.code, 0, "helm {}", args.join(" "));
+            format!("helm {}", args.join(" ").trim_end_matches(" -f -"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// `up dev` (Istio 1.30.3 with its gateway, prometheus, grafana, kiali, jaeger) with the real
+/// helm and charts: every step passes, the ingress answers, every release is `deployed` at
+/// its pinned chart as the real `helm list` reports it, and helm ran exactly the command lines
+/// the plan snapshot shows.
+#[test]
+fn up_dev_with_the_real_helm_deploys_every_release_with_the_snapshot_command_lines() {
+    let Some(w) = real_world() else { return };
+    let r = up_ok(&w, "dev");
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["steps"]["verify/ingress"].is_u64(), "{r}");
+    let (code, head) = support::probe(w.port(8080)).expect("the ingress answers");
+    assert_eq!(code, 200, "{head}");
+    let want: Vec<(String, String, String)> = [
+        ("grafana", "grafana-9.4.5"),
+        ("istio-base", "base-1.30.3"),
+        ("istio-ingress", "gateway-1.30.3"),
+        ("istiod-1-30-3", "istiod-1.30.3"),
+        ("jaeger", "jaeger-3.4.1"),
+        ("kiali", "kiali-server-2.17.0"),
+        ("prometheus", "prometheus-27.39.0"),
+    ]
+    .iter()
+    .map(|(n, c)| (n.to_string(), "deployed".to_string(), c.to_string()))
+    .collect();
+    assert_eq!(releases(&w, "dev"), want);
+    let ran = helm_installs(&w);
+    let shown = snapshot_installs(&w, "cli__plan_dev.snap");
+    assert!(!shown.is_empty(), "the snapshot shows helm command lines");
+    assert_eq!(ran, shown, "helm ran what the plan snapshot shows");
+}
+
+/// Spawn paddock in a process group of its own, so the test can kill it with its children.
+fn spawn_group(w: &World, args: &[&str]) -> Child {
+    let mut c = w.paddock_cmd(args);
+    c.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.spawn().expect("paddock starts")
+}
+
+/// The status label of release `name`'s newest storage Secret, straight from the sim.
+fn storage_status(w: &World, cluster: &str, ns: &str, name: &str) -> Option<String> {
+    let r = support::api_client(w, cluster)
+        .get(&format!(
+            "/api/v1/namespaces/{ns}/secrets?labelSelector=owner%3Dhelm%2Cname%3D{name}"
+        ))
+        .ok()?;
+    let v: Value = serde_json::from_str(&r.body).ok()?;
+    v["items"]
+        .as_array()?
+        .iter()
+        .max_by_key(|s| {
+            s["metadata"]["labels"]["version"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .and_then(|s| s["metadata"]["labels"]["status"].as_str())
+        .map(str::to_string)
+}
+
+/// SIGKILL of paddock and its real helm while helm installs istiod leaves the release
+/// `pending-install` in helm's storage; the rerun recovers it and completes, and every release
+/// ends `deployed`.
+#[test]
+fn a_real_helm_killed_while_installing_istiod_is_recovered_on_rerun() {
+    let Some(w) = real_world() else { return };
+    // Each API write takes a while, so helm's install of istiod lasts long enough to be
+    // caught inside.
+    w.set_knobs(&Knobs {
+        slow_verbs: [("PATCH".to_string(), 150)].into(),
+        ..Knobs::default()
+    });
+    let mut child = spawn_group(&w, &["up", "ci", "-o", "json"]);
+    let out = child.stdout.take().expect("stdout");
+    let mut caught = false;
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        let v: Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["status"] == "started" && v["step"] == "helm.install/istiod-1-30-3" {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if storage_status(&w, "ci", "istio-system", "istiod-1-30-3").as_deref()
+                    == Some("pending-install")
+                {
+                    caught = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            break;
+        }
+    }
+    let pgid = child.id();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &format!("-{pgid}")])
+        .status();
+    let _ = child.wait();
+    assert!(caught, "helm's release was seen pending-install");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        storage_status(&w, "ci", "istio-system", "istiod-1-30-3").as_deref(),
+        Some("pending-install"),
+        "the killed helm left its release pending"
+    );
+    w.set_knobs(&Knobs::default());
+    let rerun = w.paddock(&["up", "ci"]);
+    assert!(
+        rerun.status.success(),
+        "rerun: {}{}",
+        stdout(&rerun),
+        stderr(&rerun)
+    );
+    assert!(
+        stdout(&rerun)
+            .contains("release istiod-1-30-3 was left pending-install by an interrupted run"),
+        "{}",
+        stdout(&rerun)
+    );
+    assert!(
+        releases(&w, "ci")
+            .iter()
+            .all(|(_, status, _)| status == "deployed"),
+        "{:?}",
+        releases(&w, "ci")
+    );
+    let again = result(&w.paddock(&["up", "ci", "-o", "json"]));
+    assert_eq!(again["upToDate"], true, "{again}");
+}
+
+/// A value of the wrong type for a chart with a values schema (prometheus: `server.replicaCount`
+/// is an integer) fails `up` at that release, quoting helm's own schema message.
+#[test]
+fn a_mistyped_addon_value_fails_up_with_helms_own_message() {
+    let Some(w) = real_world() else { return };
+    w.edit("addons/prometheus.yaml", |t| {
+        t.replace("  server:\n", "  server:\n    replicaCount: \"two\"\n")
+    });
+    let out = w.paddock(&["up", "dev"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("helm.install/prometheus"), "{all}");
+    assert!(
+        all.contains("values don't meet the specifications of the schema(s)")
+            && all.contains("/server/replicaCount")
+            && all.contains("want integer"),
+        "helm's message is quoted: {all}"
+    );
+}
+
+/// A workload manifest with a field its kind does not have is refused by the API server's
+/// strict field validation, and paddock's error names the manifest file.
+#[test]
+fn a_workload_manifest_with_an_unknown_field_is_refused_naming_its_file() {
+    let Some(w) = real_world() else { return };
+    std::fs::write(
+        w.repo.path().join("manifests/typo.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: e2e\ndata:\n  a: b\nsurprise: true\n",
+    )
+    .expect("write manifest");
+    w.edit("clusters/ci.yaml", |t| {
+        format!("{t}workloads:\n  - manifests/typo.yaml\n")
+    });
+    let out = w.paddock(&["up", "ci"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("manifests/typo.yaml"), "{all}");
+    assert!(all.contains("ConfigMap e2e/settings"), "{all}");
+    assert!(all.contains("surprise"), "the unknown field is named: {all}");
+}
