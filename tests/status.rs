@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{World, api, result, stderr};
 
-const ISTIO: &str = "https://istio-release.storage.googleapis.com/charts";
-
 fn deployment(name: &str, replicas: u32) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
@@ -25,6 +23,7 @@ fn status_json_matches_the_clusters_actual_state() {
     assert_eq!(result(&up)["ok"], true, "{}", stderr(&up));
     let kc = w.state.path().join("clusters/ci/kubeconfig");
     let kc = kc.to_str().expect("utf8");
+    let istio = w.istio_repo();
     let old = w.tool(
         "helm",
         &[
@@ -33,7 +32,7 @@ fn status_json_matches_the_clusters_actual_state() {
             "istiod-1-29-6",
             "istiod",
             "--repo",
-            ISTIO,
+            &istio,
             "--version",
             "1.29.6",
             "-n",

@@ -508,7 +508,9 @@ fn plan_looks_at_the_cluster_and_shows_only_what_differs() {
 
 #[test]
 fn a_release_left_pending_by_a_killed_helm_is_recovered_on_rerun() {
-    let w = World::new(false);
+    // The fake helm leaves a release pending on demand; the real one is killed inside its
+    // install in tests/real_helm.rs.
+    let w = World::fake_helm(false);
     w.set_knobs(&Knobs {
         tool_faults: vec![ToolFault {
             tool: "helm".into(),

@@ -9,12 +9,16 @@ use std::time::{Duration, Instant};
 use paddock_sim::knobs::{FaultAction, Knobs, ToolFault};
 use paddock_sim::traffic::{Connections, Expect, Options as TrafficOptions, Report, Traffic};
 use serde_json::{Value, json};
-use support::{World, api, probe, result, stderr, stdout};
+use support::{Helm, World, api, probe, result, stderr, stdout};
 
 /// A cluster `mesh` on Istio `version`: namespaces on `stable`, on `canary`, and with
 /// `istio-injection=enabled`.
 fn mesh_world(version: &str, strategy: &str) -> World {
-    let w = World::new(false);
+    mesh_world_with(version, strategy, Helm::Real)
+}
+
+fn mesh_world_with(version: &str, strategy: &str, helm: Helm) -> World {
+    let w = World::with(false, helm);
     // The only cluster of this repository: it takes the `istio` profile's ports.
     for other in ["dev", "ci"] {
         std::fs::remove_file(w.repo.path().join(format!("clusters/{other}.yaml"))).expect("remove");
@@ -824,8 +828,10 @@ fn a_failure_at_each_canary_step_rolls_back_to_a_serving_1_29() {
 
 #[test]
 fn preflight_refuses_what_istio_md_forbids() {
+    // The fake helm: the release stuck in pending-upgrade below is a fault only it leaves on
+    // demand.
     // 1.28 → 1.31 in place: too big a jump.
-    let w = mesh_world("1.28.10", "in-place");
+    let w = mesh_world_with("1.28.10", "in-place", Helm::Fake);
     let out = w.paddock(&[
         "upgrade",
         "mesh",
@@ -874,7 +880,7 @@ fn preflight_refuses_what_istio_md_forbids() {
             "istiod",
             "istiod",
             "--repo",
-            "https://istio-release.storage.googleapis.com/charts",
+            &w.istio_repo(),
             "--version",
             "1.28.10",
             "-n",
@@ -925,7 +931,7 @@ fn preflight_refuses_what_istio_md_forbids() {
             "istio-ingress",
             "gateway",
             "--repo",
-            "https://istio-release.storage.googleapis.com/charts",
+            &w.istio_repo(),
             "--version",
             "1.28.10",
             "-n",

@@ -349,6 +349,15 @@ impl World {
         (v["total"].as_u64().unwrap_or(0), mutating)
     }
 
+    /// The Istio chart repository this world's specs use: the loopback one with the real
+    /// helm, the public one (which only the fake helm serves offline) otherwise.
+    pub fn istio_repo(&self) -> String {
+        match &self.real_helm {
+            Some((_, charts)) => charts.istio(),
+            None => paddock_sim::charts::ISTIO_REPO.to_string(),
+        }
+    }
+
     /// A kubeconfig file for `cluster`, as `k3d kubeconfig get` prints it.
     pub fn kubeconfig(&self, cluster: &str) -> PathBuf {
         let out = self.tool("k3d", &["kubeconfig", "get", cluster]);
