@@ -132,7 +132,9 @@ fn up_dev_with_the_real_helm_deploys_every_release_with_the_snapshot_command_lin
 /// Spawn paddock in a process group of its own, so the test can kill it with its children.
 fn spawn_group(w: &World, args: &[&str]) -> Child {
     let mut c = w.paddock_cmd(args);
-    c.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c.spawn().expect("paddock starts")
 }
 
@@ -233,7 +235,13 @@ fn a_mistyped_addon_value_fails_up_with_helms_own_message() {
         t.replace("  server:\n", "  server:\n    replicaCount: \"two\"\n")
     });
     let out = w.paddock(&["up", "dev"]);
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(all.contains("helm.install/prometheus"), "{all}");
     assert!(
@@ -258,9 +266,39 @@ fn a_workload_manifest_with_an_unknown_field_is_refused_naming_its_file() {
         format!("{t}workloads:\n  - manifests/typo.yaml\n")
     });
     let out = w.paddock(&["up", "ci"]);
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(all.contains("manifests/typo.yaml"), "{all}");
     assert!(all.contains("ConfigMap e2e/settings"), "{all}");
-    assert!(all.contains("surprise"), "the unknown field is named: {all}");
+    assert!(
+        all.contains("surprise"),
+        "the unknown field is named: {all}"
+    );
+}
+
+/// The core scenario with the real Helm 3 (3.19): `up ci` from nothing installs every release
+/// `deployed` (as Helm 3's own `list` reports it) and verifies the ingress; a rerun changes
+/// nothing.
+#[test]
+fn up_ci_with_the_real_helm_3() {
+    let w = World::with(false, Helm::Real3);
+    if w.real_helm.is_none() {
+        eprintln!("skipping: needs the real Helm 3 and charts");
+        return;
+    }
+    let r = up_ok(&w, "ci");
+    assert!(r["steps"]["verify/ingress"].is_u64(), "{r}");
+    let v = w.tool("helm", &["version", "--template", "{{.Version}}"]);
+    assert!(stdout(&v).starts_with("v3."), "{}", stdout(&v));
+    let rel = releases(&w, "ci");
+    assert_eq!(rel.len(), 3, "{rel:?}");
+    assert!(rel.iter().all(|(_, s, _)| s == "deployed"), "{rel:?}");
+    let again = up_ok(&w, "ci");
+    assert_eq!(again["upToDate"], true, "{again}");
 }

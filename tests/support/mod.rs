@@ -33,14 +33,20 @@ pub struct World {
 pub enum Helm {
     /// The real helm 4 with the real charts (the fake one, said so, where they cannot be had).
     Real,
+    /// The real Helm 3 with the real charts.
+    Real3,
     /// The sim's fake helm: for the faults only it produces (a release left pending on
     /// demand, Helm 3 mode).
     Fake,
 }
 
 /// The real helm and the chart repository, or `None` (after saying why) for the fake one.
-fn real_helm() -> Option<(PathBuf, &'static ChartRepo)> {
-    let helm = paddock_sim::real_tools::helm()?;
+fn real_helm(major: u8) -> Option<(PathBuf, &'static ChartRepo)> {
+    let helm = if major == 3 {
+        paddock_sim::real_tools::helm3()?
+    } else {
+        paddock_sim::real_tools::helm()?
+    };
     let repo = ChartRepo::shared()?;
     Some((helm, repo))
 }
@@ -208,10 +214,11 @@ impl World {
         );
         std::fs::write(&minimal, text).expect("write minimal");
         let real_helm = match helm {
-            Helm::Real => real_helm(),
+            Helm::Real => real_helm(4),
+            Helm::Real3 => real_helm(3),
             Helm::Fake => None,
         };
-        if helm == Helm::Real && real_helm.is_none() {
+        if helm != Helm::Fake && real_helm.is_none() {
             eprintln!("this world runs the fake helm");
         }
         if let Some((_, charts)) = real_helm {

@@ -14,7 +14,7 @@ pub fn required() -> bool {
     std::env::var("PADDOCK_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
 }
 
-/// The real `tool` (`kubectl` or `helm`): the repository's `.tools/bin/TOOL` (installed on
+/// The real `tool` (`kubectl`, `helm` or `helm3`): the repository's `.tools/bin/TOOL` (installed on
 /// first use by `scripts/install-tools`), else one on `PATH`; `None` when there is none.
 pub fn find(tool: &str) -> Option<PathBuf> {
     let local = workspace().join(".tools/bin").join(tool);
@@ -59,4 +59,9 @@ pub fn kubectl() -> Option<PathBuf> {
 /// The real helm 4 for a test (see [`for_test`]).
 pub fn helm() -> Option<PathBuf> {
     for_test("helm")
+}
+
+/// The real Helm 3 (3.19, as `helm3`) for a test (see [`for_test`]).
+pub fn helm3() -> Option<PathBuf> {
+    for_test("helm3")
 }
