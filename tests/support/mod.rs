@@ -361,7 +361,7 @@ impl World {
     pub fn istio_repo(&self) -> String {
         match &self.real_helm {
             Some((_, charts)) => charts.istio(),
-            None => paddock_sim::charts::ISTIO_REPO.to_string(),
+            None => paddock_sim::chart_repo::ISTIO_REPO.to_string(),
         }
     }
 

@@ -14,24 +14,27 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// The public repository of Istio's charts.
+pub const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
+
 /// The charts paddock pins, where their public repositories are: (folder, repository, chart,
 /// versions).
 pub const PUBLIC: &[(&str, &str, &str, &[&str])] = &[
     (
         "istio",
-        "https://istio-release.storage.googleapis.com/charts",
+        ISTIO_REPO,
         "base",
         &["1.28.10", "1.29.6", "1.30.3"],
     ),
     (
         "istio",
-        "https://istio-release.storage.googleapis.com/charts",
+        ISTIO_REPO,
         "istiod",
         &["1.28.10", "1.29.6", "1.30.3"],
     ),
     (
         "istio",
-        "https://istio-release.storage.googleapis.com/charts",
+        ISTIO_REPO,
         "gateway",
         &["1.28.10", "1.29.6", "1.30.3"],
     ),

@@ -16,7 +16,6 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::charts;
 use crate::ssa;
 use crate::store::{ApiError, Resource, Store, res};
 
@@ -40,6 +39,8 @@ pub struct Request {
     pub all: bool,
     pub keep_history: bool,
     pub take_ownership: bool,
+    /// What an install or upgrade applies, as the real helm rendered it from the real chart.
+    pub objects: Vec<Value>,
     /// `list` filters: statuses to show (empty: helm's default, deployed and failed).
     pub statuses: Vec<String>,
     /// Stop after recording the release as pending (a helm process killed mid-operation).
@@ -295,10 +296,7 @@ fn install(s: &mut Store, r: &Request) -> Response {
         crate::store::merge_patch(&mut merged, &values);
         values = merged;
     }
-    let objects = match charts::render(&r.chart, &version, &r.release, &r.namespace, &values) {
-        Ok(o) => o,
-        Err(e) => return fail(format!("{verb}: {e}")),
-    };
+    let objects = r.objects.clone();
     // Helm refuses objects it does not own (unless told to take ownership).
     for obj in &objects {
         let Some(rs) = resource_for(s, obj) else {
@@ -386,7 +384,7 @@ fn install(s: &mut Store, r: &Request) -> Response {
         "name": r.release, "namespace": r.namespace, "version": version_n,
         "info": {"first_deployed": first, "last_deployed": now(), "deleted": "", "description": "", "status": pending},
         "chart": {"metadata": {"name": r.chart, "version": version, "appVersion": app_version}},
-        "config": values, "manifest": manifest, "apply_method": method.name(),
+        "config": values, "manifest": manifest, "rendered": objects, "apply_method": method.name(),
     });
     if let Err(e) = store_release(s, &rel) {
         return fail(format!("{verb}: {}", e.message));
@@ -708,17 +706,8 @@ fn rollback(s: &mut Store, r: &Request) -> Response {
     else {
         return fail(format!("release has no {target_v} version"));
     };
-    let chart = target["chart"]["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default();
-    let version = target["chart"]["metadata"]["version"]
-        .as_str()
-        .unwrap_or_default();
-    let objects = match charts::render(chart, version, &r.release, &r.namespace, &target["config"])
-    {
-        Ok(o) => o,
-        Err(e) => return fail(format!("ROLLBACK FAILED: {e}")),
-    };
+    // What that revision applied, as helm keeps its manifest.
+    let objects: Vec<Value> = target["rendered"].as_array().cloned().unwrap_or_default();
     let mut rel = target.clone();
     rel["version"] = json!(current + 1);
     rel["info"]["last_deployed"] = json!(now());

@@ -5,7 +5,6 @@
 
 pub mod api;
 pub mod chart_repo;
-pub mod charts;
 pub mod client;
 pub mod controllers;
 pub mod docker;
@@ -17,6 +16,7 @@ pub mod knobs;
 pub mod lb;
 pub mod pki;
 pub mod real_tools;
+pub mod render;
 pub mod selector;
 pub mod ssa;
 pub mod store;

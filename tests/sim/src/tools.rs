@@ -1211,8 +1211,13 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool, work: Duration) -> Ou
                 Ok(v) => v,
                 Err(e) => return Outcome::helm_error(e),
             };
+            let objects = match render_release(args, op, release, &chart, &version, &ns, &values) {
+                Ok(o) => o,
+                Err(out) => return out,
+            };
             let req = helm::Request {
                 op: op.into(),
+                objects,
                 release: release.to_string(),
                 chart,
                 version,
@@ -1466,10 +1471,11 @@ fn chart_ref(args: &[String], chart: &str) -> Result<(String, String), String> {
         name
     } else if let Some(repo) = flag_value(args, &["--repo"]) {
         let repo = repo.trim_end_matches('/');
-        if !crate::charts::KNOWN
+        let known = crate::chart_repo::PUBLIC
             .iter()
-            .any(|(r, c)| *r == repo && *c == chart)
-        {
+            .any(|(_, r, _, _)| *r == repo)
+            || repo.starts_with("http://127.0.0.1:");
+        if !known {
             return Err(format!("chart \"{chart}\" not found in {repo} repository"));
         }
         chart.to_string()
@@ -1624,39 +1630,47 @@ fn deep_merge(into: &mut Value, from: &Value) {
 }
 
 /// Which template file of a chart renders an object (for `helm template -s`).
-fn template_file(chart: &str, obj: &Value, minor: u64) -> String {
-    let kind = obj["kind"].as_str().unwrap_or_default();
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    let tagged = obj.pointer("/metadata/labels/istio.io~1tag").is_some();
-    let file = match (chart, kind) {
-        ("istiod", "MutatingWebhookConfiguration") if tagged => {
-            if minor >= 28 {
-                "revision-tags-mwc.yaml"
-            } else {
-                "revision-tags.yaml"
-            }
+
+/// The objects an install or upgrade applies, rendered by the real helm from the real chart;
+/// with `--reuse-values` over the release's last values (asked of the cluster first).
+fn render_release(
+    args: &[String],
+    op: &str,
+    release: &str,
+    chart: &str,
+    version: &str,
+    ns: &str,
+    values: &Value,
+) -> Result<Vec<Value>, Outcome> {
+    let mut values = values.clone();
+    if args.iter().any(|a| a == "--reuse-values") {
+        let last = call(
+            args,
+            &helm::Request {
+                op: "get-values".into(),
+                release: release.to_string(),
+                namespace: ns.to_string(),
+                ..Default::default()
+            },
+        );
+        if last.code == 0
+            && let Ok(mut merged) = serde_json::from_str::<Value>(&last.stdout)
+        {
+            crate::store::merge_patch(&mut merged, &values);
+            values = merged;
         }
-        ("istiod", "Service") if tagged => "revision-tags-svc.yaml",
-        ("istiod", "MutatingWebhookConfiguration") => "mutatingwebhook.yaml",
-        ("istiod", "ValidatingWebhookConfiguration") => "validatingwebhookconfiguration.yaml",
-        ("istiod", "ConfigMap") if name.starts_with("istio-sidecar-injector") => {
-            "istiod-injector-configmap.yaml"
-        }
-        ("istiod", "ConfigMap") if name.starts_with("values") => "configmap-values.yaml",
-        ("istiod", "ConfigMap") => "configmap.yaml",
-        ("base", "CustomResourceDefinition") => "crds.yaml",
-        ("base", "ValidatingWebhookConfiguration") => "default.yaml",
-        (_, "Deployment") => "deployment.yaml",
-        (_, "Service") => "service.yaml",
-        (_, "ServiceAccount") => "serviceaccount.yaml",
-        (_, "HorizontalPodAutoscaler") => "autoscale.yaml",
-        (_, "ClusterRole") => "clusterrole.yaml",
-        (_, "ClusterRoleBinding") => "clusterrolebinding.yaml",
-        (_, "Role") => "role.yaml",
-        (_, "RoleBinding") => "rolebinding.yaml",
-        _ => "resources.yaml",
-    };
-    format!("templates/{file}")
+    }
+    let archive =
+        crate::render::archive(chart, version, &repo_of(args)).map_err(Outcome::helm_error)?;
+    let text = crate::render::template(release, &archive, ns, &values, &[]).map_err(|e| {
+        let verb = if op == "install" {
+            "INSTALLATION FAILED"
+        } else {
+            "UPGRADE FAILED"
+        };
+        Outcome::helm_error(format!("{verb}: {e}"))
+    })?;
+    crate::render::parse(&text).map_err(Outcome::helm_error)
 }
 
 fn template(args: &[String], rest: &[&str]) -> Outcome {
@@ -1669,38 +1683,25 @@ fn template(args: &[String], rest: &[&str]) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::helm_error(e),
     };
-    let version = if version.is_empty() {
-        "1.30.3".to_string()
-    } else {
-        version
-    };
     let values = match collect_values(args) {
         Ok(v) => v,
         Err(e) => return Outcome::helm_error(e),
     };
     let ns = flag_value(args, &["-n", "--namespace"]).unwrap_or_else(|| "default".into());
-    let objects = match crate::charts::render(&chart, &version, &release, &ns, &values) {
-        Ok(o) => o,
+    let archive = match crate::render::archive(&chart, &version, &repo_of(args)) {
+        Ok(a) => a,
         Err(e) => return Outcome::helm_error(e),
     };
-    let minor = crate::charts::semver_lite::Version::parse(&version).map_or(0, |v| v.minor);
     let only = flag_values(args, &["-s", "--show-only"]);
-    let mut out = String::new();
-    for want in &only {
-        if !objects
-            .iter()
-            .any(|o| &template_file(&chart, o, minor) == want)
-        {
-            return Outcome::helm_error(format!("could not find template {want} in chart"));
-        }
+    match crate::render::template(&release, &archive, &ns, &values, &only) {
+        Ok(text) => Outcome::ok(text),
+        Err(e) => Outcome::helm_error(e),
     }
-    for o in &objects {
-        let file = template_file(&chart, o, minor);
-        if only.is_empty() || only.contains(&file) {
-            out.push_str(&format!("---\n# Source: {chart}/{file}\n{o}\n"));
-        }
-    }
-    Outcome::ok(out)
+}
+
+/// The repository a chart comes from, as helm names it in errors.
+fn repo_of(args: &[String]) -> String {
+    flag_value(args, &["--repo"]).unwrap_or_else(|| "oci://registry.istio.io/release/charts".into())
 }
 
 /// Send a request to the cluster the kubeconfig names, as helm would reach the API server: over

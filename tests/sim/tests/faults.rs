@@ -320,8 +320,9 @@ fn the_api_server_can_be_down_for_a_while() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as u64;
+    // Long enough to outlast the fake helm's rendering of the chart before it calls the API.
     h.knobs(&Knobs {
-        api_down_until_ms: now + 600,
+        api_down_until_ms: now + 3_000,
         ..Knobs::default()
     });
     // The server re-reads its knobs within its 200 ms idle tick.
@@ -333,7 +334,7 @@ fn the_api_server_can_be_down_for_a_while() {
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if base_install(&h).status.success() {
             break;

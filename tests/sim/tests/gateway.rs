@@ -62,20 +62,27 @@ impl World {
             port,
             _rt: rt,
         };
-        let objects =
-            paddock_sim::charts::render("base", "1.29.6", "istio-base", "istio-system", &json!({}))
-                .expect("base chart")
-                .into_iter()
-                .chain(
-                    paddock_sim::charts::render(
-                        "gateway",
-                        "1.29.6",
-                        "istio-ingress",
-                        GW_NS,
-                        &json!({}),
-                    )
-                    .expect("gateway chart"),
-                );
+        let objects = paddock_sim::render::render(
+            "base",
+            "1.29.6",
+            "test",
+            "istio-base",
+            "istio-system",
+            &json!({}),
+        )
+        .expect("base chart")
+        .into_iter()
+        .chain(
+            paddock_sim::render::render(
+                "gateway",
+                "1.29.6",
+                "test",
+                "istio-ingress",
+                GW_NS,
+                &json!({}),
+            )
+            .expect("gateway chart"),
+        );
         w.store(|s| {
             for ns in ["istio-system", GW_NS, APPS, "other"] {
                 s.create(&res("namespaces"), "", json!({"metadata": {"name": ns}}))
