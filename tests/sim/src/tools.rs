@@ -1629,8 +1629,6 @@ fn deep_merge(into: &mut Value, from: &Value) {
     }
 }
 
-/// Which template file of a chart renders an object (for `helm template -s`).
-
 /// The objects an install or upgrade applies, rendered by the real helm from the real chart;
 /// with `--reuse-values` over the release's last values (asked of the cluster first).
 fn render_release(
