@@ -1,6 +1,6 @@
-//! The real tools tests drive beside the sim (kubectl 1.35, from `scripts/install-tools`), and
-//! how a test without them behaves: skipped with a message, or failed when
-//! `PADDOCK_REQUIRE_TOOLS=1` (as in CI).
+//! The real tools tests drive beside the sim (kubectl 1.35 and helm 4, from
+//! `scripts/install-tools`), and how a test without them behaves: skipped with a message, or
+//! failed when `PADDOCK_REQUIRE_TOOLS=1` (as in CI).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,12 +13,9 @@ fn workspace() -> PathBuf {
 /// on `PATH`. When there is none, a test skips (it gets `None` and a message is printed), or
 /// panics under `PADDOCK_REQUIRE_TOOLS=1`.
 pub fn kubectl() -> Option<PathBuf> {
-    let local = workspace().join(".tools/bin/kubectl");
-    if !local.is_file() {
-        let _ = Command::new(workspace().join("scripts/install-tools")).status();
-    }
-    if local.is_file() {
-        return Some(local);
+    let local = installed("kubectl");
+    if local.is_some() {
+        return local;
     }
     let on_path = Command::new("kubectl")
         .args(["version", "--client"])
@@ -27,11 +24,29 @@ pub fn kubectl() -> Option<PathBuf> {
     if on_path {
         return Some(PathBuf::from("kubectl"));
     }
+    missing("kubectl")
+}
+
+/// The real helm 4: the repository's `.tools/bin/helm` (installed on first use; never one on
+/// `PATH`, which may be the sim's fake). Missing: as for `kubectl`.
+pub fn helm() -> Option<PathBuf> {
+    installed("helm").or_else(|| missing("helm"))
+}
+
+fn installed(tool: &str) -> Option<PathBuf> {
+    let local = workspace().join(".tools/bin").join(tool);
+    if !local.is_file() {
+        let _ = Command::new(workspace().join("scripts/install-tools")).status();
+    }
+    local.is_file().then_some(local)
+}
+
+fn missing(tool: &str) -> Option<PathBuf> {
     if std::env::var("PADDOCK_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
         panic!(
-            "kubectl is required (PADDOCK_REQUIRE_TOOLS=1) but was not found; run scripts/install-tools"
+            "{tool} is required (PADDOCK_REQUIRE_TOOLS=1) but was not found; run scripts/install-tools"
         );
     }
-    eprintln!("skipping: kubectl not found; run scripts/install-tools to enable this test");
+    eprintln!("skipping: {tool} not found; run scripts/install-tools to enable this test");
     None
 }
