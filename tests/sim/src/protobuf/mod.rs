@@ -677,6 +677,10 @@ pub fn request_body(
             ),
         )
     };
+    if !matches!(subresource, None | Some("status" | "eviction")) {
+        // A subresource the sim does not serve: its route answers.
+        return Ok(None);
+    }
     if method == "PATCH" {
         return Err(unsupported(
             "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
