@@ -1161,6 +1161,24 @@ async fn the_api_stores_protobuf_bodies_and_refuses_bad_ones() {
              application/json, application/yaml",
         );
 
+        // Deleting a custom object with protobuf DeleteOptions is fine.
+        let r = c
+            .post_json(
+                "/apis/example.com/v1/namespaces/apps/widgets",
+                r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w"}}"#,
+            )
+            .expect("widget");
+        assert_eq!(r.code, 201, "{}", r.body);
+        let r = c
+            .request(
+                "DELETE",
+                "/apis/example.com/v1/namespaces/apps/widgets/w",
+                PROTOBUF,
+                &envelope("example.com/v1", "DeleteOptions", &meta::DeleteOptions::default()),
+            )
+            .expect("DELETE");
+        assert_eq!(r.code, 200, "{}", r.body);
+
         // DeleteOptions as protobuf: grace period 0 removes a pod at once.
         let pod = core::Pod {
             metadata: object_meta("p", "apps"),
@@ -1210,7 +1228,7 @@ async fn the_api_stores_protobuf_bodies_and_refuses_bad_ones() {
             .filter(|r| r.content_type == PROTOBUF)
             .count();
         assert_eq!(
-            protobuf_writes, 10,
+            protobuf_writes, 11,
             "every protobuf request is logged with its type"
         );
     });

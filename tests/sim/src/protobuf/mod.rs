@@ -686,14 +686,15 @@ pub fn request_body(
             "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
         ));
     }
-    if !knows(&res.api_version(), &res.kind) {
-        return Err(unsupported("application/json, application/yaml"));
-    }
     let expected = match (method, subresource) {
         ("DELETE", _) => "DeleteOptions",
         (_, Some("eviction")) => "Eviction",
         _ => res.kind.as_str(),
     };
+    // DeleteOptions are meta/v1's, read as protobuf for custom kinds too.
+    if expected != "DeleteOptions" && !knows(&res.api_version(), &res.kind) {
+        return Err(unsupported("application/json, application/yaml"));
+    }
     let bad = |m: String| Err(ApiError::new(400, "BadRequest", m));
     match decode(body) {
         Ok(v) => {
