@@ -162,6 +162,11 @@ async fn handle(
     s.requests.push(Request {
         verb: method.to_string(),
         path: path.clone(),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
     });
     let segs: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     match segs.as_slice() {
@@ -277,15 +282,13 @@ fn objects(
             format!("the server could not find the requested resource ({plural})"),
         ));
     };
-    let parsed: Option<Value> = if body.is_empty() {
-        None
-    } else {
-        serde_json::from_slice(body).ok().or_else(|| {
-            // Server-side apply bodies may be YAML.
-            std::str::from_utf8(body)
-                .ok()
-                .and_then(|t| serde_saphyr::from_str(t).ok())
-        })
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let parsed = match crate::protobuf::request_body(&res, method.as_str(), sub, content_type, body)
+    {
+        Ok(p) => p,
+        Err(e) => return error(&e),
     };
     let watching = query.get("watch").is_some_and(|w| w == "1" || w == "true");
     if watching && method == Method::GET && name.is_none() {

@@ -15,6 +15,7 @@ pub mod injection;
 pub mod knobs;
 pub mod lb;
 pub mod pki;
+pub mod protobuf;
 pub mod real_tools;
 pub mod render;
 pub mod selector;

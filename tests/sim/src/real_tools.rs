@@ -14,8 +14,9 @@ pub fn required() -> bool {
     std::env::var("PADDOCK_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
 }
 
-/// The real `tool` (`kubectl`, `helm` or `helm3`): the repository's `.tools/bin/TOOL` (installed on
-/// first use by `scripts/install-tools`), else one on `PATH`; `None` when there is none.
+/// The real `tool` (`kubectl`, `helm` or `helm3`): the repository's `.tools/bin/TOOL` (installed
+/// on first use by `scripts/install-tools`); for kubectl also one on `PATH` (never for helm: the
+/// one on `PATH` may be the sim's fake). `None` when there is none.
 pub fn find(tool: &str) -> Option<PathBuf> {
     let local = workspace().join(".tools/bin").join(tool);
     if !local.is_file() {
@@ -24,15 +25,11 @@ pub fn find(tool: &str) -> Option<PathBuf> {
     if local.is_file() {
         return Some(local);
     }
-    let probe: &[&str] = if tool == "kubectl" {
-        &["version", "--client"]
-    } else {
-        &["version"]
-    };
-    let on_path = Command::new(tool)
-        .args(probe)
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let on_path = tool == "kubectl"
+        && Command::new(tool)
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success());
     on_path.then(|| PathBuf::from(tool))
 }
 

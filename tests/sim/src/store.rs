@@ -289,6 +289,8 @@ pub struct Key {
 pub struct Request {
     pub verb: String,
     pub path: String,
+    /// The request's `Content-Type` (empty when it had none).
+    pub content_type: String,
 }
 
 impl Request {
@@ -346,7 +348,7 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
