@@ -26,6 +26,7 @@ pub type SharedKnobs = Arc<std::sync::RwLock<crate::knobs::Knobs>>;
 struct AppState {
     store: Shared,
     knobs: SharedKnobs,
+    openapi: Arc<crate::openapi::Cache>,
 }
 
 /// Kubernetes version the sim reports.
@@ -38,9 +39,11 @@ pub async fn serve(
     knobs: SharedKnobs,
     tls: ServerTls,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(AppState { store, knobs });
+    let app = Router::new().fallback(handle).with_state(AppState {
+        store,
+        knobs,
+        openapi: Arc::default(),
+    });
     let anonymous = Router::new().fallback(unauthorized);
     loop {
         let tcp = match listener.accept().await {
@@ -181,6 +184,9 @@ async fn handle(
             }),
         ),
         ["apis"] => json_response(StatusCode::OK, &group_list(&s)),
+        ["openapi", rest @ ..] if method == Method::GET => {
+            crate::openapi::respond(&s, &state.openapi, rest, &query, &headers)
+        }
         ["api", "v1"] => json_response(StatusCode::OK, &resource_list(&s, "", "v1")),
         ["apis", g, v] => json_response(StatusCode::OK, &resource_list(&s, g, v)),
         ["api", "v1", rest @ ..] => {

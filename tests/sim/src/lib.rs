@@ -14,6 +14,7 @@ pub mod http1;
 pub mod injection;
 pub mod knobs;
 pub mod lb;
+pub mod openapi;
 pub mod pki;
 pub mod real_tools;
 pub mod selector;

@@ -28,7 +28,7 @@ use crate::store::{ApiError, Resource, Store, builtin_resources, now_rfc3339};
 
 pub use fieldset::{Element, FieldSet};
 pub use managed::{Operation, Owner};
-use schema::Schema;
+pub use schema::{KeyField, ListType, MapType, Schema};
 
 /// The object a write is for.
 #[derive(Debug, Clone, Copy)]
