@@ -23,6 +23,7 @@ pub mod store;
 pub mod tls;
 pub mod tools;
 pub mod traffic;
+pub mod validation;
 pub mod webhook;
 pub mod world;
 
