@@ -26,6 +26,7 @@ pub type SharedKnobs = Arc<std::sync::RwLock<crate::knobs::Knobs>>;
 struct AppState {
     store: Shared,
     knobs: SharedKnobs,
+    openapi: Arc<crate::openapi::Cache>,
 }
 
 /// Kubernetes version the sim reports.
@@ -38,9 +39,11 @@ pub async fn serve(
     knobs: SharedKnobs,
     tls: ServerTls,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(AppState { store, knobs });
+    let app = Router::new().fallback(handle).with_state(AppState {
+        store,
+        knobs,
+        openapi: Arc::default(),
+    });
     let anonymous = Router::new().fallback(unauthorized);
     loop {
         let tcp = match listener.accept().await {
@@ -186,6 +189,9 @@ async fn handle(
             }),
         ),
         ["apis"] => json_response(StatusCode::OK, &group_list(&s)),
+        ["openapi", rest @ ..] if method == Method::GET => {
+            crate::openapi::respond(&s, &state.openapi, rest, &query, &headers)
+        }
         ["api", "v1"] => json_response(StatusCode::OK, &resource_list(&s, "", "v1")),
         ["apis", g, v] => json_response(StatusCode::OK, &resource_list(&s, g, v)),
         ["api", "v1", rest @ ..] => {
@@ -303,6 +309,16 @@ fn objects(
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok()),
     );
+    // Unknown and repeated fields of a create, update or patch (`fieldValidation`).
+    let checker = match crate::validation::for_request(s, &res, method.as_str(), sub, query) {
+        Ok(c) => c,
+        Err(e) => return error(&e),
+    };
+    let (parsed, mut warnings) = match crate::validation::admit_body(checker.as_ref(), body, parsed)
+    {
+        Ok(admitted) => admitted,
+        Err(e) => return error(&e),
+    };
     let target = |n| crate::ssa::Target {
         res: &res,
         namespace: ns,
@@ -333,7 +349,8 @@ fn objects(
             )),
         },
         ("PATCH", Some(n), None | Some("status")) => {
-            patch(s, &target(n), headers, parsed, query, &manager)
+            let checks = (checker.as_ref(), &body[..], &mut warnings);
+            patch(s, &target(n), headers, parsed, query, &manager, checks)
         }
         ("POST", Some(n), Some("eviction")) if res.plural == "pods" && res.group.is_empty() => {
             crate::controllers::evict(s, ns, n).map(|o| (StatusCode::CREATED, o))
@@ -358,10 +375,11 @@ fn objects(
             format!("{method} is not supported on this path"),
         )),
     };
-    match result {
+    let response = match result {
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error(&e),
-    }
+    };
+    crate::validation::with_warnings(response, &warnings)
 }
 
 /// A watch stream: one JSON event per line, replaying changes after `resourceVersion` (or
@@ -496,6 +514,14 @@ fn list(
     ))
 }
 
+/// A patch's field checks: the checker (none for a kind without schema), the raw body, and
+/// the warnings to answer with.
+type PatchChecks<'a> = (
+    Option<&'a crate::validation::Checker>,
+    &'a [u8],
+    &'a mut Vec<String>,
+);
+
 fn patch(
     s: &mut Store,
     target: &crate::ssa::Target,
@@ -503,6 +529,7 @@ fn patch(
     body: Option<Value>,
     query: &HashMap<String, String>,
     manager: &str,
+    (checker, raw, warnings): PatchChecks,
 ) -> Result<(StatusCode, Value), ApiError> {
     let Some(body) = body else {
         return Err(ApiError::new(
@@ -526,6 +553,9 @@ fn patch(
                     "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
                 ));
             }
+            if let Some(c) = checker {
+                warnings.extend(c.apply(target.namespace, target.name, raw, &body)?);
+            }
             let force = query.get("force").is_some_and(|f| f == "true");
             return crate::ssa::apply(s, target, body, manager, force).map(|a| {
                 let code = if a.created {
@@ -540,7 +570,19 @@ fn patch(
         "application/strategic-merge-patch+json" => crate::ssa::PatchType::Strategic,
         _ => crate::ssa::PatchType::Merge,
     };
-    crate::ssa::patch(s, target, kind, &body, manager).map(|o| (StatusCode::OK, o))
+    let raw = if kind == crate::ssa::PatchType::Json {
+        &[][..]
+    } else {
+        raw
+    };
+    let admit = |obj| match checker {
+        Some(c) => c.patched(raw, obj).map(|(o, w)| {
+            warnings.extend(w);
+            o
+        }),
+        None => Ok(obj),
+    };
+    crate::ssa::patch(s, target, kind, &body, manager, admit).map(|o| (StatusCode::OK, o))
 }
 
 /// A kubeconfig as k3d writes it (client-go's key order) for a cluster served at `server`:

@@ -30,16 +30,31 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// An answer: status code and body.
+/// An answer: status code, headers (names lower-case, in order) and body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     pub code: u16,
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
 impl Response {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Every value of the header `name` (lower-case).
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The first value of the header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_values(name).first().copied()
     }
 }
 
@@ -156,17 +171,37 @@ impl Client {
         body: &[u8],
         user_agent: Option<&str>,
     ) -> Result<Response, String> {
+        let ua: Vec<(&str, &str)> = user_agent.map(|u| ("User-Agent", u)).into_iter().collect();
+        self.request_with(method, path, &ua, content_type, body)
+    }
+
+    /// One request with extra headers (an `Accept` among them replaces the default
+    /// `application/json`).
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Response, String> {
         let tcp = std::net::TcpStream::connect(&self.hostport)
             .map_err(|e| format!("dial tcp {}: connect: {e}", self.hostport))?;
         let conn = rustls::ClientConnection::new(self.tls.clone(), self.name.clone())
             .map_err(|e| e.to_string())?;
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.hostport
         );
-        if let Some(ua) = user_agent {
-            head.push_str(&format!("User-Agent: {ua}\r\n"));
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("accept"))
+        {
+            head.push_str("Accept: application/json\r\n");
+        }
+        for (n, v) in headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
         }
         if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
             head.push_str(&format!(
@@ -209,15 +244,25 @@ fn parse(raw: &[u8]) -> Result<Response, String> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or("malformed status line")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
         dechunk(body)
     } else {
         body.to_string()
     };
-    Ok(Response { code, body })
+    Ok(Response {
+        code,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -14,6 +14,7 @@ pub mod http1;
 pub mod injection;
 pub mod knobs;
 pub mod lb;
+pub mod openapi;
 pub mod pki;
 pub mod protobuf;
 pub mod real_tools;
@@ -24,6 +25,7 @@ pub mod store;
 pub mod tls;
 pub mod tools;
 pub mod traffic;
+pub mod validation;
 pub mod webhook;
 pub mod world;
 

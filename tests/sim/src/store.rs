@@ -271,6 +271,12 @@ impl ApiError {
         if !self.causes.is_empty() {
             v["details"] = json!({"causes": self.causes});
         }
+        // An error that is not a Status (a 500) has no reason, and Go omits the empty field.
+        if self.reason.is_empty()
+            && let Some(m) = v.as_object_mut()
+        {
+            m.remove("reason");
+        }
         v
     }
 }

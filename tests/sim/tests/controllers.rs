@@ -301,11 +301,12 @@ async fn evictions_honour_disruption_budgets() {
     let path = format!("/api/v1/namespaces/apps/pods/{victim}/eviction");
     let body = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": victim, "namespace": "apps"}}).to_string();
     let (c, p, b) = (client.clone(), path.clone(), body.clone());
-    let paddock_sim::client::Response { code, body: text } =
-        tokio::task::spawn_blocking(move || c.post_json(&p, &b))
-            .await
-            .expect("join")
-            .expect("post");
+    let paddock_sim::client::Response {
+        code, body: text, ..
+    } = tokio::task::spawn_blocking(move || c.post_json(&p, &b))
+        .await
+        .expect("join")
+        .expect("post");
     assert_eq!(code, 429, "{text}");
     assert!(text.contains("disruption budget"), "{text}");
     cluster.with_store(|s| {
@@ -317,11 +318,12 @@ async fn evictions_honour_disruption_budgets() {
         )
         .expect("relax");
     });
-    let paddock_sim::client::Response { code, body: text } =
-        tokio::task::spawn_blocking(move || client.post_json(&path, &body))
-            .await
-            .expect("join")
-            .expect("post");
+    let paddock_sim::client::Response {
+        code, body: text, ..
+    } = tokio::task::spawn_blocking(move || client.post_json(&path, &body))
+        .await
+        .expect("join")
+        .expect("post");
     assert_eq!(code, 201, "{text}");
     until(&cluster, "replaced", |s| {
         let ps = pods(s, "apps", "api");

@@ -28,7 +28,7 @@ use crate::store::{ApiError, Resource, Store, builtin_resources, now_rfc3339};
 
 pub use fieldset::{Element, FieldSet};
 pub use managed::{Operation, Owner};
-use schema::Schema;
+pub use schema::{KeyField, ListType, MapType, Schema};
 
 /// The object a write is for.
 #[derive(Debug, Clone, Copy)]
@@ -106,13 +106,15 @@ pub fn replace(s: &mut Store, t: &Target, obj: Value, manager: &str) -> Result<V
 }
 
 /// Patch an object with a merge, strategic merge or JSON patch: an update like a PUT of the
-/// patched object. Strategic merge is refused for custom kinds, as the API server does.
+/// patched object, which `admit` sees (and may change or refuse) before it is written.
+/// Strategic merge is refused for custom kinds, as the API server does.
 pub fn patch(
     s: &mut Store,
     t: &Target,
     kind: PatchType,
     body: &Value,
     manager: &str,
+    admit: impl FnOnce(Value) -> Result<Value, ApiError>,
 ) -> Result<Value, ApiError> {
     let live = s.get(t.res, t.namespace, t.name)?;
     let mut obj = live.clone();
@@ -133,6 +135,7 @@ pub fn patch(
                 .map_err(|e| ApiError::new(422, "Invalid", e))?;
         }
     }
+    let obj = admit(obj)?;
     write_update(s, t, live, obj, manager)
 }
 
