@@ -279,13 +279,11 @@ fn yaml_duplicate(lines: &[(usize, String)]) -> String {
 
 /// The kind's schema from its CRD, for the version `res` names.
 fn crd_schema(s: &Store, r: &Resource) -> Option<Value> {
-    let crd = s
-        .get(
-            &res("customresourcedefinitions"),
-            "",
-            &format!("{}.{}", r.plural, r.group),
-        )
-        .ok()?;
+    let crd = s.peek(
+        &res("customresourcedefinitions"),
+        "",
+        &format!("{}.{}", r.plural, r.group),
+    )?;
     let v = crd
         .pointer("/spec/versions")?
         .as_array()?
