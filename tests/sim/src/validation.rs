@@ -99,7 +99,12 @@ pub fn admit_body(
 /// `response` with a `Warning: 299 - "..."` header per warning, as the API server sends them.
 pub fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     for w in warnings {
-        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        let escaped: String = w
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
             response.headers_mut().append(header::WARNING, v);
         }
@@ -725,6 +730,30 @@ mod tests {
         assert_eq!(
             e.message,
             "failed to create typed patch object (default/web; apps/v1, Kind=Deployment): .spec.foo: field not declared in schema"
+        );
+    }
+
+    #[test]
+    fn repeated_keys_in_an_apply_follow_the_directive() {
+        let raw = b"{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",\n\"spec\":{\"replicas\":1,\"replicas\":2}}";
+        let config: Value = serde_json::from_slice(raw).expect("json");
+        let e = checker(Directive::Strict)
+            .apply("default", "web", raw, &config)
+            .expect_err("strict");
+        assert_eq!(e.code, 400);
+        assert_eq!(
+            e.message,
+            "error strict decoding YAML: error converting YAML to JSON: yaml: unmarshal errors:\n  line 2: key \"replicas\" already set in map"
+        );
+        let warned = checker(Directive::Warn)
+            .apply("default", "web", raw, &config)
+            .expect("warn");
+        assert_eq!(warned.len(), 1);
+        assert!(
+            checker(Directive::Ignore)
+                .apply("default", "web", raw, &config)
+                .expect("ignore")
+                .is_empty()
         );
     }
 
