@@ -19,7 +19,8 @@
 //! `kind` and `metadata`), `metadata` checked as `ObjectMeta`.
 //!
 //! Caveats: only unknown and repeated fields are checked, not types or values; repeated keys
-//! only in JSON bodies (YAML bodies are parsed keeping the last).
+//! only in JSON bodies (the sim cannot read a YAML body that repeats a key, whatever the
+//! directive); `dryRun` is refused, not simulated.
 
 use std::collections::HashMap;
 
@@ -60,7 +61,8 @@ impl Directive {
 }
 
 /// The checker of a request that writes an object (POST to a collection, PUT or PATCH of an
-/// object or its status), its directive read from the query; `None` for other requests.
+/// object or its status), its directive read from the query; `None` for other requests. A
+/// write with `dryRun` is refused: the sim does not implement dry runs.
 pub fn for_request(
     s: &Store,
     res: &Resource,
@@ -68,6 +70,15 @@ pub fn for_request(
     subresource: Option<&str>,
     query: &HashMap<String, String>,
 ) -> Result<Option<Checker>, ApiError> {
+    // Published (kubectl reads it to allow `--dry-run=server`) but not implemented: refused
+    // rather than written for real.
+    if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") && query.contains_key("dryRun") {
+        return Err(ApiError::new(
+            400,
+            "BadRequest",
+            "dryRun is not implemented by the simulated API server",
+        ));
+    }
     let options = match (method, subresource) {
         ("POST", None) => "CreateOptions",
         ("PUT", None | Some("status")) => "UpdateOptions",
@@ -755,6 +766,17 @@ mod tests {
                 .expect("ignore")
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn dry_runs_are_refused_not_written() {
+        let q = HashMap::from([("dryRun".to_string(), "All".to_string())]);
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            let e = for_request(&Store::new(), &res("configmaps"), method, None, &q)
+                .expect_err("dry run");
+            assert_eq!(e.code, 400, "{method}");
+        }
+        assert!(for_request(&Store::new(), &res("configmaps"), "GET", None, &q).is_ok());
     }
 
     #[test]
