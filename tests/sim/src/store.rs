@@ -459,6 +459,25 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(res, name))
     }
 
+    /// An object without copying it (large ones, such as CRDs, are read on hot paths).
+    pub fn peek(&self, res: &Resource, ns: &str, name: &str) -> Option<&Value> {
+        self.objects.get(&Self::key(res, ns, name))
+    }
+
+    /// Every object of a resource, in all namespaces, without copying them.
+    pub fn each<'a>(&'a self, res: &'a Resource) -> impl Iterator<Item = &'a Value> + 'a {
+        let start = Key {
+            group: res.group.clone(),
+            plural: res.plural.clone(),
+            namespace: String::new(),
+            name: String::new(),
+        };
+        self.objects
+            .range(start..)
+            .take_while(|(k, _)| k.group == res.group && k.plural == res.plural)
+            .map(|(_, o)| o)
+    }
+
     /// List objects of a resource, in one namespace or all (`ns` empty), filtered by selectors.
     pub fn list(
         &self,

@@ -19,7 +19,8 @@
 //! `kind` and `metadata`), `metadata` checked as `ObjectMeta`.
 //!
 //! Caveats: only unknown and repeated fields are checked, not types or values; repeated keys
-//! only in JSON bodies (YAML bodies are parsed keeping the last).
+//! only in JSON bodies (the sim cannot read a YAML body that repeats a key, whatever the
+//! directive); `dryRun` is refused, not simulated.
 
 use std::collections::HashMap;
 
@@ -60,7 +61,8 @@ impl Directive {
 }
 
 /// The checker of a request that writes an object (POST to a collection, PUT or PATCH of an
-/// object or its status), its directive read from the query; `None` for other requests.
+/// object or its status), its directive read from the query; `None` for other requests. A
+/// write with `dryRun` is refused: the sim does not implement dry runs.
 pub fn for_request(
     s: &Store,
     res: &Resource,
@@ -68,6 +70,15 @@ pub fn for_request(
     subresource: Option<&str>,
     query: &HashMap<String, String>,
 ) -> Result<Option<Checker>, ApiError> {
+    // Published (kubectl reads it to allow `--dry-run=server`) but not implemented: refused
+    // rather than written for real.
+    if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") && query.contains_key("dryRun") {
+        return Err(ApiError::new(
+            400,
+            "BadRequest",
+            "dryRun is not implemented by the simulated API server",
+        ));
+    }
     let options = match (method, subresource) {
         ("POST", None) => "CreateOptions",
         ("PUT", None | Some("status")) => "UpdateOptions",
@@ -99,7 +110,12 @@ pub fn admit_body(
 /// `response` with a `Warning: 299 - "..."` header per warning, as the API server sends them.
 pub fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     for w in warnings {
-        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        let escaped: String = w
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
             response.headers_mut().append(header::WARNING, v);
         }
@@ -279,13 +295,11 @@ fn yaml_duplicate(lines: &[(usize, String)]) -> String {
 
 /// The kind's schema from its CRD, for the version `res` names.
 fn crd_schema(s: &Store, r: &Resource) -> Option<Value> {
-    let crd = s
-        .get(
-            &res("customresourcedefinitions"),
-            "",
-            &format!("{}.{}", r.plural, r.group),
-        )
-        .ok()?;
+    let crd = s.peek(
+        &res("customresourcedefinitions"),
+        "",
+        &format!("{}.{}", r.plural, r.group),
+    )?;
     let v = crd
         .pointer("/spec/versions")?
         .as_array()?
@@ -728,6 +742,41 @@ mod tests {
             e.message,
             "failed to create typed patch object (default/web; apps/v1, Kind=Deployment): .spec.foo: field not declared in schema"
         );
+    }
+
+    #[test]
+    fn repeated_keys_in_an_apply_follow_the_directive() {
+        let raw = b"{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\",\n\"spec\":{\"replicas\":1,\"replicas\":2}}";
+        let config: Value = serde_json::from_slice(raw).expect("json");
+        let e = checker(Directive::Strict)
+            .apply("default", "web", raw, &config)
+            .expect_err("strict");
+        assert_eq!(e.code, 400);
+        assert_eq!(
+            e.message,
+            "error strict decoding YAML: error converting YAML to JSON: yaml: unmarshal errors:\n  line 2: key \"replicas\" already set in map"
+        );
+        let warned = checker(Directive::Warn)
+            .apply("default", "web", raw, &config)
+            .expect("warn");
+        assert_eq!(warned.len(), 1);
+        assert!(
+            checker(Directive::Ignore)
+                .apply("default", "web", raw, &config)
+                .expect("ignore")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn dry_runs_are_refused_not_written() {
+        let q = HashMap::from([("dryRun".to_string(), "All".to_string())]);
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            let e = for_request(&Store::new(), &res("configmaps"), method, None, &q)
+                .expect_err("dry run");
+            assert_eq!(e.code, 400, "{method}");
+        }
+        assert!(for_request(&Store::new(), &res("configmaps"), "GET", None, &q).is_ok());
     }
 
     #[test]

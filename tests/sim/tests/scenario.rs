@@ -499,7 +499,7 @@ fn scenario(w: &World) {
 
     // A workload on tag `stable` gets the 1.29 proxy.
     ok(
-        w.kubectl(&["create", "--validate=false", "-f", "-"], Some(WORKLOAD)),
+        w.kubectl(&["create", "-f", "-"], Some(WORKLOAD)),
         "workload",
     );
     ok(
@@ -525,10 +525,7 @@ fn scenario(w: &World) {
     // A gateway no Gateway selects has no listener: the load balancer closes the connection.
     assert_eq!(get(lb, "paddock-probe.invalid"), None);
     ok(
-        w.kubectl(
-            &["apply", "--validate=false", "-f", "-"],
-            Some(INGRESS_ROUTES),
-        ),
+        w.kubectl(&["apply", "-f", "-"], Some(INGRESS_ROUTES)),
         "ingress routes",
     );
     let (code, headers) = get(lb, "paddock-probe.invalid").expect("the probe route answers");
@@ -591,7 +588,6 @@ fn scenario(w: &World) {
                 "apply",
                 "--server-side",
                 "--force-conflicts",
-                "--validate=false",
                 "--field-manager",
                 "paddock",
                 "-f",
@@ -671,7 +667,7 @@ fn scenario(w: &World) {
         "delete istiod",
     );
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: probe\n  namespace: apps\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
-    let refused = w.kubectl(&["create", "--validate=false", "-f", "-"], Some(pod));
+    let refused = w.kubectl(&["create", "-f", "-"], Some(pod));
     assert!(!refused.status.success(), "pod creation must fail");
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(

@@ -638,8 +638,7 @@ async fn helm_3_updates_and_keeps_others_fields_out_of_its_ownership() {
 
 // ------------------------------------------------------------- real kubectl
 
-/// kubectl apply with a manifest on stdin; `--validate=false` because the sim serves no
-/// OpenAPI documents for kubectl to validate against.
+/// kubectl apply with a manifest on stdin (fields validated by the server: `fieldValidation=Strict`).
 fn kubectl_apply(
     kubectl: &Path,
     kubeconfig: &Path,
@@ -649,7 +648,7 @@ fn kubectl_apply(
     let mut child = Command::new(kubectl)
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["apply", "--server-side", "--validate=false", "-f", "-"])
+        .args(["apply", "--server-side", "-f", "-"])
         .args(extra)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

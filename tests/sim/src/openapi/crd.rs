@@ -28,7 +28,7 @@ pub fn reversed_group(group: &str) -> String {
 }
 
 /// The group-versions `crds` serve, by document path (`apis/networking.istio.io/v1`).
-pub fn group_versions(crds: &[Value]) -> BTreeMap<String, GroupVersion> {
+pub fn group_versions(crds: &[&Value]) -> BTreeMap<String, GroupVersion> {
     let mut out: BTreeMap<String, GroupVersion> = BTreeMap::new();
     for crd in crds {
         let text = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or_default();
@@ -123,7 +123,7 @@ mod tests {
 
     #[test]
     fn each_served_version_is_a_group_version_with_its_kind_and_list() {
-        let gvs = group_versions(&[crd()]);
+        let gvs = group_versions(&[&crd()]);
         assert_eq!(
             gvs.keys().collect::<Vec<_>>(),
             ["apis/networking.istio.io/v1"]

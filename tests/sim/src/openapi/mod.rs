@@ -129,9 +129,9 @@ impl Cache {
     }
 
     fn crd_documents(&self, s: &Store) -> (Vec<String>, Arc<Docs>) {
-        let crds = s.all(&res("customresourcedefinitions"), "");
-        let fingerprint: Vec<String> = crds
-            .iter()
+        let crd_res = res("customresourcedefinitions");
+        let fingerprint: Vec<String> = s
+            .each(&crd_res)
             .map(|c| {
                 let t = |p: &str| c.pointer(p).and_then(Value::as_str).unwrap_or_default();
                 format!(
@@ -148,6 +148,7 @@ impl Cache {
         {
             return (f.clone(), docs.clone());
         }
+        let crds: Vec<&Value> = s.each(&crd_res).collect();
         let docs: BTreeMap<String, Arc<Doc>> = crd::group_versions(&crds)
             .into_iter()
             .map(|(path, gv)| {
