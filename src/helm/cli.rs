@@ -116,9 +116,21 @@ impl Helm {
         .stdin(release.values.to_string())
     }
 
+    /// Every release in every namespace whatever its status. Helm 4 has no `--all` (Helm 3's
+    /// shorthand for these filters), so the statuses are named: one command line for both.
     pub fn list_cmd(&self, kubeconfig: &Path) -> Cmd {
-        self.cmd(kubeconfig)
-            .args(["list", "--all-namespaces", "--all", "-o", "json"])
+        self.cmd(kubeconfig).args([
+            "list",
+            "--all-namespaces",
+            "--deployed",
+            "--failed",
+            "--pending",
+            "--superseded",
+            "--uninstalled",
+            "--uninstalling",
+            "-o",
+            "json",
+        ])
     }
 
     pub fn uninstall_cmd(&self, name: &str, namespace: &str, kubeconfig: &Path) -> Cmd {

@@ -1066,7 +1066,18 @@ fn unknown_in(major: u8, flag: &str) -> bool {
             flag,
             "--rollback-on-failure" | "--force-replace" | "--server-side" | "--force-conflicts"
         ),
-        _ => matches!(flag, "--atomic" | "--force"),
+        // Helm 4 dropped `list --all` (`-a`) with `--atomic` and `--force`.
+        _ => matches!(flag, "--atomic" | "--force" | "--all" | "-a"),
+    }
+}
+
+/// Cobra's words for an unknown flag.
+fn unknown_flag(flag: &str) -> String {
+    match flag.strip_prefix('-') {
+        Some(short) if !short.starts_with('-') => {
+            format!("unknown shorthand flag: '{short}' in {flag}")
+        }
+        _ => format!("unknown flag: {flag}"),
     }
 }
 
@@ -1136,7 +1147,7 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool, work: Duration) -> Ou
         if a.starts_with('-') && a.len() > 1 {
             let bare = a.split('=').next().unwrap_or(a);
             if unknown_in(major, bare) {
-                return Outcome::helm_error(format!("unknown flag: {bare}"));
+                return Outcome::helm_error(unknown_flag(bare));
             }
             let known = HELM_VALUE_FLAGS.contains(&bare)
                 || HELM_BOOL_FLAGS.contains(&bare)
@@ -1346,7 +1357,9 @@ fn helm_cli(args: &[String], major: u8, die_pending: bool, work: Duration) -> Ou
                     op: "list".into(),
                     namespace: ns.clone(),
                     all_namespaces: has(&["-A", "--all-namespaces"]),
-                    all: has(&["-a", "--all"]),
+                    // Helm 4 lists every status unless told which; Helm 3 only deployed
+                    // and failed releases without `--all`.
+                    all: has(&["-a", "--all"]) || major == 4,
                     statuses,
                     ..Default::default()
                 },
