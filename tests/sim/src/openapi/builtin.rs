@@ -10,7 +10,8 @@
 use std::sync::LazyLock;
 
 use k8s_openapi::api::{
-    admissionregistration, apps, autoscaling, batch, core, discovery, policy, rbac,
+    admissionregistration, apps, autoscaling, batch, coordination, core, discovery, networking,
+    policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
 use k8s_openapi::apimachinery::pkg::apis::meta;
@@ -115,6 +116,17 @@ fn generate() -> Builtin {
         rbac::v1::RoleBinding,
         autoscaling::v2::HorizontalPodAutoscaler,
         apiextensions::v1::CustomResourceDefinition,
+        core::v1::PersistentVolumeClaim,
+        core::v1::PersistentVolume,
+        core::v1::ResourceQuota,
+        core::v1::LimitRange,
+        batch::v1::CronJob,
+        networking::v1::NetworkPolicy,
+        networking::v1::Ingress,
+        networking::v1::IngressClass,
+        storage::v1::StorageClass,
+        scheduling::v1::PriorityClass,
+        coordination::v1::Lease,
     ];
     let _ = generator.subschema_for::<meta::v1::DeleteOptions>();
     let _ = generator.subschema_for::<meta::v1::Status>();
