@@ -190,8 +190,9 @@ fn a_real_helm_killed_while_installing_istiod_is_recovered_on_rerun() {
         }
     }
     let pgid = child.id();
+    // The process group: paddock, the helm it runs and that helm's own child.
     let _ = std::process::Command::new("kill")
-        .args(["-KILL", &format!("-{pgid}")])
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
         .status();
     let _ = child.wait();
     assert!(caught, "helm's release was seen pending-install");
@@ -200,6 +201,22 @@ fn a_real_helm_killed_while_installing_istiod_is_recovered_on_rerun() {
         storage_status(&w, "ci", "istio-system", "istiod-1-30-3").as_deref(),
         Some("pending-install"),
         "the killed helm left its release pending"
+    );
+    // Helm 4's plain `helm list` shows every status, pending ones included (Helm 3's shows
+    // only deployed and failed ones): the fake helm's Helm 4 mode is held to this.
+    let (helm, _) = w.real_helm.as_ref().expect("real helm");
+    let plain = std::process::Command::new(helm)
+        .args(["list", "-A", "-o", "json", "--kubeconfig"])
+        .arg(w.kubeconfig("ci"))
+        .env("HOME", w.home.path())
+        .output()
+        .expect("helm list");
+    let shown: Vec<Value> = serde_json::from_slice(&plain.stdout).expect("json");
+    assert!(
+        shown
+            .iter()
+            .any(|r| r["name"] == "istiod-1-30-3" && r["status"] == "pending-install"),
+        "{shown:?}"
     );
     w.set_knobs(&Knobs::default());
     let rerun = w.paddock(&["up", "ci"]);

@@ -374,13 +374,25 @@ impl World {
         path
     }
 
-    /// Every release of `cluster` as the real helm reports it (`helm list -A -a -o json`,
-    /// run directly, not through the sim's name for it).
+    /// Every release of `cluster` as the real helm reports it (`helm list -A` of every status,
+    /// as JSON, run directly, not through the sim's name for it).
     pub fn helm_list(&self, cluster: &str) -> Vec<Value> {
         let (helm, _) = self.real_helm.as_ref().expect("a world with the real helm");
         let mut c = Command::new(helm);
-        c.args(["list", "-A", "-a", "-o", "json", "--kubeconfig"])
-            .arg(self.kubeconfig(cluster));
+        c.args([
+            "list",
+            "-A",
+            "--deployed",
+            "--failed",
+            "--pending",
+            "--superseded",
+            "--uninstalled",
+            "--uninstalling",
+            "-o",
+            "json",
+            "--kubeconfig",
+        ])
+        .arg(self.kubeconfig(cluster));
         self.env(&mut c);
         let out = c.output().expect("helm list");
         assert!(out.status.success(), "{}", stderr(&out));
