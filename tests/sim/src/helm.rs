@@ -10,8 +10,9 @@
 //! outcome. A helm killed between them leaves the release pending, and another operation on
 //! it meanwhile is refused with Helm's "another operation ... is in progress".
 //!
-//! The release payload is base64 JSON (real Helm gzips it first); nothing outside the sim
-//! decodes it.
+//! The release record is stored as Helm stores it — JSON, gzipped, base64-encoded, as the
+//! Secret's `release` bytes — so the real helm reads the fake's releases and the fake the
+//! real one's.
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -193,11 +194,28 @@ fn revisions(s: &Store, ns: &str, release: &str) -> Vec<Value> {
 }
 
 fn decode(secret: &Value) -> Option<Value> {
+    use std::io::Read;
+    let b64 = base64::engine::general_purpose::STANDARD;
     let data = secret.pointer("/data/release")?.as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .ok()?;
+    let bytes = b64.decode(b64.decode(data).ok()?).ok()?;
+    // Helm gzips its records, and reads plain JSON too.
+    if bytes.starts_with(&[0x1f, 0x8b, 0x08]) {
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut text)
+            .ok()?;
+        return serde_json::from_slice(&text).ok();
+    }
     serde_json::from_slice(&bytes).ok()
+}
+
+/// A release record as Helm writes it into its Secret: gzipped JSON, base64-encoded.
+fn encode(rel: &Value) -> String {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = gz.write_all(rel.to_string().as_bytes());
+    let zipped = gz.finish().unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(zipped)
 }
 
 fn store_release(s: &mut Store, rel: &Value) -> Result<(), ApiError> {
@@ -206,11 +224,17 @@ fn store_release(s: &mut Store, rel: &Value) -> Result<(), ApiError> {
         rel["name"].as_str().unwrap_or_default(),
         rel["version"].as_u64().unwrap_or(1),
     );
+    let modified = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let b64 = base64::engine::general_purpose::STANDARD;
     let secret = json!({
         "metadata": {"name": secret_name(name, version), "labels": {
-            "owner": "helm", "name": name, "status": rel["info"]["status"], "version": version.to_string()}},
+            "owner": "helm", "name": name, "status": rel["info"]["status"], "version": version.to_string(),
+            "modifiedAt": modified.to_string()}},
         "type": "helm.sh/release.v1",
-        "data": {"release": base64::engine::general_purpose::STANDARD.encode(rel.to_string())},
+        "data": {"release": b64.encode(encode(rel))},
     });
     let secrets = res("secrets");
     match s.get(&secrets, ns, &secret_name(name, version)) {
@@ -706,8 +730,13 @@ fn rollback(s: &mut Store, r: &Request) -> Response {
     else {
         return fail(format!("release has no {target_v} version"));
     };
-    // What that revision applied, as helm keeps its manifest.
-    let objects: Vec<Value> = target["rendered"].as_array().cloned().unwrap_or_default();
+    // What that revision applied, as helm keeps its manifest (the fake keeps the objects; a
+    // release the real helm made has its manifest as YAML).
+    let objects: Vec<Value> = match (&target["rendered"], &target["manifest"]) {
+        (Value::Array(objects), _) => objects.clone(),
+        (_, Value::String(yaml)) => crate::render::parse(yaml).unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let mut rel = target.clone();
     rel["version"] = json!(current + 1);
     rel["info"]["last_deployed"] = json!(now());

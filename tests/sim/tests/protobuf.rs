@@ -1480,7 +1480,6 @@ async fn real_helm_stores_its_release_secret_as_protobuf() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "helm 4 validates the chart's objects against /openapi/v3, which the sim does not serve yet"]
 async fn real_helm_installs_a_chart_into_a_new_namespace() {
     let Some(helm) = paddock_sim::real_tools::helm() else {
         return;
