@@ -162,7 +162,7 @@ impl World {
     /// A world whose clusters are Docker containers (`docker`) or local processes, with the
     /// real helm and charts.
     pub fn new(docker: bool) -> Self {
-        Self::with(docker, Helm::Fake)
+        Self::with(docker, Helm::Real)
     }
 
     /// A world running the sim's fake helm.
