@@ -884,3 +884,20 @@ fn ready(s: &Store, r: &Request) -> Response {
         });
     ok(done.to_string())
 }
+
+/// `req` with the `objects` the fake helm's process would have rendered for it (the real
+/// helm's `helm template` of the real chart), for tests that drive [`serve`] directly.
+pub fn rendered(req: &Value) -> Result<Value, String> {
+    let s = |k: &str| req[k].as_str().unwrap_or_default();
+    let objects = crate::render::render(
+        s("chart"),
+        s("version"),
+        "test",
+        s("release"),
+        s("namespace"),
+        &req["values"],
+    )?;
+    let mut req = req.clone();
+    req["objects"] = Value::Array(objects);
+    Ok(req)
+}
