@@ -376,6 +376,26 @@ fn canary_upgrade_under_traffic_moves_every_workload_and_drops_no_request() {
         "{}",
         stdout(&history)
     );
+    assert_releases_deployed(&w, "1.30.3");
+}
+
+/// Every release is `deployed` at `version` as the real helm's own `list` reports it, and no
+/// release of another Istio version is left (with the fake helm: nothing to ask).
+fn assert_releases_deployed(w: &World, version: &str) {
+    if w.real_helm.is_none() {
+        return;
+    }
+    let rel = w.helm_list("mesh");
+    assert!(!rel.is_empty());
+    for r in &rel {
+        assert_eq!(r["status"], "deployed", "{rel:?}");
+        assert!(
+            r["chart"]
+                .as_str()
+                .is_some_and(|c| c.ends_with(&format!("-{version}"))),
+            "{rel:?}"
+        );
+    }
 }
 
 fn in_place(from: &str, to: &str) {
@@ -414,6 +434,7 @@ fn in_place(from: &str, to: &str) {
         "in place keeps the revision name"
     );
     assert_eq!(s["revisions"][0]["version"], to);
+    assert_releases_deployed(&w, to);
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! `../shared/vendor/charts` (folders `istio/` and `addons/`, each a repository with its
 //! `index.yaml`); or a cache under `target/chart-cache` filled once with `helm pull` from the
 //! public repositories. Without any of them a test skips with a message, or fails under
-//! `PADDOCK_REQUIRE_TOOLS=1`.
+//! `PADDOCK_REQUIRE_TOOLS=1`. What is served is a copy in `target/chart-serve` with a few
+//! [`DERIVED`] versions beside the real ones.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -106,8 +107,114 @@ fn pull_into(cache: &Path, helm: &Path) -> Result<(), String> {
     std::fs::rename(&partial, cache).map_err(|e| e.to_string())
 }
 
-/// Where the real charts are, fetching them into the cache when needed; `Err` says why not.
+/// Versions made from a published one for scenarios the published set cannot show: (folder,
+/// chart, made from, version). The vendored charts hold one patch per minor; an in-place
+/// patch upgrade needs two, so 1.30.2 is 1.30.3's charts with their version, appVersion and
+/// image tag set to 1.30.2 (what Istio's release build rewrites per tag).
+pub const DERIVED: &[(&str, &str, &str, &str)] = &[
+    ("istio", "base", "1.30.3", "1.30.2"),
+    ("istio", "istiod", "1.30.3", "1.30.2"),
+    ("istio", "gateway", "1.30.3", "1.30.2"),
+];
+
+/// The charts served and rendered: the real ones (see [`source_dir`]) with the [`DERIVED`]
+/// versions beside them, built once into `target/chart-serve` (the source is read-only).
 pub fn charts_dir() -> Result<PathBuf, String> {
+    let source = source_dir()?;
+    let served = workspace().join("target/chart-serve");
+    if has_repos(&served) && served.join(".complete").is_file() {
+        return Ok(served);
+    }
+    let helm = crate::real_tools::find("helm").ok_or("the real helm is not installed")?;
+    let building = workspace().join(format!("target/chart-serve.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    build_served(&source, &building, &helm).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&building);
+    })?;
+    // Another process may have finished first: either copy is the same.
+    if std::fs::rename(&building, &served).is_err() {
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    if has_repos(&served) {
+        Ok(served)
+    } else {
+        Err(format!("{}: incomplete", served.display()))
+    }
+}
+
+fn build_served(source: &Path, dest: &Path, helm: &Path) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    for folder in ["istio", "addons"] {
+        std::fs::create_dir_all(dest.join(folder)).map_err(io)?;
+        for e in std::fs::read_dir(source.join(folder))
+            .map_err(io)?
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "tgz") {
+                std::fs::copy(e.path(), dest.join(folder).join(e.file_name())).map_err(io)?;
+            }
+        }
+    }
+    let work = dest.join(".work");
+    for (folder, chart, from, to) in DERIVED {
+        let archive = source.join(folder).join(format!("{chart}-{from}.tgz"));
+        let unpacked = work.join(format!("{chart}-{to}"));
+        std::fs::create_dir_all(&unpacked).map_err(io)?;
+        run(Command::new("tar")
+            .arg("xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&unpacked))?;
+        let dir = unpacked.join(chart);
+        for (file, pairs) in [
+            (
+                "Chart.yaml",
+                vec![
+                    (format!("version: {from}"), format!("version: {to}")),
+                    (format!("appVersion: {from}"), format!("appVersion: {to}")),
+                ],
+            ),
+            (
+                "values.yaml",
+                vec![(format!("tag: {from}"), format!("tag: {to}"))],
+            ),
+        ] {
+            let path = dir.join(file);
+            let mut text = std::fs::read_to_string(&path).map_err(io)?;
+            for (a, b) in pairs {
+                text = text.replace(&a, &b);
+            }
+            std::fs::write(&path, text).map_err(io)?;
+        }
+        run(Command::new(helm)
+            .arg("package")
+            .arg(&dir)
+            .arg("-d")
+            .arg(dest.join(folder)))?;
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    for folder in ["istio", "addons"] {
+        run(Command::new(helm)
+            .args(["repo", "index"])
+            .arg(dest.join(folder)))?;
+    }
+    std::fs::write(dest.join(".complete"), "").map_err(io)
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Where the real charts are, fetching them into the cache when needed; `Err` says why not.
+pub fn source_dir() -> Result<PathBuf, String> {
     if let Some(d) = std::env::var_os("PADDOCK_CHARTS_DIR") {
         let d = PathBuf::from(d);
         return if has_repos(&d) {
