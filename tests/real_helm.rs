@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use paddock_sim::knobs::Knobs;
 use serde_json::Value;
-use support::{Helm, World, result, stderr, stdout};
+use support::{Helm, World, result, stderr, stdout, up_ok};
 
 /// A world with the real helm, or `None` (the test skips) where it cannot be had.
 fn real_world() -> Option<World> {
@@ -22,17 +22,6 @@ fn real_world() -> Option<World> {
         return None;
     }
     Some(w)
-}
-
-fn up_ok(w: &World, cluster: &str) -> Value {
-    let out = w.paddock(&["up", cluster, "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "up {cluster} failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    result(&out)
 }
 
 /// `name → (status, chart)` of every release, as the real `helm list -A -a` reports them.

@@ -7,18 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use paddock_sim::knobs::{FaultAction, Knobs, ToolFault};
-use support::{World, probe, result, stderr, stdout};
-
-fn up_ok(w: &World, cluster: &str) -> serde_json::Value {
-    let out = w.paddock(&["up", cluster, "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "up {cluster} failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    result(&out)
-}
+use support::{World, probe, result, stderr, stdout, up_ok};
 
 fn up_from_nothing(docker: bool) {
     let w = World::new(docker);

@@ -460,6 +460,18 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `paddock up CLUSTER -o json`, which must succeed: its final result.
+pub fn up_ok(w: &World, cluster: &str) -> Value {
+    let out = w.paddock(&["up", cluster, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "up {cluster} failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    result(&out)
+}
+
 /// The final NDJSON result of a `--output json` run.
 pub fn result(o: &Output) -> Value {
     stdout(o)

@@ -18,24 +18,6 @@ impl Home {
     fn knobs(&self, k: &Knobs) {
         k.save(self.path()).expect("knobs");
     }
-
-    fn cluster(&self, name: &str) {
-        let cfg = format!(
-            "apiVersion: k3d.io/v1alpha5\nkind: Simple\nmetadata:\n  name: {name}\noptions:\n  kubeconfig:\n    updateDefaultKubeconfig: false\n"
-        );
-        let out = self.run(
-            "k3d",
-            &["cluster", "create", name, "--config", "-"],
-            Some(&cfg),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let kc = self.run("k3d", &["kubeconfig", "get", name], None);
-        std::fs::write(self.kubeconfig_path(), &kc.stdout).expect("kubeconfig");
-    }
 }
 
 fn base_install(h: &Home) -> Output {

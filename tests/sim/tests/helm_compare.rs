@@ -33,27 +33,6 @@ const RELEASES: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-/// A cluster of its own, and its kubeconfig's path.
-fn cluster(h: &Home, name: &str) -> std::path::PathBuf {
-    let cfg = format!(
-        "apiVersion: k3d.io/v1alpha5\nkind: Simple\nmetadata:\n  name: {name}\noptions:\n  kubeconfig:\n    updateDefaultKubeconfig: false\n"
-    );
-    let out = h.run(
-        "k3d",
-        &["cluster", "create", name, "--config", "-"],
-        Some(&cfg),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let kc = h.path().join(format!("kc-{name}"));
-    let out = h.run("k3d", &["kubeconfig", "get", name], None);
-    std::fs::write(&kc, &out.stdout).expect("kubeconfig");
-    kc
-}
-
 fn client(kc: &std::path::Path) -> Client {
     Client::from_kubeconfig(&std::fs::read_to_string(kc).expect("kubeconfig"), None)
         .expect("client")
@@ -241,7 +220,7 @@ fn the_fake_and_the_real_helm_leave_the_same_releases_and_objects() {
         return;
     };
     let h = Home::new();
-    let (kf, kr) = (cluster(&h, "fake"), cluster(&h, "real"));
+    let (kf, kr) = (h.cluster("fake"), h.cluster("real"));
     install(&h, &kf, &charts.istio(), None);
     install(&h, &kr, &charts.istio(), Some(&real));
     let (all_fake, all_real) = (everything(&client(&kf)), everything(&client(&kr)));

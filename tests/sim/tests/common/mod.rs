@@ -49,6 +49,29 @@ impl Home {
         c
     }
 
+    /// `k3d cluster create NAME` (without touching the default kubeconfig); its kubeconfig is
+    /// written to `kc-NAME` here, and to [`Self::kubeconfig_path`] for the tools run here.
+    pub fn cluster(&self, name: &str) -> PathBuf {
+        let cfg = format!(
+            "apiVersion: k3d.io/v1alpha5\nkind: Simple\nmetadata:\n  name: {name}\noptions:\n  kubeconfig:\n    updateDefaultKubeconfig: false\n"
+        );
+        let out = self.run(
+            "k3d",
+            &["cluster", "create", name, "--config", "-"],
+            Some(&cfg),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kc = self.run("k3d", &["kubeconfig", "get", name], None);
+        let own = self.path().join(format!("kc-{name}"));
+        std::fs::write(&own, &kc.stdout).expect("kubeconfig");
+        std::fs::write(self.kubeconfig_path(), &kc.stdout).expect("kubeconfig");
+        own
+    }
+
     /// Run a fake tool to completion, `stdin` piped in.
     pub fn run(&self, tool: &str, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
