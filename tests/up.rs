@@ -525,3 +525,41 @@ fn a_release_left_pending_by_a_killed_helm_is_recovered_on_rerun() {
     let again = result(&w.paddock(&["up", "ci", "-o", "json"]));
     assert_eq!(again["upToDate"], true);
 }
+
+/// Injection goes through the webhook's Service, whose endpoints lag behind istiod turning
+/// ready. In a cluster without gateways (nothing else waits for injection first), a bare Pod
+/// applied as a workload right after istiod is up is refused ("no endpoints available for
+/// service") unless `up` waits for istiod's endpoints first, as it does.
+#[test]
+fn a_bare_pod_workload_is_injected_even_when_istiods_endpoints_lag() {
+    let w = World::new(false);
+    w.set_knobs(&Knobs {
+        endpoint_lag_ms: 4_000,
+        ..Knobs::default()
+    });
+    std::fs::write(
+        w.repo.path().join("profiles/lean.yaml"),
+        format!(
+            "name: lean\nextends: minimal\nistio:\n  repo: {}\n  version: 1.30.3\n  tags: [stable]\n",
+            w.istio_repo()
+        ),
+    )
+    .expect("profile");
+    std::fs::write(
+        w.repo.path().join("clusters/lean.yaml"),
+        "name: lean\nprofile: lean\nnamespaces:\n  - name: e2e\n    tag: stable\nworkloads:\n  - manifests/bare.yaml\n",
+    )
+    .expect("cluster");
+    std::fs::write(
+        w.repo.path().join("manifests/bare.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bare\n  namespace: e2e\nspec:\n  containers:\n    - name: app\n      image: example/bare:1\n",
+    )
+    .expect("manifest");
+    up_ok(&w, "lean");
+    let (code, pod) = support::api(&w, "lean", "GET", "/api/v1/namespaces/e2e/pods/bare", None);
+    assert_eq!(code, 200, "{pod}");
+    assert!(
+        pod["metadata"]["annotations"]["sidecar.istio.io/status"].is_string(),
+        "injected: {pod}"
+    );
+}
