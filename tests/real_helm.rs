@@ -308,3 +308,35 @@ fn up_ci_with_the_real_helm_3() {
     let again = up_ok(&w, "ci");
     assert_eq!(again["upToDate"], true, "{again}");
 }
+
+/// A misspelt key in an addon's values, for a chart whose values schema is closed (Istio's
+/// `gateway` chart, added as an addon): `up` fails at that release quoting helm's own schema
+/// message, which names the key.
+#[test]
+fn a_wrong_key_in_an_addon_with_a_closed_values_schema_fails_up_with_helms_own_message() {
+    let Some(w) = real_world() else { return };
+    std::fs::write(
+        w.repo.path().join("addons/edge.yaml"),
+        format!(
+            "name: edge\nchart:\n  repo: {}\n  name: gateway\n  version: 1.30.3\nnamespace: edge\nvalues:\n  replicaCont: 2\n",
+            w.istio_repo()
+        ),
+    )
+    .expect("addon");
+    w.edit("clusters/ci.yaml", |t| format!("{t}addons: [edge]\n"));
+    let out = w.paddock(&["up", "ci"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.contains("helm.install/edge"), "{all}");
+    assert!(
+        all.contains("values don't meet the specifications of the schema(s)")
+            && all.contains("replicaCont"),
+        "helm's message is quoted: {all}"
+    );
+}
