@@ -13,30 +13,11 @@ use crate::chart_repo;
 /// The Kubernetes version the sim reports, for the charts' `.Capabilities.KubeVersion`.
 pub const KUBE_VERSION: &str = "v1.33.4";
 
-/// The real helm: the one `PADDOCK_SIM_TEMPLATE_HELM` names, else the repository's or one on
-/// `PATH` — never this binary under helm's name.
+/// The real helm (the repository's `.tools/bin/helm`; `real_tools::find` never takes a helm
+/// from `PATH`, which may be this binary under helm's name).
 pub fn real_helm() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("PADDOCK_SIM_TEMPLATE_HELM") {
-        return Ok(PathBuf::from(p));
-    }
-    let me = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
-    crate::real_tools::find("helm")
-        .filter(|p| {
-            let resolved = which(p).and_then(|p| p.canonicalize().ok());
-            resolved.is_some() && resolved != me
-        })
-        .ok_or_else(|| "the sim renders charts with the real helm, which is not installed (run scripts/install-tools)".to_string())
-}
-
-/// A command name resolved through `PATH` (a path is itself).
-fn which(p: &Path) -> Option<PathBuf> {
-    if p.components().count() > 1 {
-        return Some(p.to_path_buf());
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(p))
-            .find(|c| c.is_file())
+    crate::real_tools::find("helm").ok_or_else(|| {
+        "the sim renders charts with the real helm, which is not installed (run scripts/install-tools)".to_string()
     })
 }
 
