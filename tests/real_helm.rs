@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use paddock_sim::knobs::Knobs;
 use serde_json::Value;
-use support::{Helm, World, result, stderr, stdout, up_ok};
+use support::{Helm, World, result, stderr, stdout, up_fails, up_ok};
 
 /// A world with the real helm, or `None` (the test skips) where it cannot be had.
 fn real_world() -> Option<World> {
@@ -240,15 +240,7 @@ fn a_mistyped_addon_value_fails_up_with_helms_own_message() {
     w.edit("addons/prometheus.yaml", |t| {
         t.replace("  server:\n", "  server:\n    replicaCount: \"two\"\n")
     });
-    let out = w.paddock(&["up", "dev"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let all = format!("{}{}", stdout(&out), stderr(&out));
+    let all = up_fails(&w, "dev", &[]);
     assert!(all.contains("helm.install/prometheus"), "{all}");
     assert!(
         all.contains("values don't meet the specifications of the schema(s)")
@@ -271,15 +263,7 @@ fn a_workload_manifest_with_an_unknown_field_is_refused_naming_its_file() {
     w.edit("clusters/ci.yaml", |t| {
         format!("{t}workloads:\n  - manifests/typo.yaml\n")
     });
-    let out = w.paddock(&["up", "ci"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let all = format!("{}{}", stdout(&out), stderr(&out));
+    let all = up_fails(&w, "ci", &[]);
     assert!(all.contains("manifests/typo.yaml"), "{all}");
     assert!(all.contains("ConfigMap e2e/settings"), "{all}");
     assert!(
@@ -324,15 +308,7 @@ fn a_wrong_key_in_an_addon_with_a_closed_values_schema_fails_up_with_helms_own_m
     )
     .expect("addon");
     w.edit("clusters/ci.yaml", |t| format!("{t}addons: [edge]\n"));
-    let out = w.paddock(&["up", "ci"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let all = format!("{}{}", stdout(&out), stderr(&out));
+    let all = up_fails(&w, "ci", &[]);
     assert!(all.contains("helm.install/edge"), "{all}");
     assert!(
         all.contains("values don't meet the specifications of the schema(s)")

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use paddock_sim::knobs::{FaultAction, Knobs, ToolFault};
-use support::{World, probe, result, stderr, stdout, up_ok};
+use support::{World, probe, result, stderr, stdout, up_fails, up_ok};
 
 fn up_from_nothing(docker: bool) {
     let w = World::new(docker);
@@ -98,15 +98,7 @@ fn verification_fails_and_says_what_to_check_when_the_probe_route_is_gone() {
         assert_eq!(code, 200, "{body}");
     }
     w.edit("clusters/ci.yaml", |t| format!("{t}  - name: more\n"));
-    let out = w.paddock(&["up", "ci", "--verify-timeout", "3"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let text = up_fails(&w, "ci", &["--verify-timeout", "3"]);
     assert!(
         text.contains("did not answer paddock's probe route")
             && text.contains("closed the connection without an answer")

@@ -485,6 +485,17 @@ pub fn up_ok(w: &World, cluster: &str) -> Value {
     result(&out)
 }
 
+/// `paddock up CLUSTER ARGS...`, which must fail with exit 1: what it printed, stdout and
+/// stderr together.
+pub fn up_fails(w: &World, cluster: &str, args: &[&str]) -> String {
+    let mut all = vec!["up", cluster];
+    all.extend_from_slice(args);
+    let out = w.paddock(&all);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    text
+}
+
 /// The final NDJSON result of a `--output json` run.
 pub fn result(o: &Output) -> Value {
     stdout(o)
