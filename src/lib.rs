@@ -1,27 +1,25 @@
 //! paddock: source-controlled YAML → running k3d clusters with an Istio mesh.
 //!
-//! Data flows one way: [`spec`] (files → typed, validated, merged) → [`observe`] (what exists)
-//! → [`plan`] (desired vs observed → a DAG of steps) → execution → drivers.
+//! The folders are the layers, in the order data flows through them:
+//!
+//! - [`cli`]: arguments, rendering of events (terminal, plain lines, NDJSON), exit codes.
+//! - [`spec`]: files → typed, merged, validated cluster specs with located errors.
+//! - [`plan`]: pure planning — a spec and what was observed → a DAG of typed steps.
+//! - [`ops`]: the operations (`up`, `down`, `upgrade`, `restart`, `status`, `doctor`), each an
+//!   async function over a context and an event sink, returning a typed report.
+//! - [`engine`]: what every operation runs on — the step runner, the journal, per-cluster locks,
+//!   the events operations emit.
+//! - [`mesh`]: Istio's rules — revisions, tags, injection resolution, staleness. Pure.
+//! - [`drivers`]: the outside world — commands as values, k3d, helm, the Kubernetes API, Docker.
+//!
+//! A layer uses the layers below it in this list, never one above: `ops` may use `engine`,
+//! `mesh`, `plan`, `spec` and `drivers`; `cli` uses `ops`; `drivers` use nothing of paddock's
+//! but each other.
 
 pub mod cli;
-pub mod converge;
-pub mod docker;
-pub mod doctor;
-pub mod exec;
-pub mod execute;
-pub mod helm;
-pub mod istio;
-pub mod journal;
-pub mod k3d;
-pub mod kubeapi;
-pub mod lock;
+pub mod drivers;
+pub mod engine;
 pub mod mesh;
-pub mod observe;
-pub mod output;
+pub mod ops;
 pub mod plan;
-pub mod restart;
 pub mod spec;
-pub mod status;
-pub mod tags;
-pub mod toolchain;
-pub mod upgrade;

@@ -1,7 +1,7 @@
 //! Property tests: the loader never panics on arbitrary input, merging obeys its laws, and
 //! revision names are derived faithfully from versions.
 
-use paddock::istio::{parse_version, revision_for};
+use paddock::mesh::istio::{parse_version, revision_for};
 use paddock::spec::load::parse_doc;
 use paddock::spec::merge::merge;
 use paddock::spec::typed::typed;

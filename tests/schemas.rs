@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use paddock::drivers::k3d;
+use paddock::mesh::istio;
 use paddock::spec::{self, ClusterSpec};
-use paddock::{istio, k3d};
 use serde_json::Value;
 
 fn vendor_dir() -> Option<PathBuf> {
@@ -66,7 +67,7 @@ fn embedded_schemas_are_the_vendored_ones() {
         let vendored = std::fs::read_to_string(dir.join(file)).expect("read vendored schema");
         assert_eq!(
             vendored, embedded,
-            "src/schemas/{file} differs from the vendored copy"
+            "src/spec/schemas/{file} differs from the vendored copy"
         );
     }
 }

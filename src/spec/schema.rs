@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::error::{Anchor, Diagnostic, did_you_mean};
 use super::yaml::{FieldPath, Located};
 
-pub const K3D_SCHEMA: &str = include_str!("../schemas/k3d-v1alpha5.schema.json");
-pub const GATEWAY_SCHEMA: &str = include_str!("../schemas/istio-gateway-values.schema.json");
+pub const K3D_SCHEMA: &str = include_str!("schemas/k3d-v1alpha5.schema.json");
+pub const GATEWAY_SCHEMA: &str = include_str!("schemas/istio-gateway-values.schema.json");
 
 static K3D_JSON: LazyLock<Value> =
     LazyLock::new(|| serde_json::from_str(K3D_SCHEMA).unwrap_or(Value::Null));

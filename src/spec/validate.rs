@@ -12,8 +12,8 @@ use super::load::{AddonDoc, Repo};
 use super::schema::{self, Schema};
 use super::types::{Addon, Body, CANARY_TAG, Injection};
 use super::yaml::{FieldPath, Located};
-use crate::istio;
-use crate::k3d;
+use crate::drivers::k3d;
+use crate::mesh::istio;
 
 fn at(doc: &Located, path: &str, anchor: Anchor, message: impl Into<String>) -> Diagnostic {
     Diagnostic::at(doc, &FieldPath::parse(path), anchor, message)

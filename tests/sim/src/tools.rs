@@ -416,7 +416,7 @@ fn expand_env(text: &str) -> String {
 static K3D_SCHEMA: std::sync::LazyLock<Option<jsonschema::Validator>> =
     std::sync::LazyLock::new(|| {
         let v: Value = serde_json::from_str(include_str!(
-            "../../../src/schemas/k3d-v1alpha5.schema.json"
+            "../../../src/spec/schemas/k3d-v1alpha5.schema.json"
         ))
         .ok()?;
         jsonschema::validator_for(&v).ok()

@@ -1,5 +1,7 @@
 //! The command line: parse arguments, run the command, map the outcome to an exit code.
 
+pub mod output;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,9 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::istio;
-use crate::k3d;
-use crate::observe::ClusterState;
+use crate::drivers::k3d;
+use crate::mesh::istio;
+use crate::plan::observed::ClusterState;
 use crate::plan::{self, Action, Plan};
 use crate::spec::{self, ClusterSpec, SpecErrors};
 
@@ -183,7 +185,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
             adopt,
             verify_timeout,
         } => with_spec(args, cluster.as_deref(), |spec| {
-            let opts = crate::converge::UpOptions {
+            let opts = crate::ops::up::UpOptions {
                 adopt: *adopt,
                 verify_timeout: std::time::Duration::from_secs(*verify_timeout),
                 ..Default::default()
@@ -227,7 +229,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
         } => restart(
             args,
             cluster.as_deref(),
-            crate::restart::Options {
+            crate::ops::restart::Options {
                 namespaces: namespaces.clone(),
                 stale_only: *stale_only,
                 max_concurrent: *max_concurrent,
@@ -272,17 +274,17 @@ enum Failure {
     RolledBack(String),
 }
 
-impl From<crate::converge::Error> for Failure {
-    fn from(e: crate::converge::Error) -> Self {
+impl From<crate::ops::up::Error> for Failure {
+    fn from(e: crate::ops::up::Error) -> Self {
         match e {
-            crate::converge::Error::NotOwned(m) => Failure::NotOwned(m),
+            crate::ops::up::Error::NotOwned(m) => Failure::NotOwned(m),
             other => Failure::Other(other.to_string()),
         }
     }
 }
 
-impl From<crate::journal::Error> for Failure {
-    fn from(e: crate::journal::Error) -> Self {
+impl From<crate::engine::journal::Error> for Failure {
+    fn from(e: crate::engine::journal::Error) -> Self {
         Failure::Other(chain(&e))
     }
 }
@@ -300,11 +302,11 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// Open a cluster's journal; a torn last record it removed is said.
 fn open_journal(
-    tools: &crate::toolchain::Toolchain,
+    tools: &crate::drivers::toolchain::Toolchain,
     cluster: &str,
-    rep: &crate::output::Reporter,
-) -> Result<crate::journal::Journal, Failure> {
-    let journal = crate::journal::Journal::open(&tools.state_dir, cluster)?;
+    rep: &crate::cli::output::Reporter,
+) -> Result<crate::engine::journal::Journal, Failure> {
+    let journal = crate::engine::journal::Journal::open(&tools.state_dir, cluster)?;
     if let Some(note) = journal.repaired() {
         rep.note(note);
     }
@@ -443,15 +445,18 @@ fn observe_for_plan(
         );
         return Ok(None);
     };
-    let rep =
-        crate::output::Reporter::new(crate::output::Mode::Quiet, 0, Box::new(std::io::sink()));
+    let rep = crate::cli::output::Reporter::new(
+        crate::cli::output::Mode::Quiet,
+        0,
+        Box::new(std::io::sink()),
+    );
     runtime()?.block_on(async {
-        let helm = crate::helm::cli::Helm::detect(&helm)
+        let helm = crate::drivers::helm::cli::Helm::detect(&helm)
             .await
             .map_err(|e| Failure::Other(format!("failed to run helm: {e}")))?;
-        let k3d = crate::k3d::cli::K3d::new(k3d);
+        let k3d = crate::drivers::k3d::cli::K3d::new(k3d);
         let (state, registries, _) =
-            crate::converge::observe(spec, &k3d, &helm, &tools, &rep, false, false).await?;
+            crate::ops::up::observe(spec, &k3d, &helm, &tools, &rep, false, false).await?;
         Ok(Some((state, registries)))
     })
 }
@@ -642,7 +647,7 @@ fn describe(cluster: &str, action: &Action) -> Vec<String> {
             "record spec hash {} in ConfigMap {}/{}",
             record.spec_hash,
             plan::SYSTEM_NAMESPACE,
-            crate::kubeapi::RECORD_NAME
+            crate::drivers::kube::RECORD_NAME
         )],
     }
 }
@@ -650,7 +655,7 @@ fn describe(cluster: &str, action: &Action) -> Vec<String> {
 fn print_render(args: &Args, spec: &ClusterSpec, out: &mut dyn Write) -> Result<(), Failure> {
     let config = k3d::config(spec);
     let mut releases = istio::releases(spec);
-    releases.extend(spec.addons.iter().map(crate::helm::addon_release));
+    releases.extend(spec.addons.iter().map(crate::drivers::helm::addon_release));
     if args.output == Output::Json {
         let doc = json!({ "cluster": spec.name, "k3dConfig": config, "releases": releases });
         writeln!(
@@ -678,12 +683,12 @@ fn print_render(args: &Args, spec: &ClusterSpec, out: &mut dyn Write) -> Result<
 }
 
 fn applied_objects(args: &Args, spec: &ClusterSpec) -> Result<Vec<Value>, Failure> {
-    crate::converge::load_manifests(&args.dir, &spec.body.workloads).map_err(Failure::Other)
+    crate::ops::up::load_manifests(&args.dir, &spec.body.workloads).map_err(Failure::Other)
 }
 
-fn toolchain(args: &Args) -> crate::toolchain::Toolchain {
+fn toolchain(args: &Args) -> crate::drivers::toolchain::Toolchain {
     let repo_tools = spec::load(&args.dir).repo.config.tools;
-    crate::toolchain::Toolchain::resolve(
+    crate::drivers::toolchain::Toolchain::resolve(
         args.k3d.as_deref(),
         args.helm.as_deref(),
         &repo_tools,
@@ -691,13 +696,13 @@ fn toolchain(args: &Args) -> crate::toolchain::Toolchain {
     )
 }
 
-fn reporter(args: &Args) -> std::sync::Arc<crate::output::Reporter> {
+fn reporter(args: &Args) -> std::sync::Arc<crate::cli::output::Reporter> {
     let mode = match (args.output, args.quiet) {
-        (Output::Json, _) => crate::output::Mode::Json,
-        (_, true) => crate::output::Mode::Quiet,
-        _ => crate::output::Mode::Text,
+        (Output::Json, _) => crate::cli::output::Mode::Json,
+        (_, true) => crate::cli::output::Mode::Quiet,
+        _ => crate::cli::output::Mode::Text,
     };
-    std::sync::Arc::new(crate::output::Reporter::new(
+    std::sync::Arc::new(crate::cli::output::Reporter::new(
         mode,
         args.verbose,
         Box::new(std::io::stdout()),
@@ -714,7 +719,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// Ctrl-C once: start no new step, let running ones finish. Twice: stop now.
 fn watch_interrupts(
-    reporter: std::sync::Arc<crate::output::Reporter>,
+    reporter: std::sync::Arc<crate::cli::output::Reporter>,
 ) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = cancel.clone();
@@ -735,11 +740,11 @@ fn watch_interrupts(
 fn up(
     args: &Args,
     spec: &ClusterSpec,
-    mut opts: crate::converge::UpOptions,
+    mut opts: crate::ops::up::UpOptions,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let (origins, applied): (Vec<String>, Vec<Value>) =
-        crate::converge::load_manifests_from(&args.dir, &spec.body.workloads)
+        crate::ops::up::load_manifests_from(&args.dir, &spec.body.workloads)
             .map_err(Failure::Other)?
             .into_iter()
             .unzip();
@@ -768,13 +773,13 @@ fn up(
     let converge = || {
         rt.block_on(async {
             let cancel = watch_interrupts(rep.clone());
-            crate::converge::up(spec, &applied, &tools, rep.clone(), cancel, &opts).await
+            crate::ops::up::up(spec, &applied, &tools, rep.clone(), cancel, &opts).await
         })
     };
     let report = match converge() {
         // A changed `istio.version` is an upgrade by the spec's strategy, never a reinstall;
         // `up` learns it from the same observation it plans from.
-        Err(crate::converge::Error::UpgradeDue(to)) => {
+        Err(crate::ops::up::Error::UpgradeDue(to)) => {
             upgrade(args, spec, upgrade_args(Some(to)), out)?;
             converge()
         }
@@ -842,7 +847,7 @@ fn down(args: &Args, cluster: Option<&str>, yes: bool, out: &mut dyn Write) -> R
         let _ = std::io::stdin().read_line(&mut answer);
         matches!(answer.trim(), "y" | "Y" | "yes")
     };
-    let result = rt.block_on(crate::converge::down(&name, &tools, yes, confirm))?;
+    let result = rt.block_on(crate::ops::up::down(&name, &tools, yes, confirm))?;
     if args.output == Output::Json {
         let mut r = result;
         r["ok"] = json!(true);
@@ -856,7 +861,7 @@ fn down(args: &Args, cluster: Option<&str>, yes: bool, out: &mut dyn Write) -> R
 fn status(args: &Args, cluster: Option<&str>, out: &mut dyn Write) -> Result<(), Failure> {
     let name = cluster_name(args, cluster)?;
     let tools = toolchain(args);
-    let s = runtime()?.block_on(crate::status::collect(&name, &tools))?;
+    let s = runtime()?.block_on(crate::ops::status::collect(&name, &tools))?;
     if args.output == Output::Json {
         writeln!(
             out,
@@ -864,7 +869,7 @@ fn status(args: &Args, cluster: Option<&str>, out: &mut dyn Write) -> Result<(),
             serde_json::to_string_pretty(&s).unwrap_or_default()
         )?;
     } else {
-        write!(out, "{}", crate::status::text(&s))?;
+        write!(out, "{}", crate::ops::status::text(&s))?;
     }
     Ok(())
 }
@@ -878,7 +883,7 @@ fn doctor(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
         if let Ok(spec) = loaded.repo.resolve(name) {
             clusters += 1;
             for c in k3d::host_port_claims(&spec.body.k3d) {
-                claims.push(crate::doctor::PortClaim {
+                claims.push(crate::ops::doctor::PortClaim {
                     port: c.port,
                     cluster: spec.name.clone(),
                     field: format!("k3d.{}", c.field),
@@ -886,7 +891,7 @@ fn doctor(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
             }
         }
     }
-    let checks = runtime()?.block_on(crate::doctor::run(&tools, &claims, clusters));
+    let checks = runtime()?.block_on(crate::ops::doctor::run(&tools, &claims, clusters));
     let ok = checks.iter().all(|c| c.ok);
     if args.output == Output::Json {
         writeln!(out, "{}", json!({"ok": ok, "checks": checks}))?;
@@ -917,12 +922,12 @@ fn doctor(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
 
 /// Lock and connect to an existing cluster paddock owns.
 async fn connect_owned(
-    tools: &crate::toolchain::Toolchain,
+    tools: &crate::drivers::toolchain::Toolchain,
     cluster: &str,
     command: &str,
-) -> Result<(crate::lock::ClusterLock, crate::converge::Connected), Failure> {
-    let k3d = crate::k3d::cli::K3d::new(tools.need_k3d().map_err(Failure::Other)?);
-    let lock = crate::lock::acquire(&tools.state_dir, cluster, command)
+) -> Result<(crate::engine::lock::ClusterLock, crate::ops::up::Connected), Failure> {
+    let k3d = crate::drivers::k3d::cli::K3d::new(tools.need_k3d().map_err(Failure::Other)?);
+    let lock = crate::engine::lock::acquire(&tools.state_dir, cluster, command)
         .map_err(|e| Failure::Other(e.to_string()))?;
     let info = k3d
         .find(cluster)
@@ -942,14 +947,14 @@ async fn connect_owned(
             "cluster {cluster} was not created by paddock; paddock leaves it alone"
         )));
     }
-    let c = crate::converge::connect(&k3d, tools, info).await?;
+    let c = crate::ops::up::connect(&k3d, tools, info).await?;
     Ok((lock, c))
 }
 
 fn restart(
     args: &Args,
     cluster: Option<&str>,
-    opts: crate::restart::Options,
+    opts: crate::ops::restart::Options,
 ) -> Result<(), Failure> {
     let name = cluster_name(args, cluster)?;
     let tools = toolchain(args);
@@ -964,7 +969,7 @@ fn restart(
             None,
             json!({"namespaces": opts.namespaces, "staleOnly": opts.stale_only}),
         )?;
-        crate::restart::run(&c.kube, &opts, &rep)
+        crate::ops::restart::run(&c.kube, &opts, &rep)
             .await
             .map_err(Failure::Other)
     });
@@ -1055,7 +1060,7 @@ fn upgrade(
     u: UpgradeArgs,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    use crate::upgrade::{Params, Strategy};
+    use crate::ops::upgrade::{Params, Strategy};
     let tools = toolchain(args);
     let rep = reporter(args);
     let journal = open_journal(&tools, &spec.name, &rep)?;
@@ -1068,7 +1073,7 @@ fn upgrade(
     let rt = runtime()?;
     rt.block_on(async {
         let (_lock, c) = connect_owned(&tools, &spec.name, "upgrade").await?;
-        let helm = crate::helm::cli::Helm::detect(tools.need_helm().map_err(Failure::Other)?)
+        let helm = crate::drivers::helm::cli::Helm::detect(tools.need_helm().map_err(Failure::Other)?)
             .await
             .map_err(|e| Failure::Other(format!("failed to run helm: {e}")))?;
         let helm = tools
@@ -1122,7 +1127,7 @@ fn upgrade(
                 (op, Params { strategy, from, to, from_rev, to_rev, grace_secs }, false)
             }
         };
-        let ctx = crate::upgrade::Ctx {
+        let ctx = crate::ops::upgrade::Ctx {
             cluster: &spec.name,
             spec,
             kube: &c.kube,
@@ -1134,7 +1139,7 @@ fn upgrade(
             step_timeout: std::time::Duration::from_secs(u.timeout),
             max_concurrent: u.max_concurrent,
         };
-        let steps = crate::upgrade::steps(params.strategy, !crate::upgrade::canary_namespaces(spec).is_empty());
+        let steps = crate::ops::upgrade::steps(params.strategy, !crate::ops::upgrade::canary_namespaces(spec).is_empty());
         if u.dry_run {
             let done = if resumed { journal.done_steps(&op)? } else { Vec::new() };
             let state = if resumed { format!(", unfinished operation {op}") } else { String::new() };
@@ -1142,7 +1147,7 @@ fn upgrade(
             for (i, s) in steps.iter().enumerate() {
                 // A done step is re-checked when the operation continues, not blindly skipped.
                 let mark = if done.iter().any(|d| d == s) { " [done]" } else { "" };
-                writeln!(out, "  {}. {s}{mark}: {}", i + 1, crate::upgrade::describe(s, &params))?;
+                writeln!(out, "  {}. {s}{mark}: {}", i + 1, crate::ops::upgrade::describe(s, &params))?;
             }
             return Ok(());
         }
@@ -1152,7 +1157,7 @@ fn upgrade(
             return Err(Failure::Other(format!("--pause-after {p}: no such step; the steps are {}", steps.join(", "))));
         }
         if !resumed {
-            if let Err(problems) = crate::upgrade::preflight(&ctx).await {
+            if let Err(problems) = crate::ops::upgrade::preflight(&ctx).await {
                 return Err(Failure::Other(format!(
                     "preflight refused the upgrade; nothing was changed:\n  - {}",
                     problems.join("\n  - ")
@@ -1160,8 +1165,8 @@ fn upgrade(
             }
             journal.record(&op, "op-started", None, serde_json::to_value(&params).unwrap_or_default())?;
         }
-        match crate::upgrade::run(&ctx, &op, u.pause_after.as_deref()).await {
-            crate::upgrade::Outcome::Done => {
+        match crate::ops::upgrade::run(&ctx, &op, u.pause_after.as_deref()).await {
+            crate::ops::upgrade::Outcome::Done => {
                 c.kube
                     .record_istio(&params.to, &params.to_rev, &istio::releases_for(spec, &params.to, &params.to_rev))
                     .await
@@ -1178,14 +1183,14 @@ fn upgrade(
                 );
                 Ok(())
             }
-            crate::upgrade::Outcome::Paused(step) => {
+            crate::ops::upgrade::Outcome::Paused(step) => {
                 rep.result(
                     &format!("paused after step {step}; check the cluster, then run `paddock upgrade {}` to continue", spec.name),
                     json!({"ok": true, "cluster": spec.name, "paused": step, "op": op}),
                 );
                 Ok(())
             }
-            crate::upgrade::Outcome::RolledBack(step, error, undone) => {
+            crate::ops::upgrade::Outcome::RolledBack(step, error, undone) => {
                 let msg = format!(
                     "step {step} failed: {error}\nrolled back: undid {}; the cluster is on Istio {} again",
                     if undone.is_empty() { "nothing (nothing had changed)".to_string() } else { undone.join(", ") },
@@ -1194,7 +1199,7 @@ fn upgrade(
                 rep.result(&format!("✗ {msg}"), json!({"ok": false, "rolledBack": true, "cluster": spec.name, "step": step, "error": error, "undone": undone}));
                 Err(Failure::RolledBack(msg))
             }
-            crate::upgrade::Outcome::Failed(step, error) => Err(Failure::Other(format!("step {step} failed: {error}"))),
+            crate::ops::upgrade::Outcome::Failed(step, error) => Err(Failure::Other(format!("step {step} failed: {error}"))),
         }
     })
 }

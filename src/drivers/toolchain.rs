@@ -100,8 +100,8 @@ impl Toolchain {
     }
 
     /// The tool processes paddock runs for a cluster, noted while they work.
-    pub fn children(&self, cluster: &str) -> crate::exec::Children {
-        crate::exec::Children::new(self.cluster_dir(cluster).join("running"))
+    pub fn children(&self, cluster: &str) -> crate::drivers::exec::Children {
+        crate::drivers::exec::Children::new(self.cluster_dir(cluster).join("running"))
     }
 
     /// Wait for tool processes a killed run left working on a cluster (hold its lock first),
@@ -109,9 +109,9 @@ impl Toolchain {
     pub async fn settle_children(
         &self,
         cluster: &str,
-        helm: crate::helm::cli::Helm,
+        helm: crate::drivers::helm::cli::Helm,
         said: impl Fn(&str),
-    ) -> Result<crate::helm::cli::Helm, String> {
+    ) -> Result<crate::drivers::helm::cli::Helm, String> {
         let children = self.children(cluster);
         children.wait_for_leftovers(LEFTOVER_TIMEOUT, said).await?;
         Ok(helm.noting(children))

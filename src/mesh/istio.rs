@@ -4,7 +4,7 @@
 use semver::Version;
 use serde_json::{Map, Value, json};
 
-use crate::helm::Release;
+use crate::drivers::helm::Release;
 use crate::spec::ClusterSpec;
 use crate::spec::merge::merge_values;
 

@@ -2,6 +2,8 @@
 //! and "Which control plane a pod has"). Pure functions over labels and what the cluster's
 //! webhooks say; `status` and `restart` use them.
 
+pub mod istio;
+
 use std::collections::BTreeMap;
 
 use serde_json::Value;

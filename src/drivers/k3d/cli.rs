@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{CLUSTER_LABEL, MANAGED_LABEL};
-use crate::exec::{Cmd, ExecError, exec};
+use crate::drivers::exec::{Cmd, ExecError, exec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::helm::cli::ReleaseInfo;
+use crate::drivers::helm::cli::ReleaseInfo;
 
 /// What paddock knows about a cluster before planning.
 #[derive(Debug, Clone, PartialEq, Serialize)]

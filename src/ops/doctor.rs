@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::toolchain::{Toolchain, install_help};
+use crate::drivers::toolchain::{Toolchain, install_help};
 
 /// One check's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -48,9 +48,10 @@ fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check 
 }
 
 async fn tool_version(bin: &std::path::Path, args: &[&str]) -> Result<String, String> {
-    let out = crate::exec::exec(crate::exec::Cmd::new(bin).args(args.iter().copied()))
-        .await
-        .map_err(|e| e.to_string())?;
+    let out =
+        crate::drivers::exec::exec(crate::drivers::exec::Cmd::new(bin).args(args.iter().copied()))
+            .await
+            .map_err(|e| e.to_string())?;
     Ok(out
         .stdout
         .lines()
@@ -76,10 +77,12 @@ pub struct PortClaim {
 pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec<Check> {
     let mut checks = Vec::new();
     let docker_fix = "start the Docker engine (e.g. `sudo systemctl start docker`), or set DOCKER_HOST to a reachable engine";
-    let containers = match crate::docker::version().await {
+    let containers = match crate::drivers::docker::version().await {
         Ok(v) => {
             checks.push(pass("docker", format!("Docker engine {v} reachable")));
-            crate::docker::k3d_containers().await.unwrap_or_default()
+            crate::drivers::docker::k3d_containers()
+                .await
+                .unwrap_or_default()
         }
         Err(e) => {
             checks.push(fail("docker", e.to_string(), docker_fix));
@@ -91,7 +94,7 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
         Some(bin) => match tool_version(bin, &["version"]).await {
             Ok(v) => {
                 checks.push(pass("k3d", format!("{v} ({})", bin.display())));
-                k3d_clusters = crate::k3d::cli::K3d::new(bin)
+                k3d_clusters = crate::drivers::k3d::cli::K3d::new(bin)
                     .list()
                     .await
                     .unwrap_or_default();
@@ -101,7 +104,7 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
         None => checks.push(fail("k3d", "not found", install_help("k3d"))),
     }
     match &tools.helm {
-        Some(bin) => match crate::helm::cli::Helm::detect(bin).await {
+        Some(bin) => match crate::drivers::helm::cli::Helm::detect(bin).await {
             Ok(h) => checks.push(pass(
                 "helm",
                 format!("Helm {} ({})", h.version, bin.display()),

@@ -17,8 +17,8 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-pub use crate::observe::Record;
 use crate::plan::SYSTEM_NAMESPACE;
+pub use crate::plan::observed::Record;
 
 /// Field manager of everything paddock applies.
 pub const FIELD_MANAGER: &str = "paddock";
@@ -521,7 +521,7 @@ impl Kube {
         &self,
         version: &str,
         revision: &str,
-        releases: &[crate::helm::Release],
+        releases: &[crate::drivers::helm::Release],
     ) -> Result<(), Error> {
         for r in releases {
             self.record_release(&r.name, &crate::plan::release_fingerprint(r))

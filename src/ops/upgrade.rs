@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::exec::Cmd;
-use crate::helm::Release;
-use crate::helm::cli::Helm;
-use crate::istio;
-use crate::journal::Journal;
-use crate::kubeapi::Kube;
-use crate::output::Reporter;
-use crate::restart::{self, Mesh};
+use crate::cli::output::Reporter;
+use crate::drivers::exec::Cmd;
+use crate::drivers::helm::Release;
+use crate::drivers::helm::cli::Helm;
+use crate::drivers::kube::Kube;
+use crate::engine::journal::Journal;
+use crate::mesh::istio;
+use crate::ops::restart::{self, Mesh};
 use crate::spec::ClusterSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -224,7 +224,7 @@ impl Ctx<'_> {
         version: &str,
         rev: &str,
     ) -> Result<(), String> {
-        crate::tags::point(
+        crate::ops::tags::point(
             self.helm,
             self.kubeconfig,
             self.kube,
@@ -845,7 +845,7 @@ pub async fn preflight(ctx: &Ctx<'_>) -> Result<(), Vec<String>> {
 }
 
 /// A journal write failed: stop where the journal says the cluster is, so a rerun continues.
-fn unjournaled(step: &str, e: &crate::journal::Error) -> Outcome {
+fn unjournaled(step: &str, e: &crate::engine::journal::Error) -> Outcome {
     let mut msg = e.to_string();
     if let Some(cause) = std::error::Error::source(e) {
         msg.push_str(&format!(": {cause}"));

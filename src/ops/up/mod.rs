@@ -2,6 +2,8 @@
 //! here: one operation per cluster (the lock), never mutating a cluster without paddock's
 //! marker unless `--adopt`, and confirmation before deleting.
 
+pub mod steps;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -9,16 +11,16 @@ use std::sync::atomic::AtomicBool;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use crate::execute::{self, Ctx, Outcome};
-use crate::helm::cli::Helm;
-use crate::k3d::cli::{ClusterInfo, K3d};
-use crate::kubeapi::Kube;
-use crate::lock;
-use crate::observe::{ClusterState, Observed};
-use crate::output::Reporter;
+use crate::cli::output::Reporter;
+use crate::drivers::helm::cli::Helm;
+use crate::drivers::k3d::cli::{ClusterInfo, K3d};
+use crate::drivers::kube::Kube;
+use crate::drivers::toolchain::Toolchain;
+use crate::engine::lock;
 use crate::plan;
+use crate::plan::observed::{ClusterState, Observed};
 use crate::spec::ClusterSpec;
-use crate::toolchain::Toolchain;
+use steps::{Ctx, Outcome};
 
 /// Why an operation did not succeed, mapped to exit codes by the CLI.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +68,7 @@ impl Default for UpOptions {
 pub struct UpReport {
     pub cluster: String,
     pub steps_run: usize,
-    pub summary: execute::Summary,
+    pub summary: steps::Summary,
     pub up_to_date: bool,
     pub notes: Vec<String>,
 }
@@ -74,7 +76,7 @@ pub struct UpReport {
 fn not_owned(cluster: &str) -> Error {
     Error::NotOwned(format!(
         "cluster {cluster} exists but paddock did not create it (its nodes lack the `{}=true` label); paddock leaves it alone. Pass --adopt to manage it anyway, or pick another cluster name",
-        crate::k3d::MANAGED_LABEL
+        crate::drivers::k3d::MANAGED_LABEL
     ))
 }
 
@@ -95,7 +97,7 @@ pub async fn connect(k3d: &K3d, tools: &Toolchain, info: ClusterInfo) -> Result<
         ))
     })?;
     let kubeconfig = tools.cluster_dir(&name).join("kubeconfig");
-    execute::write_kubeconfig(&kubeconfig, &text).map_err(|e| {
+    steps::write_kubeconfig(&kubeconfig, &text).map_err(|e| {
         Error::Failed(format!(
             "failed to save the kubeconfig of cluster {name} to {}: {e}",
             kubeconfig.display()
@@ -154,21 +156,24 @@ pub async fn observe(
                         )));
                     }
                     reporter.note(&format!("cluster {} is stopped; starting it", spec.name));
-                    k3d.run(crate::exec::Cmd::new(&k3d.bin).args(["cluster", "start", &spec.name]))
-                        .await
-                        .map_err(|e| {
-                            Error::Failed(format!("failed to start cluster {}: {e}", spec.name))
-                        })?;
+                    k3d.run(
+                        crate::drivers::exec::Cmd::new(&k3d.bin)
+                            .args(["cluster", "start", &spec.name]),
+                    )
+                    .await
+                    .map_err(|e| {
+                        Error::Failed(format!("failed to start cluster {}: {e}", spec.name))
+                    })?;
                 }
                 let c = connect(k3d, tools, info).await?;
                 // Helm and the API are read at once.
                 let kube_reads = async {
                     let record = c.kube.record().await?;
                     let views = c.kube.namespaces().await?;
-                    Ok::<_, crate::kubeapi::Error>((record, views))
+                    Ok::<_, crate::drivers::kube::Error>((record, views))
                 };
                 let helm_list = helm.list(&c.kubeconfig);
-                let tags = crate::tags::observed(&c.kube);
+                let tags = crate::ops::tags::observed(&c.kube);
                 let (reads, releases, tags) = tokio::join!(kube_reads, helm_list, tags);
                 let (record, views) = reads.map_err(|e| Error::Failed(e.to_string()))?;
                 let releases = releases.map_err(|e| {
@@ -250,7 +255,7 @@ pub async fn up(
         return Ok(UpReport {
             cluster: spec.name.clone(),
             steps_run: 0,
-            summary: execute::Summary::default(),
+            summary: steps::Summary::default(),
             up_to_date: true,
             notes: plan.notes.clone(),
         });
@@ -276,7 +281,7 @@ pub async fn up(
         spec_json: serde_json::to_value(spec).unwrap_or(Value::Null),
         verify_timeout: opts.verify_timeout,
     });
-    match execute::run(&plan, ctx).await {
+    match steps::run(&plan, ctx).await {
         Outcome::Done(summary) => Ok(UpReport {
             cluster: spec.name.clone(),
             steps_run: summary.steps.len(),
@@ -318,7 +323,7 @@ pub async fn down(
     if !info.owned() {
         return Err(Error::NotOwned(format!(
             "cluster {cluster} was not created by paddock (no `{}=true` label); delete it with `k3d cluster delete {cluster}` yourself if you mean to",
-            crate::k3d::MANAGED_LABEL
+            crate::drivers::k3d::MANAGED_LABEL
         )));
     }
     if !confirmed

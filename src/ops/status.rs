@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::converge::{self, Error};
-use crate::helm::cli::Helm;
-use crate::k3d::cli::K3d;
-use crate::kubeapi::Kube;
+use crate::drivers::helm::cli::Helm;
+use crate::drivers::k3d::cli::K3d;
+use crate::drivers::kube::Kube;
+use crate::drivers::toolchain::Toolchain;
 use crate::mesh;
-use crate::toolchain::Toolchain;
+use crate::ops::up::{self, Error};
 
 use crate::mesh::labels_of as labels;
 
@@ -79,7 +79,7 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         );
     }
     let owned = info.owned();
-    let c = converge::connect(&k3d, tools, info).await?;
+    let c = up::connect(&k3d, tools, info).await?;
     let kube = &c.kube;
     let nodes: Vec<Value> = list(kube, "v1", "Node", None)
         .await?
@@ -94,7 +94,7 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
             json!({"name": name(n), "ready": ready(&n["status"]["conditions"]), "role": role})
         })
         .collect();
-    let view = crate::restart::Mesh::read(kube)
+    let view = crate::ops::restart::Mesh::read(kube)
         .await
         .map_err(Error::Failed)?;
     let image_of = |rev: &str| view.images.get(rev).cloned();
@@ -143,7 +143,7 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         if SYSTEM.contains(&ns.as_str()) {
             continue;
         }
-        let (kind, wname) = crate::restart::workload_of(pod);
+        let (kind, wname) = crate::ops::restart::workload_of(pod);
         if mesh::terminating(pod) {
             // On its way out: counted, but its proxy is not what the workload runs.
             let entry = workloads

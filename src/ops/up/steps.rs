@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::helm::cli::Helm;
-use crate::k3d::cli::K3d;
-use crate::kubeapi::Kube;
-use crate::output::Reporter;
+use crate::cli::output::Reporter;
+use crate::drivers::helm::cli::Helm;
+use crate::drivers::k3d::cli::K3d;
+use crate::drivers::kube::Kube;
 use crate::plan::{Action, Plan, Step};
 use crate::spec::types::WorkloadKind;
 
@@ -273,7 +273,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
             tags,
         } => {
             let k = kube(ctx).await?;
-            crate::tags::point(
+            crate::ops::tags::point(
                 &ctx.helm,
                 &ctx.kubeconfig,
                 k,
@@ -333,7 +333,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
                     let from = origins.get(i).unwrap_or(source);
                     format!(
                         "failed to apply {from} ({}): {e}",
-                        crate::kubeapi::describe(obj)
+                        crate::drivers::kube::describe(obj)
                     )
                 })?;
             }
@@ -379,7 +379,7 @@ pub async fn verify_ingress(url: &str, host: &str, timeout: Duration) -> Result<
     loop {
         let (u, h) = (url.to_string(), host.to_string());
         match tokio::task::spawn_blocking(move || http_get(&u, Some(&h))).await {
-            Ok(Ok(a)) if a.status == 200 && a.body.contains(crate::istio::PROBE_BODY) => {
+            Ok(Ok(a)) if a.status == 200 && a.body.contains(crate::mesh::istio::PROBE_BODY) => {
                 return Ok(());
             }
             Ok(Ok(a)) if a.status == 404 && a.head.contains("server: istio-envoy") => {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::exec::Cmd;
-use crate::helm::cli::Helm;
-use crate::kubeapi::Kube;
+use crate::drivers::exec::Cmd;
+use crate::drivers::helm::cli::Helm;
+use crate::drivers::kube::Kube;
 
 /// Point `tags` at revision `rev` of `version`.
 #[allow(clippy::too_many_arguments)]
@@ -29,7 +29,7 @@ pub async fn point(
     if tags.is_empty() {
         return Ok(());
     }
-    let minor = crate::istio::parse_version(version)
+    let minor = crate::mesh::istio::parse_version(version)
         .map(|v| v.minor)
         .unwrap_or(0);
     let mut args = vec![

@@ -1,16 +1,18 @@
 //! Planning: a pure function from a cluster spec and its observed state to a DAG of named,
 //! idempotent steps. Independent steps share a group and run concurrently.
 
+pub mod observed;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helm::{self, Release};
-use crate::istio;
-use crate::k3d;
-use crate::observe::{ClusterState, Record};
+use crate::drivers::helm::{self, Release};
+use crate::drivers::k3d;
+use crate::mesh::istio;
+use crate::plan::observed::{ClusterState, Record};
 use crate::spec::ClusterSpec;
 use crate::spec::types::{CacheRegistry, Injection, WorkloadKind};
 
@@ -255,7 +257,7 @@ fn is_istio_chart(r: &Release) -> bool {
 }
 
 /// Trim a from-nothing plan to what an existing cluster still needs.
-fn converge(spec: &ClusterSpec, mut plan: Plan, o: &crate::observe::Observed) -> Plan {
+fn converge(spec: &ClusterSpec, mut plan: Plan, o: &crate::plan::observed::Observed) -> Plan {
     let desired = record_of(&plan).cloned().unwrap_or_default();
     let recorded = o.record.as_ref();
     let istio_change = recorded

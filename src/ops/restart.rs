@@ -14,9 +14,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::kubeapi::Kube;
+use crate::cli::output::Reporter;
+use crate::drivers::kube::Kube;
 use crate::mesh::{self, Injectors};
-use crate::output::Reporter;
 
 /// Namespaces never touched.
 const SYSTEM: &[&str] = &[

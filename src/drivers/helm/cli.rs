@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Release;
-use crate::exec::{Children, Cmd, ExecError, exec};
+use crate::drivers::exec::{Children, Cmd, ExecError, exec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,0 +1,12 @@
+//! Drivers: the outside world paddock talks to, each behind a typed interface — commands as
+//! values with one way to run them (`exec`), the `k3d` and `helm` command lines, the Kubernetes
+//! API (`kube`), the Docker engine, and which tools are on this machine (`toolchain`).
+//!
+//! Uses: nothing of paddock's above it; JSON from the tools becomes typed values here.
+
+pub mod docker;
+pub mod exec;
+pub mod helm;
+pub mod k3d;
+pub mod kube;
+pub mod toolchain;
