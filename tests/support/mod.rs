@@ -31,7 +31,8 @@ pub struct World {
 /// Which helm a world runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Helm {
-    /// The real helm 4 with the real charts (the fake one, said so, where they cannot be had).
+    /// The real helm 4 with the real charts (where neither can be had, the test binary says so
+    /// and skips its tests; under `PADDOCK_REQUIRE_TOOLS=1` it fails).
     Real,
     /// The real Helm 3 with the real charts.
     Real3,

@@ -1,9 +1,11 @@
 //! The fake helm and the real helm 4 install the same releases the same way: the same objects
 //! (kind, namespace, name, and content apart from what the API server sets), owned by the
-//! same field manager, and release Secrets with the same name, type, labels and release
-//! record. Where they differ, the difference is asserted and said: the real helm gzips its
-//! release record (the fake stores it as plain JSON, which helm also reads), and the fake's
-//! record keeps the objects it applied beside the manifest.
+//! same field manager, and release Secrets with the same name, type, labels and the same
+//! release record fields that matter to readers (name, namespace, version, status, chart name
+//! and version, config). Both store the record as helm does (gzipped JSON, base64). Not
+//! compared: the record's `manifest` (the fake keeps object references and the rendered
+//! objects beside it, the real helm YAML text), its `chart` (the fake keeps metadata only),
+//! timestamps, description and notes.
 
 mod common;
 
