@@ -1,12 +1,26 @@
-//! What a running command tells the user: one line per step event, timestamped when the output
-//! is not a terminal (CI logs); NDJSON events with `--output json`; nothing but errors with
-//! `--quiet`. `-v` adds the command lines paddock runs.
+//! Rendering the events operations emit ([`crate::engine::events`]) for a person or a program:
+//!
+//! - on a terminal: a live tree of the running steps, each with its elapsed time, and a
+//!   progress bar where a step reports progress (restarts, waits); finished steps are printed
+//!   above the tree as `✓ step (1.2s)` lines;
+//! - otherwise (CI logs, pipes): one timestamped line per event;
+//! - `--output json`: NDJSON, one object per event, in the stable schema the README documents;
+//! - `--quiet`: nothing but the errors the CLI prints itself.
+//!
+//! `-v` adds the command lines paddock runs.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
+
+use crate::engine::events::{Event, Events, Sink};
+
+/// Until every operation takes the events handle by its own name.
+pub type Reporter = Events;
 
 /// How events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,101 +30,166 @@ pub enum Mode {
     Quiet,
 }
 
-/// Shared by every step of an operation.
-pub struct Reporter {
+/// The CLI's sink: renders each event as it arrives, from whichever step's task sends it.
+pub struct Renderer {
     mode: Mode,
     verbose: u8,
     timestamps: bool,
-    /// On a terminal: keep a live status line of running steps under the event lines.
-    live: bool,
     started: Instant,
     out: Mutex<Box<dyn Write + Send>>,
-    progress: Mutex<Progress>,
+    /// On a terminal in text mode: the live tree of running steps.
+    live: Option<Live>,
 }
 
-/// What the live status line shows.
-#[derive(Debug, Default)]
-struct Progress {
-    running: Vec<String>,
-    done: usize,
+/// The running steps on a terminal, one line each under a header.
+struct Live {
+    multi: MultiProgress,
+    header: ProgressBar,
+    bars: Mutex<BTreeMap<String, ProgressBar>>,
+    done: Mutex<usize>,
 }
 
-impl Progress {
-    /// `⏳ 3 done · running: a, b` (empty when nothing runs).
-    fn line(&self) -> String {
-        if self.running.is_empty() {
-            return String::new();
-        }
-        let mut names = self.running.join(", ");
-        if names.chars().count() > 100 {
-            names = names.chars().take(97).collect::<String>() + "...";
-        }
-        format!("⏳ {} done · running: {names}", self.done)
-    }
-}
-
-impl std::fmt::Debug for Reporter {
+impl std::fmt::Debug for Renderer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reporter")
+        f.debug_struct("Renderer")
             .field("mode", &self.mode)
             .finish()
     }
 }
 
-impl Reporter {
-    pub fn new(mode: Mode, verbose: u8, out: Box<dyn Write + Send>) -> Self {
-        let terminal = std::io::stdout().is_terminal() && std::env::var_os("CI").is_none();
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("  {spinner} {prefix} {elapsed:>4}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("  {spinner} {prefix} [{bar:24}] {pos}/{len} {elapsed:>4}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+        .progress_chars("=> ")
+}
+
+impl Live {
+    fn new(target: ProgressDrawTarget) -> Self {
+        let multi = MultiProgress::with_draw_target(target);
+        let header = multi.add(ProgressBar::new_spinner());
+        header.set_style(
+            ProgressStyle::with_template("{msg} {elapsed:>4}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        header.set_message("⏳ 0 done · running:");
         Self {
+            multi,
+            header,
+            bars: Mutex::new(BTreeMap::new()),
+            done: Mutex::new(0),
+        }
+    }
+
+    fn header(&self) {
+        let done = *lock(&self.done);
+        let running = lock(&self.bars).len();
+        self.header
+            .set_message(format!("⏳ {done} done · {running} running:"));
+    }
+
+    fn started(&self, step: &str) {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(spinner_style());
+        bar.set_prefix(step.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        lock(&self.bars).insert(step.to_string(), bar);
+        self.header();
+    }
+
+    fn progress(&self, step: &str, done: u64, total: u64) {
+        if let Some(bar) = lock(&self.bars).get(step) {
+            if bar.length() != Some(total) {
+                bar.set_style(bar_style());
+                bar.set_length(total);
+            }
+            bar.set_position(done);
+        }
+    }
+
+    fn finished(&self, step: &str) {
+        if let Some(bar) = lock(&self.bars).remove(step) {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+        *lock(&self.done) += 1;
+        self.header();
+    }
+
+    fn println(&self, line: &str) {
+        let _ = self.multi.println(line);
+    }
+
+    fn clear(&self) {
+        for (_, bar) in std::mem::take(&mut *lock(&self.bars)) {
+            bar.finish_and_clear();
+        }
+        self.header.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Renderer {
+    pub fn new(mode: Mode, verbose: u8, out: Box<dyn Write + Send>) -> Arc<Self> {
+        let terminal = std::io::stdout().is_terminal() && std::env::var_os("CI").is_none();
+        let live =
+            (terminal && mode == Mode::Text).then(|| Live::new(ProgressDrawTarget::stdout()));
+        Arc::new(Self {
             mode,
             verbose,
             timestamps: !terminal,
-            live: terminal && mode == Mode::Text,
             started: Instant::now(),
             out: Mutex::new(out),
-            progress: Mutex::new(Progress::default()),
-        }
+            live,
+        })
+    }
+
+    /// A renderer drawing its live tree on `target` (tests use an in-memory terminal).
+    pub fn live_on(
+        verbose: u8,
+        target: ProgressDrawTarget,
+        out: Box<dyn Write + Send>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            mode: Mode::Text,
+            verbose,
+            timestamps: false,
+            started: Instant::now(),
+            out: Mutex::new(out),
+            live: Some(Live::new(target)),
+        })
+    }
+
+    /// The handle operations send their events through.
+    pub fn events(self: &Arc<Self>) -> Events {
+        Events::new(self.clone())
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     fn write_line(&self, line: &str) {
-        let mut out = match self.out.lock() {
-            Ok(o) => o,
-            Err(p) => p.into_inner(),
-        };
-        if self.live {
-            // Clear the status line, print the event, redraw the status line under it.
-            let status = match self.progress.lock() {
-                Ok(p) => p.line(),
-                Err(p) => p.into_inner().line(),
-            };
-            let _ = write!(out, "\r\x1b[K{line}\n{status}");
-        } else {
-            let _ = writeln!(out, "{line}");
-        }
-        let _ = out.flush();
-    }
-
-    fn track(&self, id: &str, running: bool) {
-        if !self.live {
+        if let Some(live) = &self.live {
+            live.println(line);
             return;
         }
-        let mut p = match self.progress.lock() {
-            Ok(p) => p,
-            Err(p) => p.into_inner(),
-        };
-        if running {
-            p.running.push(id.to_string());
-        } else {
-            p.running.retain(|r| r != id);
-            p.done += 1;
-        }
+        let mut out = lock(&self.out);
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
     }
 
     fn text(&self, line: &str) {
@@ -131,45 +210,21 @@ impl Reporter {
         }
     }
 
-    pub fn step_started(&self, id: &str) {
-        self.track(id, true);
-        self.text(&format!("▶ {id}"));
-        self.json(json!({"event": "step", "step": id, "status": "started",
-            "at_ms": self.started.elapsed().as_millis() as u64}));
-    }
-
-    pub fn step_done(&self, id: &str, took: Duration) {
-        self.track(id, false);
-        self.text(&format!("✓ {id} ({:.1}s)", took.as_secs_f64()));
-        self.json(json!({"event": "step", "step": id, "status": "done",
-            "ms": took.as_millis() as u64, "at_ms": self.started.elapsed().as_millis() as u64}));
-    }
-
-    pub fn step_failed(&self, id: &str, took: Duration, error: &str) {
-        self.track(id, false);
-        self.text(&format!("✗ {id} ({:.1}s): {error}", took.as_secs_f64()));
-        self.json(json!({"event": "step", "step": id, "status": "failed",
-            "ms": took.as_millis() as u64, "error": error}));
-    }
-
-    /// Something the user should know.
-    pub fn note(&self, message: &str) {
-        self.text(&format!("• {message}"));
-        self.json(json!({"event": "note", "message": message}));
-    }
-
-    /// A command line being run (`-v`).
-    pub fn command(&self, cmd: &str) {
-        if self.verbose > 0 {
-            self.text(&format!("  $ {cmd}"));
-            self.json(json!({"event": "command", "command": cmd}));
-        }
+    fn at_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// The final result: a line in text mode, one JSON object in JSON mode.
     pub fn result(&self, summary: &str, result: Value) {
+        if let Some(live) = &self.live {
+            live.clear();
+        }
         match self.mode {
-            Mode::Text => self.write_line(summary),
+            Mode::Text => {
+                let mut out = lock(&self.out);
+                let _ = writeln!(out, "{summary}");
+                let _ = out.flush();
+            }
             Mode::Json => {
                 let mut r = result;
                 r["event"] = json!("result");
@@ -180,24 +235,158 @@ impl Reporter {
     }
 }
 
+/// The NDJSON form of an event (README: "Events as NDJSON"), or `None` for events JSON output
+/// leaves out (commands without `-v`).
+pub fn ndjson(event: &Event, at_ms: u64, verbose: u8) -> Option<Value> {
+    Some(match event {
+        Event::StepStarted { step } => {
+            json!({"event": "step", "step": step, "status": "started", "at_ms": at_ms})
+        }
+        Event::StepDone { step, took } => json!({"event": "step", "step": step,
+            "status": "done", "ms": took.as_millis() as u64, "at_ms": at_ms}),
+        Event::StepFailed { step, took, error } => json!({"event": "step", "step": step,
+            "status": "failed", "ms": took.as_millis() as u64, "error": error, "at_ms": at_ms}),
+        Event::Progress { step, done, total } => json!({"event": "progress", "step": step,
+            "done": done, "total": total, "at_ms": at_ms}),
+        Event::Note { message } => json!({"event": "note", "message": message, "at_ms": at_ms}),
+        Event::Command { command } if verbose > 0 => {
+            json!({"event": "command", "command": command, "at_ms": at_ms})
+        }
+        Event::Command { .. } => return None,
+    })
+}
+
+impl Sink for Renderer {
+    fn emit(&self, event: &Event) {
+        if self.mode == Mode::Json {
+            if let Some(v) = ndjson(event, self.at_ms(), self.verbose) {
+                self.json(v);
+            }
+            return;
+        }
+        match event {
+            Event::StepStarted { step } => match &self.live {
+                Some(live) => live.started(step),
+                None => self.text(&format!("▶ {step}")),
+            },
+            Event::StepDone { step, took } => {
+                if let Some(live) = &self.live {
+                    live.finished(step);
+                }
+                self.text(&format!("✓ {step} ({:.1}s)", took.as_secs_f64()));
+            }
+            Event::StepFailed { step, took, error } => {
+                if let Some(live) = &self.live {
+                    live.finished(step);
+                }
+                self.text(&format!("✗ {step} ({:.1}s): {error}", took.as_secs_f64()));
+            }
+            Event::Progress { step, done, total } => match &self.live {
+                Some(live) => live.progress(step, *done, *total),
+                None => self.text(&format!("… {step}: {done}/{total}")),
+            },
+            Event::Note { message } => self.text(&format!("• {message}")),
+            Event::Command { command } if self.verbose > 0 => self.text(&format!("  $ {command}")),
+            Event::Command { .. } => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use indicatif::InMemoryTerm;
 
     #[test]
-    fn the_live_line_names_running_steps() {
-        let mut p = Progress::default();
-        assert_eq!(p.line(), "", "nothing running, nothing shown");
-        p.running = vec![
-            "helm.install/prometheus".into(),
-            "helm.install/jaeger".into(),
-        ];
-        p.done = 7;
-        assert_eq!(
-            p.line(),
-            "⏳ 7 done · running: helm.install/prometheus, helm.install/jaeger"
+    fn the_live_tree_shows_running_steps_with_progress_and_prints_finished_ones_above() {
+        let term = InMemoryTerm::new(20, 100);
+        let r = Renderer::live_on(
+            0,
+            ProgressDrawTarget::term_like(Box::new(term.clone())),
+            Box::new(std::io::sink()),
         );
-        p.running = (0..20).map(|i| format!("step-{i}")).collect();
-        assert!(p.line().ends_with("..."));
+        let ev = r.events();
+        ev.step_started("helm.install/istiod");
+        ev.step_started("restart/workloads");
+        ev.progress("restart/workloads", 3, 12);
+        std::thread::sleep(Duration::from_millis(300));
+        let screen = term.contents();
+        assert!(screen.contains("2 running"), "{screen}");
+        assert!(screen.contains("helm.install/istiod"), "{screen}");
+        assert!(screen.contains("3/12"), "{screen}");
+        ev.step_done("helm.install/istiod", Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(300));
+        let screen = term.contents();
+        assert!(screen.contains("✓ helm.install/istiod (1.5s)"), "{screen}");
+        assert!(screen.contains("1 done · 1 running"), "{screen}");
+        let running: Vec<&str> = screen
+            .lines()
+            .filter(|l| l.contains("helm.install/istiod"))
+            .collect();
+        assert_eq!(
+            running.len(),
+            1,
+            "a finished step leaves the tree: {screen}"
+        );
+    }
+
+    #[test]
+    fn json_events_keep_their_schema() {
+        let took = Duration::from_millis(1234);
+        let cases = [
+            (
+                Event::StepStarted { step: "s".into() },
+                json!({"event": "step", "step": "s", "status": "started", "at_ms": 7}),
+            ),
+            (
+                Event::StepDone {
+                    step: "s".into(),
+                    took,
+                },
+                json!({"event": "step", "step": "s", "status": "done", "ms": 1234, "at_ms": 7}),
+            ),
+            (
+                Event::StepFailed {
+                    step: "s".into(),
+                    took,
+                    error: "e".into(),
+                },
+                json!({"event": "step", "step": "s", "status": "failed", "ms": 1234, "error": "e", "at_ms": 7}),
+            ),
+            (
+                Event::Progress {
+                    step: "s".into(),
+                    done: 1,
+                    total: 2,
+                },
+                json!({"event": "progress", "step": "s", "done": 1, "total": 2, "at_ms": 7}),
+            ),
+            (
+                Event::Note {
+                    message: "m".into(),
+                },
+                json!({"event": "note", "message": "m", "at_ms": 7}),
+            ),
+            (
+                Event::Command {
+                    command: "c".into(),
+                },
+                json!({"event": "command", "command": "c", "at_ms": 7}),
+            ),
+        ];
+        for (event, want) in cases {
+            assert_eq!(ndjson(&event, 7, 1), Some(want));
+        }
+        assert_eq!(
+            ndjson(
+                &Event::Command {
+                    command: "c".into()
+                },
+                7,
+                0
+            ),
+            None,
+            "commands only with -v"
+        );
     }
 }

@@ -120,6 +120,7 @@ fn expression(cmd: &Cmd) -> duct::Expression {
 fn finished(cmd: &Cmd, out: std::process::Output) -> Result<Output, ExecError> {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    tracing::debug!(command = %cmd, status = ?out.status.code(), stderr = %stderr.trim(), "command finished");
     if out.status.success() {
         Ok(Output { stdout, stderr })
     } else {
@@ -138,6 +139,7 @@ fn finished(cmd: &Cmd, out: std::process::Output) -> Result<Output, ExecError> {
 
 /// Run a command to completion (blocking).
 pub fn exec_blocking(cmd: &Cmd) -> Result<Output, ExecError> {
+    tracing::debug!(command = %cmd, "run");
     let out = expression(cmd).run().map_err(|source| ExecError::Spawn {
         cmd: cmd.to_string(),
         source,
@@ -171,6 +173,7 @@ impl Children {
 
     /// Run a command to completion (blocking), noted while it runs.
     pub fn exec_blocking(&self, cmd: &Cmd) -> Result<Output, ExecError> {
+        tracing::debug!(command = %cmd, "run");
         let spawn_err = |source| ExecError::Spawn {
             cmd: cmd.to_string(),
             source,

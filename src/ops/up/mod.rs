@@ -11,11 +11,11 @@ use std::sync::atomic::AtomicBool;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use crate::cli::output::Reporter;
 use crate::drivers::helm::cli::Helm;
 use crate::drivers::k3d::cli::{ClusterInfo, K3d};
 use crate::drivers::kube::Kube;
 use crate::drivers::toolchain::Toolchain;
+use crate::engine::events::Events;
 use crate::engine::lock;
 use crate::plan;
 use crate::plan::observed::{ClusterState, Observed};
@@ -120,7 +120,7 @@ pub async fn observe(
     k3d: &K3d,
     helm: &Helm,
     tools: &Toolchain,
-    reporter: &Reporter,
+    events: &Events,
     adopt: bool,
     start_stopped: bool,
 ) -> Result<(ClusterState, Vec<String>, Option<Kube>), Error> {
@@ -155,7 +155,7 @@ pub async fn observe(
                             spec.name, spec.name
                         )));
                     }
-                    reporter.note(&format!("cluster {} is stopped; starting it", spec.name));
+                    events.note(&format!("cluster {} is stopped; starting it", spec.name));
                     k3d.run(
                         crate::drivers::exec::Cmd::new(&k3d.bin)
                             .args(["cluster", "start", &spec.name]),
@@ -210,7 +210,7 @@ pub async fn up(
     spec: &ClusterSpec,
     applied: &[Value],
     tools: &Toolchain,
-    reporter: Arc<Reporter>,
+    events: Events,
     cancel: Arc<AtomicBool>,
     opts: &UpOptions,
 ) -> Result<UpReport, Error> {
@@ -221,13 +221,13 @@ pub async fn up(
     let _lock = lock::acquire(&tools.state_dir, &spec.name, "up")
         .map_err(|e| Error::Failed(e.to_string()))?;
     let helm = tools
-        .settle_children(&spec.name, helm, |m| reporter.note(m))
+        .settle_children(&spec.name, helm, |m| events.note(m))
         .await
         .map_err(Error::Failed)?;
     let kubeconfig = tools.cluster_dir(&spec.name).join("kubeconfig");
     let kube_cell = OnceCell::new();
     let (observed, registries, kube) =
-        observe(spec, &k3d, &helm, tools, &reporter, opts.adopt, true).await?;
+        observe(spec, &k3d, &helm, tools, &events, opts.adopt, true).await?;
     if let Some(k) = kube {
         let _ = kube_cell.set(k);
     }
@@ -249,7 +249,7 @@ pub async fn up(
         }
     }
     for n in &plan.notes {
-        reporter.note(n);
+        events.note(n);
     }
     if plan.steps.is_empty() {
         return Ok(UpReport {
@@ -276,7 +276,7 @@ pub async fn up(
         helm,
         kubeconfig,
         kube: kube_cell,
-        reporter: reporter.clone(),
+        events: events.clone(),
         cancel,
         spec_json: serde_json::to_value(spec).unwrap_or(Value::Null),
         verify_timeout: opts.verify_timeout,

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::cli::output::Reporter;
 use crate::drivers::helm::cli::Helm;
 use crate::drivers::k3d::cli::K3d;
 use crate::drivers::kube::Kube;
+use crate::engine::events::Events;
 use crate::plan::{Action, Plan, Step};
 use crate::spec::types::WorkloadKind;
 
@@ -28,7 +28,7 @@ pub struct Ctx {
     /// Where the cluster's kubeconfig is kept for helm.
     pub kubeconfig: PathBuf,
     pub kube: OnceCell<Kube>,
-    pub reporter: Arc<Reporter>,
+    pub events: Events,
     /// Set by Ctrl-C: start no new step.
     pub cancel: Arc<AtomicBool>,
     /// The merged spec, recorded in the cluster.
@@ -99,7 +99,7 @@ pub async fn run(plan: &Plan, ctx: Arc<Ctx>) -> Outcome {
                 }
                 if step.needs.iter().all(|n| done.contains(n)) {
                     running.insert(step.id.clone());
-                    ctx.reporter.step_started(&step.id);
+                    ctx.events.step_started(&step.id);
                     let (step, ctx) = (step.clone(), ctx.clone());
                     set.spawn(async move {
                         let t = Instant::now();
@@ -123,11 +123,11 @@ pub async fn run(plan: &Plan, ctx: Arc<Ctx>) -> Outcome {
         times.insert(id.clone(), took);
         match result {
             Ok(()) => {
-                ctx.reporter.step_done(&id, took);
+                ctx.events.step_done(&id, took);
                 done.insert(id);
             }
             Err(e) => {
-                ctx.reporter.step_failed(&id, took, &e);
+                ctx.events.step_failed(&id, took, &e);
                 failure.get_or_insert((id, e));
             }
         }
@@ -194,7 +194,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
     match &step.action {
         Action::CreateCluster { config } => {
             let cmd = ctx.k3d.create_cmd(&ctx.cluster, config);
-            ctx.reporter.command(&cmd.to_string());
+            ctx.events.command(&cmd.to_string());
             ctx.k3d
                 .run(cmd)
                 .await
@@ -209,7 +209,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
                 &registry.remote,
                 &volume,
             );
-            ctx.reporter.command(&cmd.to_string());
+            ctx.events.command(&cmd.to_string());
             match ctx.k3d.run(cmd).await {
                 Ok(_) => Ok(()),
                 // Another cluster's `up` may have made it meanwhile: that is just as good.
@@ -230,7 +230,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
         }
         Action::ImportImages { images } => {
             let cmd = ctx.k3d.image_import_cmd(&ctx.cluster, images);
-            ctx.reporter.command(&cmd.to_string());
+            ctx.events.command(&cmd.to_string());
             ctx.k3d
                 .run(cmd)
                 .await
@@ -255,7 +255,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
         Action::HelmInstall { release } => {
             recover_pending(ctx, &release.name, &release.namespace).await?;
             let cmd = ctx.helm.upgrade_install_cmd(release, &ctx.kubeconfig);
-            ctx.reporter.command(&cmd.to_string());
+            ctx.events.command(&cmd.to_string());
             ctx.helm
                 .run(cmd)
                 .await
@@ -361,7 +361,7 @@ async fn recover_pending(ctx: &Ctx, name: &str, namespace: &str) -> Result<(), S
         }
         _ => return Ok(()),
     };
-    ctx.reporter.note(&format!(
+    ctx.events.note(&format!(
         "release {name} was left {status} by an interrupted run; recovering with `{cmd}`"
     ));
     ctx.helm

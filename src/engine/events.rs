@@ -1,0 +1,192 @@
+//! What operations report while they run: one typed [`Event`] enum, sent to a [`Sink`].
+//!
+//! Operations never print. They hold an [`Events`] handle and say what happens — a step
+//! started, finished or failed, a command line run, a note for the user, progress of a long
+//! wait — and whoever started the operation decides what to do with it: the CLI renders it
+//! (a live tree on a terminal, timestamped lines in a log, NDJSON with `--output json`), the
+//! daemon streams it to its API clients. Every event is also a `tracing` event (target
+//! `paddock::events`), so `RUST_LOG=paddock=debug` shows them in diagnostics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Something an operation reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A step began.
+    StepStarted { step: String },
+    /// A step finished.
+    StepDone { step: String, took: Duration },
+    /// A step failed; `error` is the whole chain, one line.
+    StepFailed {
+        step: String,
+        took: Duration,
+        error: String,
+    },
+    /// How far a long step is (workloads restarted, replicas ready): `done` of `total`.
+    Progress { step: String, done: u64, total: u64 },
+    /// Something the user should know (a repair, a decision, an interruption).
+    Note { message: String },
+    /// A command line paddock runs (helm, k3d, kubectl), shown with `-v`.
+    Command { command: String },
+}
+
+impl Event {
+    /// The step the event belongs to, if any.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Event::StepStarted { step }
+            | Event::StepDone { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::Progress { step, .. } => Some(step),
+            Event::Note { .. } | Event::Command { .. } => None,
+        }
+    }
+}
+
+/// Where events go.
+pub trait Sink: Send + Sync {
+    fn emit(&self, event: &Event);
+}
+
+/// A sink that keeps nothing (planning runs, tests that do not look).
+#[derive(Debug, Default)]
+pub struct Discard;
+
+impl Sink for Discard {
+    fn emit(&self, _: &Event) {}
+}
+
+/// A sink that keeps every event, for tests and for replaying to late subscribers.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    events: std::sync::Mutex<Vec<Event>>,
+}
+
+impl Recorder {
+    pub fn events(&self) -> Vec<Event> {
+        match self.events.lock() {
+            Ok(e) => e.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+impl Sink for Recorder {
+    fn emit(&self, event: &Event) {
+        match self.events.lock() {
+            Ok(mut e) => e.push(event.clone()),
+            Err(p) => p.into_inner().push(event.clone()),
+        }
+    }
+}
+
+/// The handle operations hold: cheap to clone, shared by concurrent steps.
+#[derive(Clone)]
+pub struct Events {
+    sink: Arc<dyn Sink>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Events")
+    }
+}
+
+impl Events {
+    pub fn new(sink: Arc<dyn Sink>) -> Self {
+        Self { sink }
+    }
+
+    /// Events nobody looks at.
+    pub fn discard() -> Self {
+        Self::new(Arc::new(Discard))
+    }
+
+    pub fn emit(&self, event: Event) {
+        match &event {
+            Event::StepFailed { step, error, .. } => {
+                tracing::info!(target: "paddock::events", step = %step, error = %error, "step failed")
+            }
+            Event::Command { command } => {
+                tracing::debug!(target: "paddock::events", command = %command, "run")
+            }
+            other => tracing::debug!(target: "paddock::events", event = ?other),
+        }
+        self.sink.emit(&event);
+    }
+
+    pub fn step_started(&self, step: &str) {
+        self.emit(Event::StepStarted { step: step.into() });
+    }
+
+    pub fn step_done(&self, step: &str, took: Duration) {
+        self.emit(Event::StepDone {
+            step: step.into(),
+            took,
+        });
+    }
+
+    pub fn step_failed(&self, step: &str, took: Duration, error: &str) {
+        self.emit(Event::StepFailed {
+            step: step.into(),
+            took,
+            error: error.into(),
+        });
+    }
+
+    pub fn progress(&self, step: &str, done: u64, total: u64) {
+        self.emit(Event::Progress {
+            step: step.into(),
+            done,
+            total,
+        });
+    }
+
+    pub fn note(&self, message: &str) {
+        self.emit(Event::Note {
+            message: message.into(),
+        });
+    }
+
+    pub fn command(&self, command: &str) {
+        self.emit(Event::Command {
+            command: command.into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_reaches_the_sink_in_order() {
+        let rec = Arc::new(Recorder::default());
+        let ev = Events::new(rec.clone());
+        ev.step_started("a");
+        ev.progress("a", 1, 2);
+        ev.step_done("a", Duration::from_millis(5));
+        ev.note("n");
+        assert_eq!(
+            rec.events(),
+            vec![
+                Event::StepStarted { step: "a".into() },
+                Event::Progress {
+                    step: "a".into(),
+                    done: 1,
+                    total: 2
+                },
+                Event::StepDone {
+                    step: "a".into(),
+                    took: Duration::from_millis(5)
+                },
+                Event::Note {
+                    message: "n".into()
+                },
+            ]
+        );
+        assert_eq!(rec.events()[1].step(), Some("a"));
+        assert_eq!(rec.events()[3].step(), None);
+    }
+}
