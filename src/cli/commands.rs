@@ -1,5 +1,7 @@
 //! The commands that change a cluster or look at it: `up`, `down`, `status`, `doctor`.
 
+#![allow(clippy::result_large_err)] // the operations' errors, made once per failure
+
 use super::*;
 pub(super) fn up(
     args: &Args,
@@ -8,8 +10,7 @@ pub(super) fn up(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let (origins, applied): (Vec<String>, Vec<Value>) =
-        crate::ops::up::load_manifests_from(&args.dir, &spec.body.workloads)
-            .map_err(Failure::Other)?
+        crate::ops::up::load_manifests_from(&args.dir, &spec.body.workloads)?
             .into_iter()
             .unzip();
     opts.origins = origins;
@@ -54,8 +55,8 @@ pub(super) fn up(
         Ok(r) => r,
         Err(e) => {
             rep.result(
-                &format!("✗ {e}"),
-                json!({"ok": false, "cluster": spec.name, "error": e.to_string()}),
+                &format!("✗ {}", chain(&e)),
+                json!({"ok": false, "cluster": spec.name, "error": chain(&e), "hint": e.what_to_do()}),
             );
             return Err(e.into());
         }
@@ -184,35 +185,4 @@ pub(super) fn doctor(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
             checks.iter().filter(|c| !c.ok).count()
         )))
     }
-}
-
-/// Lock and connect to an existing cluster paddock owns.
-pub(super) async fn connect_owned(
-    tools: &crate::drivers::toolchain::Toolchain,
-    cluster: &str,
-    command: &str,
-) -> Result<(crate::engine::lock::ClusterLock, crate::ops::up::Connected), Failure> {
-    let k3d = crate::drivers::k3d::cli::K3d::new(tools.need_k3d().map_err(Failure::Other)?);
-    let lock = crate::engine::lock::acquire(&tools.state_dir, cluster, command)
-        .map_err(|e| Failure::Other(e.to_string()))?;
-    let info = k3d
-        .find(cluster)
-        .await
-        .map_err(|e| {
-            Failure::Other(format!(
-                "could not tell whether cluster {cluster} exists: {e}"
-            ))
-        })?
-        .ok_or_else(|| {
-            Failure::Other(format!(
-                "cluster {cluster} does not exist; `paddock up {cluster}` creates it"
-            ))
-        })?;
-    if !info.owned() {
-        return Err(Failure::NotOwned(format!(
-            "cluster {cluster} was not created by paddock; paddock leaves it alone"
-        )));
-    }
-    let c = crate::ops::up::connect(&k3d, tools, info).await?;
-    Ok((lock, c))
 }

@@ -326,5 +326,8 @@ pub(super) fn print_render(
 }
 
 pub(super) fn applied_objects(args: &Args, spec: &ClusterSpec) -> Result<Vec<Value>, Failure> {
-    crate::ops::up::load_manifests(&args.dir, &spec.body.workloads).map_err(Failure::Other)
+    Ok(crate::ops::up::load_manifests(
+        &args.dir,
+        &spec.body.workloads,
+    )?)
 }

@@ -289,13 +289,6 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
             eprintln!("error: {message}");
             exit::ROLLED_BACK
         }
-        Err(Failure::NotOwned(message)) => {
-            if args.output == Output::Json {
-                let _ = writeln!(out, "{}", json!({ "ok": false, "error": message }));
-            }
-            eprintln!("error: {message}");
-            exit::NOT_OWNED
-        }
         Err(Failure::Other(message)) => {
             if args.output == Output::Json {
                 let _ = writeln!(out, "{}", json!({ "ok": false, "error": message }));
@@ -303,23 +296,56 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
             eprintln!("error: {message}");
             exit::FAILED
         }
+        Err(Failure::Op {
+            message,
+            hint,
+            code,
+        }) => {
+            if args.output == Output::Json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({ "ok": false, "error": message, "hint": hint })
+                );
+            }
+            eprintln!("error: {message}");
+            if let Some(hint) = hint {
+                eprintln!("  what to do: {hint}");
+            }
+            code
+        }
     }
 }
 
 enum Failure {
     BadInput(SpecErrors),
     Other(String),
-    NotOwned(String),
+    /// An operation's typed error: its chain, what to do, and the exit code it maps to.
+    Op {
+        message: String,
+        hint: Option<String>,
+        code: u8,
+    },
     RolledBack(String),
 }
 
 impl From<crate::ops::up::Error> for Failure {
     fn from(e: crate::ops::up::Error) -> Self {
-        match e {
-            crate::ops::up::Error::NotOwned(m) => Failure::NotOwned(m),
-            other => Failure::Other(other.to_string()),
+        let code = match e {
+            crate::ops::up::Error::NotOwned { .. } => exit::NOT_OWNED,
+            _ => exit::FAILED,
+        };
+        Failure::Op {
+            message: chain(&e),
+            hint: e.what_to_do(),
+            code,
         }
     }
+}
+
+/// Any other error: its chain, exit code 1.
+fn failed(e: &dyn std::error::Error) -> Failure {
+    Failure::Other(chain(e))
 }
 
 impl From<crate::engine::journal::Error> for Failure {
@@ -328,16 +354,7 @@ impl From<crate::engine::journal::Error> for Failure {
     }
 }
 
-/// An error and its causes, as one line: "failed to x: because y: because z".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    out
-}
+use crate::engine::chain;
 
 /// Open a cluster's journal; a torn last record it removed is said.
 fn open_journal(

@@ -1,7 +1,7 @@
 //! The commands that run journaled operations: `upgrade`, `restart`, `history`.
 
 use super::*;
-use commands::connect_owned;
+use crate::ops::up::connect_owned;
 pub(super) fn restart(
     args: &Args,
     cluster: Option<&str>,
@@ -46,7 +46,8 @@ pub(super) fn restart(
         }
         Err(e) => {
             let msg = match &e {
-                Failure::Other(m) | Failure::NotOwned(m) | Failure::RolledBack(m) => m.clone(),
+                Failure::Other(m) | Failure::RolledBack(m) => m.clone(),
+                Failure::Op { message, .. } => message.clone(),
                 Failure::BadInput(b) => b.to_string(),
             };
             let _ = journal.record(&op, "op-failed", None, json!({"error": msg}));
@@ -130,13 +131,13 @@ pub(super) fn upgrade(
     let rt = runtime()?;
     rt.block_on(async {
         let (_lock, c) = connect_owned(&tools, &spec.name, "upgrade").await?;
-        let helm = crate::drivers::helm::cli::Helm::detect(tools.need_helm().map_err(Failure::Other)?)
+        let helm = crate::drivers::helm::cli::Helm::detect(tools.need_helm().map_err(|e| failed(&e))?)
             .await
             .map_err(|e| Failure::Other(format!("failed to run helm: {e}")))?;
         let helm = tools
             .settle_children(&spec.name, helm, |m| events.note(m))
             .await
-            .map_err(Failure::Other)?;
+            .map_err(|e| failed(&e))?;
         let (op, params, resumed) = match journal.unfinished()?.filter(|(op, _)| op.starts_with("upgrade-")) {
             Some((op, detail)) => {
                 let params: Params = serde_json::from_value(detail)

@@ -95,6 +95,18 @@ impl ExecError {
     }
 }
 
+/// A tool process an interrupted run left working, still running after the wait.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{command}` (pid {pid}) from an interrupted run is still working after {}s; wait for it, or stop it (`kill {pid}`) and run again",
+    waited.as_secs()
+)]
+pub struct LeftoverError {
+    pub command: String,
+    pub pid: u32,
+    pub waited: std::time::Duration,
+}
+
 /// What a successful run printed.
 #[derive(Debug, Clone, Default)]
 pub struct Output {
@@ -210,7 +222,7 @@ impl Children {
         &self,
         timeout: std::time::Duration,
         said: impl Fn(&str),
-    ) -> Result<(), String> {
+    ) -> Result<(), LeftoverError> {
         let deadline = std::time::Instant::now() + timeout;
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Ok(());
@@ -232,13 +244,11 @@ impl Children {
             }
             while running(&note) {
                 if std::time::Instant::now() > deadline {
-                    return Err(format!(
-                        "`{}` (pid {}) from an interrupted run is still working after {}s; wait for it, or stop it (`kill {}`) and run again",
-                        note.shown,
-                        note.pid,
-                        timeout.as_secs(),
-                        note.pid
-                    ));
+                    return Err(LeftoverError {
+                        command: note.shown.clone(),
+                        pid: note.pid,
+                        waited: timeout,
+                    });
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }

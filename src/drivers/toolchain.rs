@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 /// waiting for it (helm's own default timeout).
 const LEFTOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// A tool paddock needs is not on this machine; the message says how to install it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{tool} was not found; {help}", tool = .0, help = install_help(.0))]
+pub struct Missing(pub &'static str);
+
 /// The binaries paddock drives and its state directory.
 #[derive(Debug, Clone)]
 pub struct Toolchain {
@@ -82,16 +87,12 @@ impl Toolchain {
     }
 
     /// The k3d binary, or the error that says what to install.
-    pub fn need_k3d(&self) -> Result<&Path, String> {
-        self.k3d
-            .as_deref()
-            .ok_or_else(|| format!("k3d was not found; {}", install_help("k3d")))
+    pub fn need_k3d(&self) -> Result<&Path, Missing> {
+        self.k3d.as_deref().ok_or(Missing("k3d"))
     }
 
-    pub fn need_helm(&self) -> Result<&Path, String> {
-        self.helm
-            .as_deref()
-            .ok_or_else(|| format!("helm was not found; {}", install_help("helm")))
+    pub fn need_helm(&self) -> Result<&Path, Missing> {
+        self.helm.as_deref().ok_or(Missing("helm"))
     }
 
     /// Per-cluster files (kubeconfig) under the state directory.
@@ -111,7 +112,7 @@ impl Toolchain {
         cluster: &str,
         helm: crate::drivers::helm::cli::Helm,
         said: impl Fn(&str),
-    ) -> Result<crate::drivers::helm::cli::Helm, String> {
+    ) -> Result<crate::drivers::helm::cli::Helm, crate::drivers::exec::LeftoverError> {
         let children = self.children(cluster);
         children.wait_for_leftovers(LEFTOVER_TIMEOUT, said).await?;
         Ok(helm.noting(children))

@@ -34,10 +34,15 @@ const SYSTEM: &[&str] = &[
     "paddock-system",
 ];
 
-async fn list(kube: &Kube, api: &str, kind: &str, ns: Option<&str>) -> Result<Vec<Value>, Error> {
+async fn list(
+    kube: &Kube,
+    api: &str,
+    kind: &'static str,
+    ns: Option<&str>,
+) -> Result<Vec<Value>, Error> {
     kube.list_json(api, kind, ns)
         .await
-        .map_err(|e| Error::Failed(format!("failed to read {kind} objects: {e}")))
+        .map_err(|source| Error::Read { kind, source })
 }
 
 /// A workload's status row before its pods are counted in.
@@ -53,15 +58,12 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
     let info = k3d
         .find(cluster)
         .await
-        .map_err(|e| {
-            Error::Failed(format!(
-                "could not tell whether cluster {cluster} exists: {e}"
-            ))
+        .map_err(|source| Error::Find {
+            cluster: cluster.to_string(),
+            source,
         })?
-        .ok_or_else(|| {
-            Error::Failed(format!(
-                "cluster {cluster} does not exist; `paddock up {cluster}` creates it"
-            ))
+        .ok_or_else(|| Error::Absent {
+            cluster: cluster.to_string(),
         })?;
     let mut urls = serde_json::Map::new();
     if let Some(p) = info.host_port(80) {
@@ -96,7 +98,7 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         .collect();
     let view = crate::ops::restart::Mesh::read(kube)
         .await
-        .map_err(Error::Failed)?;
+        .map_err(Error::Mesh)?;
     let image_of = |rev: &str| view.images.get(rev).cloned();
     let deployments = list(kube, "apps/v1", "Deployment", Some("istio-system"))
         .await

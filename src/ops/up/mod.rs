@@ -2,7 +2,14 @@
 //! here: one operation per cluster (the lock), never mutating a cluster without paddock's
 //! marker unless `--adopt`, and confirmation before deleting.
 
+// An error is made once per failed operation and carries its causes by value; its size does
+// not matter next to the tool runs that led to it.
+#![allow(clippy::result_large_err)]
+
+mod error;
 pub mod steps;
+
+pub use error::{Error, ManifestError};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,26 +28,6 @@ use crate::plan;
 use crate::plan::observed::{ClusterState, Observed};
 use crate::spec::ClusterSpec;
 use steps::{Ctx, Outcome};
-
-/// Why an operation did not succeed, mapped to exit codes by the CLI.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    NotOwned(String),
-    #[error("{0}")]
-    Failed(String),
-    #[error("{0}")]
-    Interrupted(String),
-    /// The spec's Istio version differs from the installed one: an upgrade comes first.
-    #[error("Istio must first be upgraded to {0}")]
-    UpgradeDue(String),
-}
-
-impl From<String> for Error {
-    fn from(s: String) -> Self {
-        Error::Failed(s)
-    }
-}
 
 /// How `up` behaves beyond the spec.
 #[derive(Debug, Clone)]
@@ -73,13 +60,6 @@ pub struct UpReport {
     pub notes: Vec<String>,
 }
 
-fn not_owned(cluster: &str) -> Error {
-    Error::NotOwned(format!(
-        "cluster {cluster} exists but paddock did not create it (its nodes lack the `{}=true` label); paddock leaves it alone. Pass --adopt to manage it anyway, or pick another cluster name",
-        crate::drivers::k3d::MANAGED_LABEL
-    ))
-}
-
 /// A connected view of an existing cluster.
 #[derive(Debug)]
 pub struct Connected {
@@ -91,26 +71,54 @@ pub struct Connected {
 /// Fetch a running cluster's kubeconfig, save it for helm, and connect.
 pub async fn connect(k3d: &K3d, tools: &Toolchain, info: ClusterInfo) -> Result<Connected, Error> {
     let name = info.name.clone();
-    let text = k3d.run(k3d.kubeconfig_cmd(&name)).await.map_err(|e| {
-        Error::Failed(format!(
-            "failed to get the kubeconfig of cluster {name}: {e}"
-        ))
-    })?;
-    let kubeconfig = tools.cluster_dir(&name).join("kubeconfig");
-    steps::write_kubeconfig(&kubeconfig, &text).map_err(|e| {
-        Error::Failed(format!(
-            "failed to save the kubeconfig of cluster {name} to {}: {e}",
-            kubeconfig.display()
-        ))
-    })?;
-    let kube = Kube::connect(&name, &text)
+    let text = k3d
+        .run(k3d.kubeconfig_cmd(&name))
         .await
-        .map_err(|e| Error::Failed(e.to_string()))?;
+        .map_err(|source| Error::Kubeconfig {
+            cluster: name.clone(),
+            source,
+        })?;
+    let kubeconfig = tools.cluster_dir(&name).join("kubeconfig");
+    steps::write_kubeconfig(&kubeconfig, &text).map_err(|source| Error::SaveKubeconfig {
+        cluster: name.clone(),
+        path: kubeconfig.clone(),
+        source,
+    })?;
+    let kube = Kube::connect(&name, &text).await?;
     Ok(Connected {
         info,
         kube,
         kubeconfig,
     })
+}
+
+/// Lock and connect to an existing cluster paddock owns (for operations on a running cluster:
+/// `upgrade`, `restart`).
+pub async fn connect_owned(
+    tools: &Toolchain,
+    cluster: &str,
+    command: &'static str,
+) -> Result<(lock::ClusterLock, Connected), Error> {
+    let k3d = K3d::new(tools.need_k3d()?);
+    let lock = lock::acquire(&tools.state_dir, cluster, command)?;
+    let info = k3d
+        .find(cluster)
+        .await
+        .map_err(|source| Error::Find {
+            cluster: cluster.to_string(),
+            source,
+        })?
+        .ok_or_else(|| Error::Absent {
+            cluster: cluster.to_string(),
+        })?;
+    if !info.owned() {
+        return Err(Error::NotOwned {
+            cluster: cluster.to_string(),
+            command,
+        });
+    }
+    let c = connect(&k3d, tools, info).await?;
+    Ok((lock, c))
 }
 
 /// What exists of a cluster, read through k3d, the API and helm. A stopped cluster is started
@@ -124,85 +132,186 @@ pub async fn observe(
     adopt: bool,
     start_stopped: bool,
 ) -> Result<(ClusterState, Vec<String>, Option<Kube>), Error> {
-    // The registry caches and the cluster are observed at once: each k3d call takes its time.
-    let caches = async {
-        if !spec.body.caches.as_ref().is_some_and(|c| c.enabled) {
-            return Ok(Vec::new());
-        }
-        k3d.registries()
-            .await
-            .map(|rs| rs.into_iter().map(|r| r.name).collect::<Vec<String>>())
-            .map_err(|e| Error::Failed(format!("could not list the registry caches: {e}")))
+    // The registry caches and the cluster are looked up at once: each k3d call takes its time.
+    let (found, registries) = tokio::try_join!(find(spec, k3d, adopt), caches(spec, k3d))?;
+    let (observed, kube) = match found {
+        None => (ClusterState::Absent, None),
+        Some(info) => read_cluster(spec, k3d, helm, tools, events, info, start_stopped).await?,
     };
-    let cluster = async {
-        let found = k3d.find(&spec.name).await.map_err(|e| {
-            Error::Failed(format!(
-                "could not tell whether cluster {} exists: {e}",
-                spec.name
-            ))
-        })?;
-        let mut kube = None;
-        let observed = match found {
-            None => ClusterState::Absent,
-            Some(info) => {
-                if !info.owned() && !adopt {
-                    return Err(not_owned(&spec.name));
-                }
-                if !info.running() {
-                    if !start_stopped {
-                        return Err(Error::Failed(format!(
-                            "cluster {} is stopped; `paddock up {}` starts it",
-                            spec.name, spec.name
-                        )));
-                    }
-                    events.note(&format!("cluster {} is stopped; starting it", spec.name));
-                    k3d.run(
-                        crate::drivers::exec::Cmd::new(&k3d.bin)
-                            .args(["cluster", "start", &spec.name]),
-                    )
-                    .await
-                    .map_err(|e| {
-                        Error::Failed(format!("failed to start cluster {}: {e}", spec.name))
-                    })?;
-                }
-                let c = connect(k3d, tools, info).await?;
-                // Helm and the API are read at once.
-                let kube_reads = async {
-                    let record = c.kube.record().await?;
-                    let views = c.kube.namespaces().await?;
-                    Ok::<_, crate::drivers::kube::Error>((record, views))
-                };
-                let helm_list = helm.list(&c.kubeconfig);
-                let tags = crate::ops::tags::observed(&c.kube);
-                let (reads, releases, tags) = tokio::join!(kube_reads, helm_list, tags);
-                let (record, views) = reads.map_err(|e| Error::Failed(e.to_string()))?;
-                let releases = releases.map_err(|e| {
-                    Error::Failed(format!(
-                        "could not list the Helm releases of cluster {}: {e}",
-                        spec.name
-                    ))
-                })?;
-                let tags = tags.map_err(Error::Failed)?;
-                let applied_labels = views
-                    .iter()
-                    .filter(|v| !v.applied_labels.is_empty())
-                    .map(|v| (v.name.clone(), v.applied_labels.clone()))
-                    .collect();
-                let namespaces = views.into_iter().map(|v| (v.name, v.labels)).collect();
-                kube = Some(c.kube);
-                ClusterState::Present(Box::new(Observed {
-                    record,
-                    releases,
-                    namespaces,
-                    applied_labels,
-                    tags,
-                }))
-            }
-        };
-        Ok::<_, Error>((observed, kube))
-    };
-    let ((observed, kube), registries) = tokio::try_join!(cluster, caches)?;
     Ok((observed, registries, kube))
+}
+
+/// The registry caches that exist (only looked up when the spec uses caches).
+async fn caches(spec: &ClusterSpec, k3d: &K3d) -> Result<Vec<String>, Error> {
+    if !spec.body.caches.as_ref().is_some_and(|c| c.enabled) {
+        return Ok(Vec::new());
+    }
+    k3d.registries()
+        .await
+        .map(|rs| rs.into_iter().map(|r| r.name).collect::<Vec<String>>())
+        .map_err(Error::Registries)
+}
+
+/// The cluster as k3d knows it; one paddock does not own is refused unless `adopt`.
+async fn find(spec: &ClusterSpec, k3d: &K3d, adopt: bool) -> Result<Option<ClusterInfo>, Error> {
+    let found = k3d.find(&spec.name).await.map_err(|source| Error::Find {
+        cluster: spec.name.clone(),
+        source,
+    })?;
+    if let Some(info) = &found
+        && !info.owned()
+        && !adopt
+    {
+        return Err(Error::NotOwned {
+            cluster: spec.name.clone(),
+            command: "up",
+        });
+    }
+    Ok(found)
+}
+
+/// Start a stopped cluster (when allowed), connect, and read helm and the API at once.
+async fn read_cluster(
+    spec: &ClusterSpec,
+    k3d: &K3d,
+    helm: &Helm,
+    tools: &Toolchain,
+    events: &Events,
+    info: ClusterInfo,
+    start_stopped: bool,
+) -> Result<(ClusterState, Option<Kube>), Error> {
+    if !info.running() {
+        if !start_stopped {
+            return Err(Error::Stopped {
+                cluster: spec.name.clone(),
+            });
+        }
+        events.note(&format!("cluster {} is stopped; starting it", spec.name));
+        k3d.run(crate::drivers::exec::Cmd::new(&k3d.bin).args(["cluster", "start", &spec.name]))
+            .await
+            .map_err(|source| Error::K3d {
+                action: "start",
+                cluster: spec.name.clone(),
+                source,
+            })?;
+    }
+    let c = connect(k3d, tools, info).await?;
+    let kube_reads = async {
+        let record = c.kube.record().await?;
+        let views = c.kube.namespaces().await?;
+        Ok::<_, crate::drivers::kube::Error>((record, views))
+    };
+    let helm_list = helm.list(&c.kubeconfig);
+    let tags = crate::ops::tags::observed(&c.kube);
+    let (reads, releases, tags) = tokio::join!(kube_reads, helm_list, tags);
+    let (record, views) = reads?;
+    let releases = releases.map_err(|source| Error::Releases {
+        cluster: spec.name.clone(),
+        source,
+    })?;
+    let tags = tags.map_err(Error::Tags)?;
+    let applied_labels = views
+        .iter()
+        .filter(|v| !v.applied_labels.is_empty())
+        .map(|v| (v.name.clone(), v.applied_labels.clone()))
+        .collect();
+    let namespaces = views.into_iter().map(|v| (v.name, v.labels)).collect();
+    let observed = ClusterState::Present(Box::new(Observed {
+        record,
+        releases,
+        namespaces,
+        applied_labels,
+        tags,
+    }));
+    Ok((observed, Some(c.kube)))
+}
+
+/// Run one observation as a step: its events, its time.
+async fn timed<T>(
+    events: &Events,
+    times: &std::sync::Mutex<Vec<(String, std::time::Duration)>>,
+    id: &str,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let t = std::time::Instant::now();
+    events.step_started(id);
+    let r = work.await;
+    let took = t.elapsed();
+    match &r {
+        Ok(_) => events.step_done(id, took),
+        Err(e) => events.step_failed(id, took, &e.to_string()),
+    }
+    if let Ok(mut v) = times.lock() {
+        v.push((id.to_string(), took));
+    }
+    r
+}
+
+/// What `up` observes before it plans, as steps: helm's version (and any helm a killed run
+/// left working), the cluster and the registry caches at once, then the cluster's releases
+/// and objects.
+struct Observation {
+    helm: Helm,
+    observed: ClusterState,
+    registries: Vec<String>,
+    kube: Option<Kube>,
+    /// Each observation step's time, in the order they finished.
+    times: Vec<(String, std::time::Duration)>,
+    /// The longest chain of observation steps.
+    critical_path: std::time::Duration,
+}
+
+async fn observe_steps(
+    spec: &ClusterSpec,
+    k3d: &K3d,
+    tools: &Toolchain,
+    events: &Events,
+    adopt: bool,
+) -> Result<Observation, Error> {
+    let times = std::sync::Mutex::new(Vec::new());
+    let helm = timed(events, &times, "observe/helm", async {
+        let helm = Helm::detect(tools.need_helm()?)
+            .await
+            .map_err(Error::Helm)?;
+        Ok(tools
+            .settle_children(&spec.name, helm, |m| events.note(m))
+            .await?)
+    });
+    let found = timed(events, &times, "observe/k3d", find(spec, k3d, adopt));
+    let registries = async {
+        if spec.body.caches.as_ref().is_some_and(|c| c.enabled) {
+            timed(events, &times, "observe/registries", caches(spec, k3d)).await
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let (helm, found, registries) = tokio::try_join!(helm, found, registries)?;
+    let first = times
+        .lock()
+        .map(|v| v.iter().map(|(_, d)| *d).max().unwrap_or_default())
+        .unwrap_or_default();
+    let (observed, kube, read) = match found {
+        None => (ClusterState::Absent, None, std::time::Duration::ZERO),
+        Some(info) => {
+            let t = std::time::Instant::now();
+            let (o, k) = timed(
+                events,
+                &times,
+                "observe/cluster",
+                read_cluster(spec, k3d, &helm, tools, events, info, true),
+            )
+            .await?;
+            (o, k, t.elapsed())
+        }
+    };
+    Ok(Observation {
+        helm,
+        observed,
+        registries,
+        kube,
+        times: times.into_inner().unwrap_or_default(),
+        critical_path: first + read,
+    })
 }
 
 /// Converge a cluster to its spec.
@@ -214,20 +323,19 @@ pub async fn up(
     cancel: Arc<AtomicBool>,
     opts: &UpOptions,
 ) -> Result<UpReport, Error> {
+    let started = std::time::Instant::now();
     let k3d = K3d::new(tools.need_k3d()?);
-    let helm = Helm::detect(tools.need_helm()?)
-        .await
-        .map_err(|e| Error::Failed(format!("failed to run helm: {e}")))?;
-    let _lock = lock::acquire(&tools.state_dir, &spec.name, "up")
-        .map_err(|e| Error::Failed(e.to_string()))?;
-    let helm = tools
-        .settle_children(&spec.name, helm, |m| events.note(m))
-        .await
-        .map_err(Error::Failed)?;
+    let _lock = lock::acquire(&tools.state_dir, &spec.name, "up")?;
     let kubeconfig = tools.cluster_dir(&spec.name).join("kubeconfig");
     let kube_cell = OnceCell::new();
-    let (observed, registries, kube) =
-        observe(spec, &k3d, &helm, tools, &events, opts.adopt, true).await?;
+    let Observation {
+        helm,
+        observed,
+        registries,
+        kube,
+        times: observe_times,
+        critical_path: observe_path,
+    } = observe_steps(spec, &k3d, tools, &events, opts.adopt).await?;
     if let Some(k) = kube {
         let _ = kube_cell.set(k);
     }
@@ -282,21 +390,31 @@ pub async fn up(
         verify_timeout: opts.verify_timeout,
     });
     match steps::run(&plan, ctx).await {
-        Outcome::Done(summary) => Ok(UpReport {
+        Outcome::Done(mut summary) => {
+            let steps_run = summary.steps.len();
+            // Observation is part of the run: its steps come first on every path.
+            summary.critical_path += observe_path;
+            for (id, took) in observe_times {
+                summary.sum += took;
+                summary.steps.insert(id, took);
+            }
+            summary.wall = started.elapsed();
+            Ok(UpReport {
+                cluster: spec.name.clone(),
+                steps_run,
+                summary,
+                up_to_date: false,
+                notes: plan.notes.clone(),
+            })
+        }
+        Outcome::Failed { step, error, .. } => Err(Error::Step {
             cluster: spec.name.clone(),
-            steps_run: summary.steps.len(),
-            summary,
-            up_to_date: false,
-            notes: plan.notes.clone(),
+            step,
+            source: error,
         }),
-        Outcome::Failed { step, error, .. } => Err(Error::Failed(format!(
-            "step {step} failed: {error}\nnothing is lost: fix the cause and run `paddock up {}` again to continue",
-            spec.name
-        ))),
-        Outcome::Interrupted(_) => Err(Error::Interrupted(format!(
-            "interrupted; the steps that finished stay done: run `paddock up {}` again to continue",
-            spec.name
-        ))),
+        Outcome::Interrupted(_) => Err(Error::Interrupted {
+            cluster: spec.name.clone(),
+        }),
     }
 }
 
@@ -308,12 +426,10 @@ pub async fn down(
     confirm: impl FnOnce(&str) -> bool,
 ) -> Result<Value, Error> {
     let k3d = K3d::new(tools.need_k3d()?);
-    let _lock = lock::acquire(&tools.state_dir, cluster, "down")
-        .map_err(|e| Error::Failed(e.to_string()))?;
-    let found = k3d.find(cluster).await.map_err(|e| {
-        Error::Failed(format!(
-            "could not tell whether cluster {cluster} exists: {e}"
-        ))
+    let _lock = lock::acquire(&tools.state_dir, cluster, "down")?;
+    let found = k3d.find(cluster).await.map_err(|source| Error::Find {
+        cluster: cluster.to_string(),
+        source,
     })?;
     let Some(info) = found else {
         return Ok(
@@ -321,10 +437,10 @@ pub async fn down(
         );
     };
     if !info.owned() {
-        return Err(Error::NotOwned(format!(
-            "cluster {cluster} was not created by paddock (no `{}=true` label); delete it with `k3d cluster delete {cluster}` yourself if you mean to",
-            crate::drivers::k3d::MANAGED_LABEL
-        )));
+        return Err(Error::NotOwned {
+            cluster: cluster.to_string(),
+            command: "down",
+        });
     }
     if !confirmed
         && !confirm(&format!(
@@ -332,13 +448,17 @@ pub async fn down(
             info.nodes.len()
         ))
     {
-        return Err(Error::Failed(format!(
-            "not confirmed; cluster {cluster} is untouched (pass --yes to skip the question)"
-        )));
+        return Err(Error::NotConfirmed {
+            cluster: cluster.to_string(),
+        });
     }
     k3d.run(k3d.delete_cmd(cluster))
         .await
-        .map_err(|e| Error::Failed(format!("failed to delete cluster {cluster}: {e}")))?;
+        .map_err(|source| Error::K3d {
+            action: "delete",
+            cluster: cluster.to_string(),
+            source,
+        })?;
     let _ = std::fs::remove_dir_all(tools.cluster_dir(cluster));
     Ok(
         json!({"cluster": cluster, "deleted": true, "message": format!("cluster {cluster} deleted; registry caches are kept for other clusters")}),
@@ -346,7 +466,7 @@ pub async fn down(
 }
 
 /// Parse workload manifests (multi-document YAML files relative to `root`).
-pub fn load_manifests(root: &std::path::Path, files: &[String]) -> Result<Vec<Value>, String> {
+pub fn load_manifests(root: &std::path::Path, files: &[String]) -> Result<Vec<Value>, Error> {
     Ok(load_manifests_from(root, files)?
         .into_iter()
         .map(|(_, o)| o)
@@ -357,14 +477,18 @@ pub fn load_manifests(root: &std::path::Path, files: &[String]) -> Result<Vec<Va
 pub fn load_manifests_from(
     root: &std::path::Path,
     files: &[String],
-) -> Result<Vec<(String, Value)>, String> {
+) -> Result<Vec<(String, Value)>, Error> {
     let mut out = Vec::new();
     for f in files {
         let path = root.join(f);
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let read = || -> Result<Vec<Value>, ManifestError> {
+            let text = std::fs::read_to_string(&path)?;
+            Ok(serde_saphyr::from_multiple(&text)?)
+        };
+        let docs = read().map_err(|source| Error::Manifest {
+            path: path.clone(),
+            source,
+        })?;
         out.extend(
             docs.into_iter()
                 .filter(|d| !d.is_null())

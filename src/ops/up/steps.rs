@@ -19,6 +19,67 @@ use crate::engine::events::Events;
 use crate::plan::{Action, Plan, Step};
 use crate::spec::types::WorkloadKind;
 
+/// Why a step of `up` failed: what it was doing, with the cause in `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("failed to {action} {name}")]
+    K3d {
+        action: &'static str,
+        name: String,
+        #[source]
+        source: crate::drivers::k3d::cli::Error,
+    },
+    #[error("failed to get the kubeconfig of cluster {cluster}")]
+    Kubeconfig {
+        cluster: String,
+        #[source]
+        source: crate::drivers::k3d::cli::Error,
+    },
+    #[error("failed to save the kubeconfig to {}", path.display())]
+    SaveKubeconfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kube(#[from] crate::drivers::kube::Error),
+    #[error("failed to {action} {release}")]
+    Helm {
+        action: &'static str,
+        release: String,
+        #[source]
+        source: crate::drivers::helm::cli::Error,
+    },
+    #[error("failed to apply {file} ({object})")]
+    Apply {
+        file: String,
+        object: String,
+        #[source]
+        source: crate::drivers::kube::Error,
+    },
+    /// Pointing revision tags (the tag module's errors are not typed yet).
+    #[error("{0}")]
+    Tags(String),
+    #[error(transparent)]
+    Ingress(IngressError),
+    #[error("a step panicked: {0}")]
+    Panicked(String),
+}
+
+/// The ingress did not answer paddock's probe route in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the ingress did not answer paddock's probe route at {url} (Host: {host}) within {}s: {last}. Check that the probe Gateway and VirtualService exist and select the gateway's pods (`kubectl get gateways.networking.istio.io,virtualservices.networking.istio.io -A -l app.kubernetes.io/managed-by=paddock`), that the gateway pods are ready (`kubectl -n istio-ingress get pods`), and that the port is published by the cluster's load balancer",
+    timeout.as_secs()
+)]
+pub struct IngressError {
+    pub url: String,
+    pub host: String,
+    pub timeout: Duration,
+    /// What the last attempt got instead.
+    pub last: String,
+}
+
 /// Everything steps need.
 #[derive(Debug)]
 pub struct Ctx {
@@ -45,7 +106,7 @@ pub enum Outcome {
     Done(Summary),
     Failed {
         step: String,
-        error: String,
+        error: StepError,
         summary: Summary,
     },
     Interrupted(Summary),
@@ -88,7 +149,7 @@ pub async fn run(plan: &Plan, ctx: Arc<Ctx>) -> Outcome {
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut running: BTreeSet<String> = BTreeSet::new();
     let mut times: BTreeMap<String, Duration> = BTreeMap::new();
-    let mut failure: Option<(String, String)> = None;
+    let mut failure: Option<(String, StepError)> = None;
     let mut set = tokio::task::JoinSet::new();
     loop {
         let stop = failure.is_some() || ctx.cancel.load(Ordering::SeqCst);
@@ -115,7 +176,7 @@ pub async fn run(plan: &Plan, ctx: Arc<Ctx>) -> Outcome {
         let (id, took, result) = match joined {
             Ok(v) => v,
             Err(e) => {
-                failure.get_or_insert(("?".into(), format!("a step panicked: {e}")));
+                failure.get_or_insert(("?".into(), StepError::Panicked(e.to_string())));
                 continue;
             }
         };
@@ -127,7 +188,7 @@ pub async fn run(plan: &Plan, ctx: Arc<Ctx>) -> Outcome {
                 done.insert(id);
             }
             Err(e) => {
-                ctx.events.step_failed(&id, took, &e);
+                ctx.events.step_failed(&id, took, &crate::engine::chain(&e));
                 failure.get_or_insert((id, e));
             }
         }
@@ -144,28 +205,24 @@ pub async fn run(plan: &Plan, ctx: Arc<Ctx>) -> Outcome {
     }
 }
 
-async fn kube(ctx: &Ctx) -> Result<&Kube, String> {
+async fn kube(ctx: &Ctx) -> Result<&Kube, StepError> {
     ctx.kube
         .get_or_try_init(|| async {
             let text = ctx
                 .k3d
                 .run(ctx.k3d.kubeconfig_cmd(&ctx.cluster))
                 .await
-                .map_err(|e| {
-                    format!(
-                        "failed to get the kubeconfig of cluster {}: {e}",
-                        ctx.cluster
-                    )
+                .map_err(|source| StepError::Kubeconfig {
+                    cluster: ctx.cluster.clone(),
+                    source,
                 })?;
-            write_kubeconfig(&ctx.kubeconfig, &text).map_err(|e| {
-                format!(
-                    "failed to save the kubeconfig to {}: {e}",
-                    ctx.kubeconfig.display()
-                )
+            write_kubeconfig(&ctx.kubeconfig, &text).map_err(|source| {
+                StepError::SaveKubeconfig {
+                    path: ctx.kubeconfig.clone(),
+                    source,
+                }
             })?;
-            Kube::connect(&ctx.cluster, &text)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(Kube::connect(&ctx.cluster, &text).await?)
         })
         .await
 }
@@ -190,15 +247,16 @@ pub fn write_kubeconfig(path: &std::path::Path, text: &str) -> std::io::Result<(
     std::fs::rename(tmp, path)
 }
 
-async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
+async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), StepError> {
     match &step.action {
         Action::CreateCluster { config } => {
             let cmd = ctx.k3d.create_cmd(&ctx.cluster, config);
             ctx.events.command(&cmd.to_string());
-            ctx.k3d
-                .run(cmd)
-                .await
-                .map_err(|e| format!("failed to create cluster {}: {e}", ctx.cluster))?;
+            ctx.k3d.run(cmd).await.map_err(|source| StepError::K3d {
+                action: "create cluster",
+                name: ctx.cluster.clone(),
+                source,
+            })?;
             kube(ctx).await.map(|_| ())
         }
         Action::EnsureRegistry { registry } => {
@@ -221,10 +279,11 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
                     {
                         Ok(())
                     }
-                    _ => Err(format!(
-                        "failed to create registry cache {}: {e}",
-                        registry.name
-                    )),
+                    _ => Err(StepError::K3d {
+                        action: "create registry cache",
+                        name: registry.name.clone(),
+                        source: e,
+                    }),
                 },
             }
         }
@@ -235,13 +294,17 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
                 .run(cmd)
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("failed to import images into cluster {}: {e}", ctx.cluster))
+                .map_err(|source| StepError::K3d {
+                    action: "import images into cluster",
+                    name: ctx.cluster.clone(),
+                    source,
+                })
         }
         Action::WaitNodesReady => kube(ctx)
             .await?
             .wait_nodes_ready(Duration::from_secs(300))
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(StepError::from),
         Action::WaitCoreDns => kube(ctx)
             .await?
             .wait_rollout(
@@ -251,20 +314,20 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
                 Duration::from_secs(300),
             )
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(StepError::from),
         Action::HelmInstall { release } => {
             recover_pending(ctx, &release.name, &release.namespace).await?;
             let cmd = ctx.helm.upgrade_install_cmd(release, &ctx.kubeconfig);
             ctx.events.command(&cmd.to_string());
-            ctx.helm
-                .run(cmd)
-                .await
-                .map_err(|e| format!("failed to install {}: {e}", release.name))?;
-            kube(ctx)
+            ctx.helm.run(cmd).await.map_err(|source| StepError::Helm {
+                action: "install",
+                release: release.name.clone(),
+                source,
+            })?;
+            Ok(kube(ctx)
                 .await?
                 .record_release(&release.name, &crate::plan::release_fingerprint(release))
-                .await
-                .map_err(|e| e.to_string())
+                .await?)
         }
         Action::ApplyTags {
             repo,
@@ -284,6 +347,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
                 Duration::from_secs(300),
             )
             .await
+            .map_err(StepError::Tags)
         }
         Action::WaitReady {
             namespace,
@@ -301,19 +365,13 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
                     WorkloadKind::StatefulSet => "StatefulSet",
                     WorkloadKind::DaemonSet => "DaemonSet",
                 };
-                k.wait_rollout(kind, namespace, &w.name, timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                k.wait_rollout(kind, namespace, &w.name, timeout).await?;
             }
             for hook in ca_bundles {
-                k.wait_webhook_ca(hook, timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                k.wait_webhook_ca(hook, timeout).await?;
             }
             for service in endpoints {
-                k.wait_endpoints(namespace, service, timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                k.wait_endpoints(namespace, service, timeout).await?;
             }
             Ok(())
         }
@@ -321,7 +379,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
             .await?
             .apply_namespace(name, labels)
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(StepError::from),
         Action::Apply {
             objects,
             source,
@@ -329,28 +387,30 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
         } => {
             let k = kube(ctx).await?;
             for (i, obj) in objects.iter().enumerate() {
-                k.apply_object(obj, "default").await.map_err(|e| {
-                    let from = origins.get(i).unwrap_or(source);
-                    format!(
-                        "failed to apply {from} ({}): {e}",
-                        crate::drivers::kube::describe(obj)
-                    )
-                })?;
+                k.apply_object(obj, "default")
+                    .await
+                    .map_err(|e| StepError::Apply {
+                        file: origins.get(i).unwrap_or(source).clone(),
+                        object: crate::drivers::kube::describe(obj),
+                        source: e,
+                    })?;
             }
             Ok(())
         }
-        Action::VerifyIngress { url, host } => verify_ingress(url, host, ctx.verify_timeout).await,
+        Action::VerifyIngress { url, host } => verify_ingress(url, host, ctx.verify_timeout)
+            .await
+            .map_err(StepError::Ingress),
         Action::RecordSpec { record } => kube(ctx)
             .await?
             .write_record(&ctx.cluster, record, &ctx.spec_json)
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(StepError::from),
     }
 }
 
 /// A release left `pending-*` by an interrupted helm (we hold the cluster lock, so nobody
 /// else is operating on it): roll an upgrade back, remove an install, so it can run again.
-async fn recover_pending(ctx: &Ctx, name: &str, namespace: &str) -> Result<(), String> {
+async fn recover_pending(ctx: &Ctx, name: &str, namespace: &str) -> Result<(), StepError> {
     let Some(status) = ctx.pending.get(&(name.to_string(), namespace.to_string())) else {
         return Ok(());
     };
@@ -368,12 +428,16 @@ async fn recover_pending(ctx: &Ctx, name: &str, namespace: &str) -> Result<(), S
         .run(cmd)
         .await
         .map(|_| ())
-        .map_err(|e| format!("failed to recover release {name}: {e}"))
+        .map_err(|source| StepError::Helm {
+            action: "recover",
+            release: name.to_string(),
+            source,
+        })
 }
 
 /// GET `url` with `Host: host` until paddock's probe route answers `200` with its body: the
 /// load balancer reached a gateway pod, and istiod pushed it the probe's configuration.
-pub async fn verify_ingress(url: &str, host: &str, timeout: Duration) -> Result<(), String> {
+pub async fn verify_ingress(url: &str, host: &str, timeout: Duration) -> Result<(), IngressError> {
     let deadline = Instant::now() + timeout;
     let mut last;
     loop {
@@ -396,10 +460,12 @@ pub async fn verify_ingress(url: &str, host: &str, timeout: Duration) -> Result<
             Err(e) => last = e.to_string(),
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "the ingress did not answer paddock's probe route at {url} (Host: {host}) within {}s: {last}. Check that the probe Gateway and VirtualService exist and select the gateway's pods (`kubectl get gateways.networking.istio.io,virtualservices.networking.istio.io -A -l app.kubernetes.io/managed-by=paddock`), that the gateway pods are ready (`kubectl -n istio-ingress get pods`), and that the port is published by the cluster's load balancer",
-                timeout.as_secs()
-            ));
+            return Err(IngressError {
+                url: url.to_string(),
+                host: host.to_string(),
+                timeout,
+                last,
+            });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
