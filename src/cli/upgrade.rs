@@ -158,9 +158,9 @@ pub(super) fn upgrade(
                 istio::parse_version(&to).map_err(|e| Failure::Other(format!("--to {to}: {e}")))?;
                 let record = c.kube.record().await.map_err(|e| Failure::Other(e.to_string()))?.unwrap_or_default();
                 let from = if record.istio_version.is_empty() { istio_spec.version.clone() } else { record.istio_version.clone() };
-                let from_v = istio::parse_version(&from).map_err(Failure::Other)?;
+                let from_v = istio::parse_version(&from).map_err(|e| failed(&e))?;
                 let from_rev = if record.istio_revision.is_empty() { istio::revision_for(&from_v) } else { record.istio_revision.clone() };
-                let to_v = istio::parse_version(&to).map_err(Failure::Other)?;
+                let to_v = istio::parse_version(&to).map_err(|e| failed(&e))?;
                 let jump = (to_v.minor as i64 - from_v.minor as i64).unsigned_abs();
                 let spec_default = match istio_spec.upgrade.strategy {
                     crate::spec::types::Strategy::InPlace => Strategy::InPlace,

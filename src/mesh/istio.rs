@@ -57,25 +57,35 @@ pub fn probe_route(cluster: &str, release: &str, namespace: &str) -> Vec<Value> 
     ]
 }
 
+/// Why a spec's Istio version is not one paddock can install.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    #[error("write the version without the leading `v`: `{0}`")]
+    LeadingV(String),
+    #[error(
+        "`{text}` is not a semantic version ({reason}); write a full Istio release such as `1.30.3`"
+    )]
+    NotSemver { text: String, reason: String },
+    #[error("build metadata (`+...`) is not part of an Istio release version")]
+    Build,
+    #[error("paddock drives Istio 1.{MIN_MINOR} and later; `{0}` is older")]
+    TooOld(String),
+}
+
 /// Parse an Istio version as written in a spec (`1.30.3`).
-pub fn parse_version(text: &str) -> Result<Version, String> {
+pub fn parse_version(text: &str) -> Result<Version, VersionError> {
     if let Some(stripped) = text.strip_prefix('v') {
-        return Err(format!(
-            "write the version without the leading `v`: `{stripped}`"
-        ));
+        return Err(VersionError::LeadingV(stripped.to_string()));
     }
-    let v = Version::parse(text).map_err(|e| {
-        format!(
-            "`{text}` is not a semantic version ({e}); write a full Istio release such as `1.30.3`"
-        )
+    let v = Version::parse(text).map_err(|e| VersionError::NotSemver {
+        text: text.to_string(),
+        reason: e.to_string(),
     })?;
     if !v.build.is_empty() {
-        return Err("build metadata (`+...`) is not part of an Istio release version".to_string());
+        return Err(VersionError::Build);
     }
     if v.major != 1 || v.minor < MIN_MINOR {
-        return Err(format!(
-            "paddock drives Istio 1.{MIN_MINOR} and later; `{text}` is older"
-        ));
+        return Err(VersionError::TooOld(text.to_string()));
     }
     Ok(v)
 }
@@ -197,16 +207,19 @@ mod tests {
         assert!(
             parse_version("v1.30.3")
                 .expect_err("v prefix")
+                .to_string()
                 .contains("without the leading `v`")
         );
         assert!(
             parse_version("1.30")
                 .expect_err("short")
+                .to_string()
                 .contains("not a semantic version")
         );
         assert!(
             parse_version("1.19.0")
                 .expect_err("old")
+                .to_string()
                 .contains("1.20 and later")
         );
         assert!(parse_version("2.0.0").is_err());

@@ -761,7 +761,7 @@ pub async fn preflight(ctx: &Ctx<'_>) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let (from, to) = match (istio::parse_version(&p.from), istio::parse_version(&p.to)) {
         (Ok(f), Ok(t)) => (f, t),
-        (Err(e), _) | (_, Err(e)) => return Err(vec![e]),
+        (Err(e), _) | (_, Err(e)) => return Err(vec![e.to_string()]),
     };
     let jump = (to.minor as i64 - from.minor as i64).unsigned_abs();
     let limit = if p.strategy == Strategy::Canary { 2 } else { 1 };

@@ -213,7 +213,7 @@ fn istio_section(body: &Body, doc: &Located, problems: &mut Vec<Diagnostic>) -> 
                     Anchor::Value,
                     format!("invalid Istio version `{}`", spec.version),
                 )
-                .with_help(e),
+                .with_help(e.to_string()),
             );
             None
         }

@@ -118,11 +118,26 @@ pub struct PortMapping {
     pub protocol: String,
 }
 
+/// Why a port mapping is not k3d's syntax.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("unknown protocol `{0}`; use tcp, udp or sctp")]
+    Protocol(String),
+    #[error("`{0}` is not `[HOST:][HOSTPORT:]CONTAINERPORT[/PROTO]`")]
+    Shape(String),
+    #[error("`{0}`: host and container port ranges differ in length")]
+    Lengths(String),
+    #[error("`{0}` is not a port number (1-65535)")]
+    Number(String),
+    #[error("port range `{0}` runs backwards")]
+    Backwards(String),
+}
+
 /// Parse k3d's port syntax.
-pub fn parse_port(spec: &str) -> Result<PortMapping, String> {
+pub fn parse_port(spec: &str) -> Result<PortMapping, PortError> {
     let (addr, protocol) = match spec.rsplit_once('/') {
         Some((a, p)) if matches!(p, "tcp" | "udp" | "sctp") => (a, p.to_string()),
-        Some((_, p)) => return Err(format!("unknown protocol `{p}`; use tcp, udp or sctp")),
+        Some((_, p)) => return Err(PortError::Protocol(p.to_string())),
         None => (spec, "tcp".to_string()),
     };
     let parts: Vec<&str> = addr.split(':').collect();
@@ -130,11 +145,7 @@ pub fn parse_port(spec: &str) -> Result<PortMapping, String> {
         [c] => (None, None, *c),
         [h, c] => (None, Some(*h), *c),
         [ip, h, c] => (Some(ip.to_string()), (!h.is_empty()).then_some(*h), *c),
-        _ => {
-            return Err(format!(
-                "`{spec}` is not `[HOST:][HOSTPORT:]CONTAINERPORT[/PROTO]`"
-            ));
-        }
+        _ => return Err(PortError::Shape(spec.to_string())),
     };
     let container_ports = parse_range(container)?;
     let host_ports = match host {
@@ -142,9 +153,7 @@ pub fn parse_port(spec: &str) -> Result<PortMapping, String> {
         None => Vec::new(),
     };
     if !host_ports.is_empty() && host_ports.len() != container_ports.len() {
-        return Err(format!(
-            "`{spec}`: host and container port ranges differ in length"
-        ));
+        return Err(PortError::Lengths(spec.to_string()));
     }
     Ok(PortMapping {
         host_ip,
@@ -154,18 +163,18 @@ pub fn parse_port(spec: &str) -> Result<PortMapping, String> {
     })
 }
 
-fn parse_range(text: &str) -> Result<Vec<u16>, String> {
-    let one = |s: &str| -> Result<u16, String> {
+fn parse_range(text: &str) -> Result<Vec<u16>, PortError> {
+    let one = |s: &str| -> Result<u16, PortError> {
         s.parse::<u16>()
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| format!("`{s}` is not a port number (1-65535)"))
+            .ok_or_else(|| PortError::Number(s.to_string()))
     };
     match text.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (one(a)?, one(b)?);
             if a > b {
-                return Err(format!("port range `{text}` runs backwards"));
+                return Err(PortError::Backwards(text.to_string()));
             }
             Ok((a..=b).collect())
         }

@@ -456,7 +456,7 @@ pub async fn verify_ingress(url: &str, host: &str, timeout: Duration) -> Result<
                     a.body.trim()
                 )
             }
-            Ok(Err(e)) => last = e,
+            Ok(Err(e)) => last = crate::engine::chain(&e),
             Err(e) => last = e.to_string(),
         }
         if Instant::now() > deadline {
@@ -480,37 +480,69 @@ pub struct HttpAnswer {
     pub body: String,
 }
 
+/// Why a GET got no HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("only http:// URLs are checked: {0}")]
+    Scheme(String),
+    #[error("{host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("{action} {host}")]
+    Io {
+        action: &'static str,
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{0} closed the connection without an answer: nothing listens behind the load balancer (a gateway listens only on ports a Gateway resource declares)"
+    )]
+    Closed(String),
+    #[error("{0} did not answer HTTP")]
+    NotHttp(String),
+}
+
 /// A minimal HTTP/1.1 GET (the connection closed after it), with an optional Host header.
-pub fn http_get(url: &str, host_header: Option<&str>) -> Result<HttpAnswer, String> {
+pub fn http_get(url: &str, host_header: Option<&str>) -> Result<HttpAnswer, HttpError> {
     use std::io::{Read, Write};
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("only http:// URLs are checked: {url}"))?;
+        .ok_or_else(|| HttpError::Scheme(url.to_string()))?;
     let (host, path) = match rest.split_once('/') {
         Some((h, p)) => (h, format!("/{p}")),
         None => (rest, "/".to_string()),
     };
+    let io = |action: &'static str| {
+        move |source| HttpError::Io {
+            action,
+            host: host.to_string(),
+            source,
+        }
+    };
     let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
-        .map_err(|e| format!("{host}: {e}"))?
+        .map_err(|e| HttpError::Resolve {
+            host: host.to_string(),
+            reason: e.to_string(),
+        })?
         .next()
-        .ok_or_else(|| format!("{host}: no address"))?;
+        .ok_or_else(|| HttpError::Resolve {
+            host: host.to_string(),
+            reason: "no address".into(),
+        })?;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map_err(|e| format!("connect {host}: {e}"))?;
+        .map_err(io("connect"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
+        .map_err(io("configure the connection to"))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         host_header.unwrap_or(host)
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(io("write to"))?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("read from {host}: {e}"))?;
+    s.read_to_end(&mut raw).map_err(io("read from"))?;
     if raw.is_empty() {
-        return Err(format!(
-            "{host} closed the connection without an answer: nothing listens behind the load balancer (a gateway listens only on ports a Gateway resource declares)"
-        ));
+        return Err(HttpError::Closed(host.to_string()));
     }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -518,7 +550,7 @@ pub fn http_get(url: &str, host_header: Option<&str>) -> Result<HttpAnswer, Stri
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{host} did not answer HTTP"))?;
+        .ok_or_else(|| HttpError::NotHttp(host.to_string()))?;
     Ok(HttpAnswer {
         status,
         head: head.to_ascii_lowercase(),
