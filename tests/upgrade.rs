@@ -707,6 +707,69 @@ fn a_journal_cut_anywhere_in_its_last_record_resumes_correctly() {
     }
 }
 
+/// `history` reads the journal while an upgrade records in it: every run succeeds with whole
+/// JSON, sees no fewer records than the one before, and the upgrade is seen under way.
+#[test]
+fn history_reads_the_journal_while_an_upgrade_records() {
+    let w = mesh_world("1.29.6", "canary");
+    two_workloads(&w);
+    w.set_knobs(&Knobs {
+        tool_latency_ms: [("helm".to_string(), 100)].into(),
+        ..Knobs::default()
+    });
+    let mut child = w.spawn_paddock(&["upgrade", "mesh", "--to", "1.30.3", "--grace", "0"]);
+    let mut counts: Vec<usize> = Vec::new();
+    let mut reads = 0;
+    while child.try_wait().expect("wait").is_none() {
+        let history = w.paddock(&["history", "mesh", "-o", "json"]);
+        assert!(history.status.success(), "{}", stderr(&history));
+        let h: Value = serde_json::from_slice(&history.stdout).expect("whole history json");
+        let n = h["operations"]
+            .as_array()
+            .expect("operations")
+            .iter()
+            .map(|op| op["entries"].as_array().expect("entries").len())
+            .sum();
+        assert!(
+            counts.last().is_none_or(|last| *last <= n),
+            "{counts:?} then {n}"
+        );
+        if counts.last() != Some(&n) {
+            counts.push(n);
+        }
+        reads += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("upgrade");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        counts.iter().filter(|n| **n > 0).count() >= 3,
+        "the upgrade was seen under way ({reads} reads): {counts:?}"
+    );
+    let history = w.paddock(&["history", "mesh"]);
+    assert!(stdout(&history).contains("done"), "{}", stdout(&history));
+    // The operation's row, as a user inspecting the database sees it.
+    let db = rusqlite::Connection::open(w.state.path().join("journal.db")).expect("journal.db");
+    let row: (String, String, String, String, bool) = db
+        .query_row(
+            "SELECT cluster, kind, status, source, finished_at IS NOT NULL FROM operations",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .expect("one operation");
+    let repo = std::fs::canonicalize(w.repo.path()).expect("repo");
+    assert_eq!(
+        row,
+        (
+            "mesh".into(),
+            "upgrade".into(),
+            "done".into(),
+            repo.display().to_string(),
+            true
+        )
+    );
+}
+
 /// An upgrade that failed at `step` and rolled back: exit 3 and a result saying so.
 fn rolled_back_at(out: &std::process::Output, step: &str) -> Value {
     assert_eq!(

@@ -300,17 +300,28 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Open a cluster's journal; a torn last record it removed is said.
+/// Open a cluster's journal to record in; the operations it starts name the spec repository
+/// as their source. What opening repaired or imported is said.
 fn open_journal(
+    args: &Args,
     tools: &crate::drivers::toolchain::Toolchain,
     cluster: &str,
     rep: &crate::cli::output::Reporter,
 ) -> Result<crate::engine::journal::Journal, Failure> {
-    let journal = crate::engine::journal::Journal::open(&tools.state_dir, cluster)?;
-    if let Some(note) = journal.repaired() {
+    let source = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    let journal = crate::engine::journal::Journal::open(&tools.state_dir, cluster)?
+        .with_source(source.display().to_string());
+    say_opened(&journal, rep);
+    Ok(journal)
+}
+
+fn say_opened(journal: &crate::engine::journal::Journal, rep: &crate::cli::output::Reporter) {
+    for note in [journal.migrated(), journal.repaired()]
+        .into_iter()
+        .flatten()
+    {
         rep.note(note);
     }
-    Ok(journal)
 }
 
 impl From<SpecErrors> for Failure {
@@ -762,7 +773,7 @@ fn up(
         timeout: 300,
     };
     // An interrupted upgrade is continued first.
-    let journal = open_journal(&tools, &spec.name, &rep)?;
+    let journal = open_journal(args, &tools, &spec.name, &rep)?;
     if spec.body.istio.is_some()
         && journal
             .unfinished()?
@@ -959,7 +970,7 @@ fn restart(
     let name = cluster_name(args, cluster)?;
     let tools = toolchain(args);
     let rep = reporter(args);
-    let journal = open_journal(&tools, &name, &rep)?;
+    let journal = open_journal(args, &tools, &name, &rep)?;
     let op = format!("restart-{}", jiff::Timestamp::now().as_millisecond());
     let result = runtime()?.block_on(async {
         let (_lock, c) = connect_owned(&tools, &name, "restart").await?;
@@ -1006,7 +1017,9 @@ fn restart(
 fn history(args: &Args, cluster: Option<&str>, out: &mut dyn Write) -> Result<(), Failure> {
     let name = cluster_name(args, cluster)?;
     let tools = toolchain(args);
-    let journal = open_journal(&tools, &name, &reporter(args))?;
+    // Read-only: works while an operation records.
+    let journal = crate::engine::journal::Journal::open_read_only(&tools.state_dir, &name)?;
+    say_opened(&journal, &reporter(args));
     let ops = journal.operations()?;
     if args.output == Output::Json {
         let v: Vec<Value> = ops
@@ -1063,7 +1076,7 @@ fn upgrade(
     use crate::ops::upgrade::{Params, Strategy};
     let tools = toolchain(args);
     let rep = reporter(args);
-    let journal = open_journal(&tools, &spec.name, &rep)?;
+    let journal = open_journal(args, &tools, &spec.name, &rep)?;
     let Some(istio_spec) = spec.body.istio.as_ref() else {
         return Err(Failure::Other(format!(
             "cluster {} has no Istio to upgrade",
