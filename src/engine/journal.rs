@@ -18,8 +18,9 @@
 //!   but could lose the last records on power loss, and a step must never run unrecorded).
 //! - Each record is one `BEGIN IMMEDIATE … COMMIT` transaction (the event, and its operation's
 //!   row created or updated); the step it describes proceeds only after the commit returned. A
-//!   crash before the commit leaves the journal as it was before the record: SQLite rolls the
-//!   uncommitted transaction back when the database is next opened.
+//!   crash before the commit leaves the journal as it was before the record: what the
+//!   transaction wrote to the WAL has no commit frame and is ignored when the database is next
+//!   opened.
 //! - A database that cannot be opened or read, or is damaged, is an error naming the file. It
 //!   is never taken for an empty journal. A database that does not exist yet is an empty
 //!   journal; it is created by the first record.
@@ -325,7 +326,11 @@ impl Journal {
     /// Open a cluster's journal to read it, without taking any lock: works while another
     /// process records. A legacy JSONL journal still to be imported is imported first.
     pub fn open_read_only(state_dir: &Path, cluster: &str) -> Result<Self, Error> {
-        if Self::legacy_path(state_dir, cluster).exists() {
+        // Where it cannot be told, `open` says why.
+        if !matches!(
+            Self::legacy_path(state_dir, cluster).try_exists(),
+            Ok(false)
+        ) {
             let writer = Self::open(state_dir, cluster)?;
             let mut journal = Self::handle(state_dir, cluster, true)?;
             journal.repaired = writer.repaired;
@@ -344,7 +349,12 @@ impl Journal {
 
     fn handle(state_dir: &Path, cluster: &str, read_only: bool) -> Result<Self, Error> {
         let path = state_dir.join(FILE);
-        let conn = if path.exists() {
+        // Absent is an empty journal; "could not tell" is an error, never absent.
+        let exists = path.try_exists().map_err(|e| Error::Read {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        let conn = if exists {
             connect(&path, read_only)?
         } else {
             None
@@ -385,7 +395,10 @@ impl Journal {
 
     /// Run `f` in a write transaction (`BEGIN IMMEDIATE`) and commit it, creating the database
     /// on the first record.
-    fn write(&self, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()>) -> Result<(), Error> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, Error> {
         let mut guard = self.lock();
         if guard.is_none() {
             if self.read_only {
@@ -410,8 +423,9 @@ impl Journal {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
-        f(&tx).map_err(&err)?;
-        tx.commit().map_err(&err)
+        let out = f(&tx).map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        Ok(out)
     }
 
     /// Import `journal/<cluster>.jsonl` in one transaction, then rename it.
@@ -434,14 +448,16 @@ impl Journal {
             .map(|b| format!("{b:02x}"))
             .collect();
         let (cluster, file) = (&self.cluster, legacy.display().to_string());
-        self.write(|tx| {
+        let imported = self.write(|tx| {
             let done: bool = tx.query_row(
                 "SELECT count(*) > 0 FROM imports WHERE cluster = ?1 AND sha256 = ?2",
                 (cluster, &sha),
                 |r| r.get(0),
             )?;
             if done {
-                return Ok(());
+                // Imported before a crash kept the file from being renamed, or by another
+                // process opening the journal at the same time.
+                return Ok(false);
             }
             for e in &entries {
                 insert(tx, cluster, None, e)?;
@@ -451,16 +467,23 @@ impl Journal {
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 (cluster, &file, &sha, entries.len() as i64, now()),
             )?;
-            Ok(())
+            Ok(true)
         })?;
         let mut kept = legacy.with_extension("jsonl.migrated");
         if kept.exists() {
             kept = legacy.with_extension(format!("jsonl.migrated-{}", &sha[..12]));
         }
-        std::fs::rename(&legacy, &kept).map_err(|e| Error::Write {
-            path: legacy.clone(),
-            source: e.into(),
-        })?;
+        match std::fs::rename(&legacy, &kept) {
+            Ok(()) => {}
+            // Another process that imported it too moved it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !imported => return Ok(()),
+            Err(e) => {
+                return Err(Error::Write {
+                    path: legacy.clone(),
+                    source: e.into(),
+                });
+            }
+        }
         self.migrated = Some(format!(
             "imported the journal {} ({} records) into {}; the old file is kept as {}",
             legacy.display(),
@@ -1208,5 +1231,10 @@ mod tests {
         std::fs::remove_file(&path).expect("rm");
         std::fs::create_dir(&path).expect("a directory where the file was");
         expect_err("a directory");
+        // A state directory that cannot be looked into: not an empty journal either.
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").expect("write");
+        let err = Journal::open_read_only(&file.join("state"), "dev").expect_err("not a dir");
+        assert!(err.to_string().contains("journal"), "{err}");
     }
 }
