@@ -587,9 +587,10 @@ fn a_rollback_right_after_the_smoke_test_copes_with_its_terminating_namespace() 
     );
 }
 
-/// A canary upgrade of `mesh` paused after `tags`; its journal's bytes, as a crash right after
-/// `tags` finished would leave them (the pause record dropped), and where its last record,
-/// `step-done tags`, starts.
+/// A canary upgrade of `mesh` paused after `tags`, and its journal as the JSONL file paddock
+/// kept before SQLite (`journal/mesh.jsonl`, one JSON line per record), rebuilt from the
+/// records `history -o json` shows, as a crash right after `tags` finished would have left it
+/// (the pause record dropped); and where its last record, `step-done tags`, starts.
 fn paused_after_tags() -> (World, Vec<u8>, usize) {
     let w = mesh_world("1.29.6", "canary");
     two_workloads(&w);
@@ -604,9 +605,16 @@ fn paused_after_tags() -> (World, Vec<u8>, usize) {
         "tags",
     ]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let path = w.state.path().join("journal/mesh.jsonl");
-    let text = std::fs::read_to_string(&path).expect("journal");
-    let mut lines: Vec<&str> = text.lines().collect();
+    let history = w.paddock(&["history", "mesh", "-o", "json"]);
+    let h: Value = serde_json::from_slice(&history.stdout).expect("history json");
+    let ops = h["operations"].as_array().expect("operations");
+    assert_eq!(ops.len(), 1, "{h}");
+    let mut lines: Vec<String> = ops[0]["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(Value::to_string)
+        .collect();
     assert!(lines.pop().is_some_and(|l| l.contains("op-paused")));
     let last = lines.last().expect("a record");
     assert!(
@@ -618,19 +626,37 @@ fn paused_after_tags() -> (World, Vec<u8>, usize) {
     (w, whole.into_bytes(), start)
 }
 
-/// The journal cut at every byte offset of its last record (a crash mid-write): every run
-/// after it says the journal was repaired and continues from what the journal then holds; the
-/// real resume from cuts at the start, the middle and the end of that record completes the
-/// upgrade, through `paddock upgrade` and through `paddock up`.
+/// Put `bytes` in place as the legacy journal of `mesh`, with no database beside it: the next
+/// paddock imports it.
+fn legacy_journal(w: &World, bytes: &[u8]) {
+    for f in ["journal.db", "journal.db-wal", "journal.db-shm"] {
+        let _ = std::fs::remove_file(w.state.path().join(f));
+    }
+    let dir = w.state.path().join("journal");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("journal/");
+    std::fs::write(dir.join("mesh.jsonl"), bytes).expect("cut");
+}
+
+/// The legacy JSONL journal cut at every byte offset of its last record (a crash mid-write
+/// before the journal moved to SQLite): every run after it imports it, says it was repaired
+/// exactly when bytes were left out and continues from what the journal then holds; the real
+/// resume from cuts at the start, the middle and the end of that record completes the upgrade,
+/// through `paddock upgrade` and through `paddock up`.
 #[test]
 fn a_journal_cut_anywhere_in_its_last_record_resumes_correctly() {
     let (w, whole, start) = paused_after_tags();
-    let path = w.state.path().join("journal/mesh.jsonl");
     for cut in start..=whole.len() {
-        std::fs::write(&path, &whole[..cut]).expect("cut");
+        legacy_journal(&w, &whole[..cut]);
         let out = w.paddock(&["upgrade", "mesh", "--dry-run"]);
         let text = stdout(&out);
         assert!(out.status.success(), "cut at {cut}: {text}{}", stderr(&out));
+        assert!(
+            !w.state.path().join("journal/mesh.jsonl").exists()
+                && w.state.path().join("journal/mesh.jsonl.migrated").exists()
+                && w.state.path().join("journal.db").exists(),
+            "cut at {cut}: imported into journal.db and kept aside"
+        );
         let torn = cut > start && cut < whole.len();
         assert_eq!(
             text.contains("cut short by a crash"),
@@ -650,7 +676,7 @@ fn a_journal_cut_anywhere_in_its_last_record_resumes_correctly() {
     for (i, command) in ["upgrade", "up", "upgrade"].into_iter().enumerate() {
         let (w, whole, start) = paused_after_tags();
         let cut = [start, start + (whole.len() - start) / 2, whole.len() - 1][i];
-        std::fs::write(w.state.path().join("journal/mesh.jsonl"), &whole[..cut]).expect("cut");
+        legacy_journal(&w, &whole[..cut]);
         if command == "up" {
             // `up` converges to the spec: the spec asks for the version being upgraded to.
             w.edit("clusters/mesh.yaml", |t| {
@@ -679,6 +705,69 @@ fn a_journal_cut_anywhere_in_its_last_record_resumes_correctly() {
             "{h}"
         );
     }
+}
+
+/// `history` reads the journal while an upgrade records in it: every run succeeds with whole
+/// JSON, sees no fewer records than the one before, and the upgrade is seen under way.
+#[test]
+fn history_reads_the_journal_while_an_upgrade_records() {
+    let w = mesh_world("1.29.6", "canary");
+    two_workloads(&w);
+    w.set_knobs(&Knobs {
+        tool_latency_ms: [("helm".to_string(), 100)].into(),
+        ..Knobs::default()
+    });
+    let mut child = w.spawn_paddock(&["upgrade", "mesh", "--to", "1.30.3", "--grace", "0"]);
+    let mut counts: Vec<usize> = Vec::new();
+    let mut reads = 0;
+    while child.try_wait().expect("wait").is_none() {
+        let history = w.paddock(&["history", "mesh", "-o", "json"]);
+        assert!(history.status.success(), "{}", stderr(&history));
+        let h: Value = serde_json::from_slice(&history.stdout).expect("whole history json");
+        let n = h["operations"]
+            .as_array()
+            .expect("operations")
+            .iter()
+            .map(|op| op["entries"].as_array().expect("entries").len())
+            .sum();
+        assert!(
+            counts.last().is_none_or(|last| *last <= n),
+            "{counts:?} then {n}"
+        );
+        if counts.last() != Some(&n) {
+            counts.push(n);
+        }
+        reads += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("upgrade");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        counts.iter().filter(|n| **n > 0).count() >= 3,
+        "the upgrade was seen under way ({reads} reads): {counts:?}"
+    );
+    let history = w.paddock(&["history", "mesh"]);
+    assert!(stdout(&history).contains("done"), "{}", stdout(&history));
+    // The operation's row, as a user inspecting the database sees it.
+    let db = rusqlite::Connection::open(w.state.path().join("journal.db")).expect("journal.db");
+    let row: (String, String, String, String, bool) = db
+        .query_row(
+            "SELECT cluster, kind, status, source, finished_at IS NOT NULL FROM operations",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .expect("one operation");
+    let repo = std::fs::canonicalize(w.repo.path()).expect("repo");
+    assert_eq!(
+        row,
+        (
+            "mesh".into(),
+            "upgrade".into(),
+            "done".into(),
+            repo.display().to_string(),
+            true
+        )
+    );
 }
 
 /// An upgrade that failed at `step` and rolled back: exit 3 and a result saying so.

@@ -28,7 +28,7 @@ pub(super) fn up(
         timeout: 300,
     };
     // An interrupted upgrade is continued first.
-    let journal = open_journal(&tools, &spec.name, &events)?;
+    let journal = open_journal(args, &tools, &spec.name, &events)?;
     if spec.body.istio.is_some()
         && journal
             .unfinished()?

@@ -356,17 +356,28 @@ impl From<crate::engine::journal::Error> for Failure {
 
 use crate::engine::chain;
 
-/// Open a cluster's journal; a torn last record it removed is said.
+/// Open a cluster's journal to record in; the operations it starts name the spec repository
+/// as their source. What opening repaired or imported is said.
 fn open_journal(
+    args: &Args,
     tools: &crate::drivers::toolchain::Toolchain,
     cluster: &str,
     rep: &crate::engine::events::Events,
 ) -> Result<crate::engine::journal::Journal, Failure> {
-    let journal = crate::engine::journal::Journal::open(&tools.state_dir, cluster)?;
-    if let Some(note) = journal.repaired() {
+    let source = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    let journal = crate::engine::journal::Journal::open(&tools.state_dir, cluster)?
+        .with_source(source.display().to_string());
+    say_opened(&journal, rep);
+    Ok(journal)
+}
+
+fn say_opened(journal: &crate::engine::journal::Journal, rep: &crate::engine::events::Events) {
+    for note in [journal.migrated(), journal.repaired()]
+        .into_iter()
+        .flatten()
+    {
         rep.note(note);
     }
-    Ok(journal)
 }
 
 impl From<SpecErrors> for Failure {

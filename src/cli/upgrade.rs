@@ -11,7 +11,7 @@ pub(super) fn restart(
     let tools = toolchain(args);
     let rep = reporter(args);
     let events = rep.events();
-    let journal = open_journal(&tools, &name, &events)?;
+    let journal = open_journal(args, &tools, &name, &events)?;
     let op = format!("restart-{}", jiff::Timestamp::now().as_millisecond());
     let result = runtime()?.block_on(async {
         let (_lock, c) = connect_owned(&tools, &name, "restart").await?;
@@ -63,7 +63,9 @@ pub(super) fn history(
 ) -> Result<(), Failure> {
     let name = cluster_name(args, cluster)?;
     let tools = toolchain(args);
-    let journal = open_journal(&tools, &name, &reporter(args).events())?;
+    // Read-only: works while an operation records.
+    let journal = crate::engine::journal::Journal::open_read_only(&tools.state_dir, &name)?;
+    say_opened(&journal, &reporter(args).events());
     let ops = journal.operations()?;
     if args.output == Output::Json {
         let v: Vec<Value> = ops
@@ -121,7 +123,7 @@ pub(super) fn upgrade(
     let tools = toolchain(args);
     let rep = reporter(args);
     let events = rep.events();
-    let journal = open_journal(&tools, &spec.name, &events)?;
+    let journal = open_journal(args, &tools, &spec.name, &events)?;
     let Some(istio_spec) = spec.body.istio.as_ref() else {
         return Err(Failure::Other(format!(
             "cluster {} has no Istio to upgrade",
