@@ -285,19 +285,8 @@ impl From<crate::ops::up::Error> for Failure {
 
 impl From<crate::engine::journal::Error> for Failure {
     fn from(e: crate::engine::journal::Error) -> Self {
-        Failure::Other(chain(&e))
+        Failure::Other(crate::ops::chain(&e))
     }
-}
-
-/// An error and its causes, as one line: "failed to x: because y: because z".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    out
 }
 
 /// Open a cluster's journal; a torn last record it removed is said.
