@@ -533,13 +533,7 @@ impl Kube {
 
     /// The injectors the cluster's MutatingWebhookConfigurations describe.
     pub async fn injectors(&self) -> Result<crate::mesh::Injectors, Error> {
-        let hooks = self
-            .list_json(
-                "admissionregistration.k8s.io/v1",
-                "MutatingWebhookConfiguration",
-                None,
-            )
-            .await?;
+        let hooks = self.list::<MutatingWebhookConfiguration>().await?;
         Ok(crate::mesh::Injectors::from_webhooks(&hooks))
     }
 

@@ -4,27 +4,15 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
 use crate::drivers::helm::cli::Helm;
 use crate::drivers::k3d::cli::K3d;
-use crate::drivers::kube::Kube;
 use crate::drivers::toolchain::Toolchain;
 use crate::mesh;
 use crate::ops::up::{self, Error};
-
-use crate::mesh::labels_of as labels;
-
-fn name(v: &Value) -> &str {
-    v["metadata"]["name"].as_str().unwrap_or_default()
-}
-
-fn ready(conditions: &Value) -> bool {
-    conditions.as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
 
 /// Namespaces whose pods are the platform's, not the user's workloads.
 const SYSTEM: &[&str] = &[
@@ -34,10 +22,8 @@ const SYSTEM: &[&str] = &[
     "paddock-system",
 ];
 
-async fn list(kube: &Kube, api: &str, kind: &str, ns: Option<&str>) -> Result<Vec<Value>, Error> {
-    kube.list_json(api, kind, ns)
-        .await
-        .map_err(|e| Error::Failed(format!("failed to read {kind} objects: {e}")))
+fn list_failed(kind: &str) -> impl FnOnce(crate::drivers::kube::Error) -> Error {
+    move |e| Error::Failed(format!("failed to read {kind} objects: {e}"))
 }
 
 /// A workload's status row before its pods are counted in.
@@ -81,24 +67,33 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
     let owned = info.owned();
     let c = up::connect(&k3d, tools, info).await?;
     let kube = &c.kube;
-    let nodes: Vec<Value> = list(kube, "v1", "Node", None)
-        .await?
+    let nodes: Vec<Value> = kube
+        .list::<Node>()
+        .await
+        .map_err(list_failed("Node"))?
         .iter()
         .map(|n| {
-            let l = labels(n);
-            let role = if l.contains_key("node-role.kubernetes.io/control-plane") {
+            let role = if mesh::labels_of(&n.metadata)
+                .contains_key("node-role.kubernetes.io/control-plane")
+            {
                 "server"
             } else {
                 "agent"
             };
-            json!({"name": name(n), "ready": ready(&n["status"]["conditions"]), "role": role})
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            json!({"name": n.metadata.name.as_deref().unwrap_or_default(), "ready": ready, "role": role})
         })
         .collect();
     let view = crate::ops::restart::Mesh::read(kube)
         .await
         .map_err(Error::Failed)?;
     let image_of = |rev: &str| view.images.get(rev).cloned();
-    let deployments = list(kube, "apps/v1", "Deployment", Some("istio-system"))
+    let deployments = kube
+        .list_in::<Deployment>("istio-system")
         .await
         .unwrap_or_default();
     let mut revisions = Vec::new();
@@ -108,13 +103,15 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         } else {
             format!("istiod-{rev}")
         };
-        let d = deployments.iter().find(|d| name(d) == dname);
+        let d = deployments
+            .iter()
+            .find(|d| d.metadata.name.as_deref() == Some(dname.as_str()));
         let image = image_of(rev);
         revisions.push(json!({
             "revision": rev,
             "version": image.as_deref().map(mesh::image_tag).unwrap_or_default(),
             "istiod": dname,
-            "ready": d.is_some_and(|d| d["status"]["readyReplicas"].as_i64().unwrap_or(0) > 0),
+            "ready": d.is_some_and(|d| d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) > 0),
             "proxyImage": image,
         }));
     }
@@ -133,13 +130,10 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         namespaces.push(json!({"name": n, "selects": via,
             "revision": mesh::resolve(l, &BTreeMap::new(), &view.injectors)}));
     }
-    let pods = list(kube, "v1", "Pod", None).await?;
+    let pods = kube.list::<Pod>().await.map_err(list_failed("Pod"))?;
     let mut workloads: BTreeMap<(String, String, String), Value> = BTreeMap::new();
     for pod in &pods {
-        let ns = pod["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
         if SYSTEM.contains(&ns.as_str()) {
             continue;
         }

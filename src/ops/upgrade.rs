@@ -686,7 +686,10 @@ impl Ctx<'_> {
                     p["metadata"]["name"].as_str().unwrap_or_default()
                 )
             };
-            if let Some(p) = on_old.iter().find(|p| !crate::mesh::terminating(p)) {
+            if let Some(p) = on_old
+                .iter()
+                .find(|p| !crate::mesh::terminating(&typed_pod(p)))
+            {
                 return Err(format!(
                     "pod {} still runs a proxy of revision {old}",
                     id(p)
@@ -730,7 +733,7 @@ impl Ctx<'_> {
                     .unwrap_or(Value::Null),
                 Err(e) => return Err(format!("the probe pod was refused: {e}")),
             };
-            let proxy = crate::mesh::proxy_of(&created);
+            let proxy = crate::mesh::proxy_of(&typed_pod(&created));
             let mesh = Mesh::read(self.kube).await?;
             let want = mesh.images.get(rev).cloned();
             if proxy.revision.as_deref() != Some(rev) || proxy.image != want {
@@ -749,6 +752,11 @@ impl Ctx<'_> {
             .map_err(|e| e.to_string())?;
         result
     }
+}
+
+/// A pod read as JSON, typed for [`crate::mesh`]'s rules.
+fn typed_pod(pod: &Value) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(pod.clone()).unwrap_or_default()
 }
 
 pub fn smoke_namespace(rev: &str) -> String {
@@ -822,11 +830,7 @@ pub async fn preflight(ctx: &Ctx<'_>) -> Result<(), Vec<String>> {
     }
     match ctx
         .kube
-        .list_json(
-            "admissionregistration.k8s.io/v1",
-            "MutatingWebhookConfiguration",
-            None,
-        )
+        .list::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>()
         .await
     {
         Ok(hooks) => problems.extend(crate::mesh::overlaps(&hooks)),
