@@ -283,6 +283,12 @@ impl From<crate::ops::up::Error> for Failure {
     }
 }
 
+impl From<crate::ops::restart::Error> for Failure {
+    fn from(e: crate::ops::restart::Error) -> Self {
+        Failure::Other(crate::ops::chain(&e))
+    }
+}
+
 impl From<crate::engine::journal::Error> for Failure {
     fn from(e: crate::engine::journal::Error) -> Self {
         Failure::Other(crate::ops::chain(&e))
@@ -958,9 +964,7 @@ fn restart(
             None,
             json!({"namespaces": opts.namespaces, "staleOnly": opts.stale_only}),
         )?;
-        crate::ops::restart::run(&c.kube, &opts, &rep)
-            .await
-            .map_err(Failure::Other)
+        Ok(crate::ops::restart::run(&c.kube, &opts, &rep).await?)
     });
     match result {
         Ok(report) => {

@@ -18,8 +18,82 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::output::Reporter;
-use crate::drivers::kube::Kube;
+use crate::drivers::kube::{self as driver, Kube};
 use crate::mesh::{self, Injectors};
+
+/// What went wrong in a restart. The workload-level failure carries the step that failed as
+/// its source; [`crate::ops::chain`] shows the whole story on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read {what}")]
+    Read {
+        what: String,
+        #[source]
+        source: driver::Error,
+    },
+    #[error("failed to evict pod {namespace}/{pod}")]
+    Evict {
+        namespace: String,
+        pod: String,
+        #[source]
+        source: driver::Error,
+    },
+    /// A PodDisruptionBudget answered 429 until the deadline.
+    #[error(
+        "pod {namespace}/{pod} could not be evicted: its PodDisruptionBudget kept refusing (429)"
+    )]
+    EvictionRefused { namespace: String, pod: String },
+    #[error("Deployment {namespace}/{name} is paused; resume it to restart it")]
+    Paused { namespace: String, name: String },
+    #[error("failed to set restartedAt on {kind} {namespace}/{name}")]
+    Annotate {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: driver::Error,
+    },
+    #[error("{kind} {namespace}/{name} did not roll out")]
+    Rollout {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: driver::Error,
+    },
+    #[error("failed to recreate pod {namespace}/{pod}")]
+    Recreate {
+        namespace: String,
+        pod: String,
+        #[source]
+        source: driver::Error,
+    },
+    #[error(
+        "{kind} {namespace}/{name}: pod {pod} was not replaced by a ready, current pod in time"
+    )]
+    NotReplaced {
+        kind: String,
+        namespace: String,
+        name: String,
+        pod: String,
+    },
+    /// An earlier restart failed, so this one was never begun.
+    #[error("not started: an earlier restart failed")]
+    NotStarted,
+    /// A workload's restart failed; `reasons` is what its pods said.
+    #[error("restart of {workload} failed (pods: {reasons})")]
+    Workload {
+        workload: String,
+        reasons: String,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+fn read(what: impl Into<String>) -> impl FnOnce(driver::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Read { what, source }
+}
 
 /// Namespaces never touched.
 const SYSTEM: &[&str] = &[
@@ -125,8 +199,11 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    pub async fn read(kube: &Kube) -> Result<Self, String> {
-        let injectors = kube.injectors().await.map_err(|e| e.to_string())?;
+    pub async fn read(kube: &Kube) -> Result<Self, Error> {
+        let injectors = kube
+            .injectors()
+            .await
+            .map_err(read("the sidecar injector webhooks"))?;
         let cms = kube
             .list_in::<ConfigMap>("istio-system")
             .await
@@ -134,7 +211,7 @@ impl Mesh {
         let namespaces = kube
             .list::<Namespace>()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(read("the namespaces"))?
             .iter()
             .map(|n| {
                 (
@@ -222,26 +299,27 @@ pub fn workload_of(pod: &Pod) -> (String, String) {
 }
 
 /// A StatefulSet's or DaemonSet's `spec.updateStrategy.type` ("" when unset or gone).
-async fn update_strategy(kube: &Kube, kind: &str, ns: &str, name: &str) -> Result<String, String> {
+async fn update_strategy(kube: &Kube, kind: &str, ns: &str, name: &str) -> Result<String, Error> {
+    let what = || format!("{kind} {ns}/{name}");
     let strategy = match kind {
         "StatefulSet" => kube
             .get_in::<StatefulSet>(ns, name)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(read(what()))?
             .and_then(|s| s.spec?.update_strategy?.type_),
         _ => kube
             .get_in::<DaemonSet>(ns, name)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(read(what()))?
             .and_then(|d| d.spec?.update_strategy?.type_),
     };
     Ok(strategy.unwrap_or_default())
 }
 
 /// Every workload in scope with its pods and what they need.
-pub async fn targets(kube: &Kube, opts: &Options) -> Result<(Mesh, Vec<Target>), String> {
+pub async fn targets(kube: &Kube, opts: &Options) -> Result<(Mesh, Vec<Target>), Error> {
     let mesh = Mesh::read(kube).await?;
-    let pods = kube.list::<Pod>().await.map_err(|e| e.to_string())?;
+    let pods = kube.list::<Pod>().await.map_err(read("the pods"))?;
     let mut by: BTreeMap<(String, String, String), Target> = BTreeMap::new();
     let mut strategies: BTreeMap<(String, String, String), String> = BTreeMap::new();
     for pod in pods {
@@ -345,16 +423,22 @@ fn now() -> String {
 }
 
 /// Evict a pod, retrying while a disruption budget refuses it.
-async fn evict(kube: &Kube, ns: &str, pod: &str, deadline: Instant) -> Result<(), String> {
+async fn evict(kube: &Kube, ns: &str, pod: &str, deadline: Instant) -> Result<(), Error> {
     let mut wait = Duration::from_millis(100);
     loop {
-        if kube.evict(ns, pod).await.map_err(|e| e.to_string())? {
+        let evicted = kube.evict(ns, pod).await.map_err(|source| Error::Evict {
+            namespace: ns.to_string(),
+            pod: pod.to_string(),
+            source,
+        })?;
+        if evicted {
             return Ok(());
         }
         if Instant::now() + wait > deadline {
-            return Err(format!(
-                "pod {ns}/{pod} could not be evicted: its PodDisruptionBudget kept refusing (429)"
-            ));
+            return Err(Error::EvictionRefused {
+                namespace: ns.to_string(),
+                pod: pod.to_string(),
+            });
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
@@ -404,12 +488,7 @@ fn fresh_copy(pod: &Pod) -> Pod {
     }
 }
 
-async fn restart_one(
-    kube: &Kube,
-    mesh: &Mesh,
-    t: &Target,
-    timeout: Duration,
-) -> Result<(), String> {
+async fn restart_one(kube: &Kube, mesh: &Mesh, t: &Target, timeout: Duration) -> Result<(), Error> {
     let deadline = Instant::now() + timeout;
     match t.method {
         Method::Job => Ok(()),
@@ -418,18 +497,28 @@ async fn restart_one(
                 && let Ok(Some(d)) = kube.get_in::<Deployment>(&t.namespace, &t.name).await
                 && d.spec.and_then(|s| s.paused) == Some(true)
             {
-                return Err(format!(
-                    "Deployment {}/{} is paused; resume it to restart it",
-                    t.namespace, t.name
-                ));
+                return Err(Error::Paused {
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                });
             }
             let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now()}}}}});
             kube.merge_patch("apps/v1", &t.kind, Some(&t.namespace), &t.name, &patch)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| Error::Annotate {
+                    kind: t.kind.clone(),
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                    source,
+                })?;
             kube.wait_rollout(&t.kind, &t.namespace, &t.name, timeout)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|source| Error::Rollout {
+                    kind: t.kind.clone(),
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                    source,
+                })
         }
         Method::OnDelete => {
             for (i, pod) in t.stale.keys().enumerate() {
@@ -455,11 +544,12 @@ async fn restart_one(
                         {
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
-                        Err(e) => {
-                            return Err(format!(
-                                "failed to recreate pod {}/{name}: {e}",
-                                t.namespace
-                            ));
+                        Err(source) => {
+                            return Err(Error::Recreate {
+                                namespace: t.namespace.clone(),
+                                pod: name.to_string(),
+                                source,
+                            });
                         }
                     }
                 }
@@ -479,7 +569,7 @@ async fn wait_replaced(
     name: &str,
     replacements: usize,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let old_uid = t
         .pod_objects
         .iter()
@@ -491,7 +581,7 @@ async fn wait_replaced(
         let pods = kube
             .list_in::<Pod>(&t.namespace)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(read(format!("the pods in namespace {}", t.namespace)))?;
         let mine: Vec<&Pod> = pods
             .iter()
             .filter(|p| {
@@ -514,17 +604,19 @@ async fn wait_replaced(
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "{} {}/{}: pod {name} was not replaced by a ready, current pod in time",
-                t.kind, t.namespace, t.name
-            ));
+            return Err(Error::NotReplaced {
+                kind: t.kind.clone(),
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                pod: name.to_string(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Restart the chosen workloads, `max_concurrent` at a time.
-pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Report, String> {
+pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Report, Error> {
     let (mesh, targets) = targets(kube, opts).await?;
     let mut report = Report::default();
     let mut work = Vec::new();
@@ -543,12 +635,12 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Rep
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mesh = Arc::new(mesh);
-    let results: Vec<(Target, Result<(), String>)> = futures::stream::iter(work)
+    let results: Vec<(Target, Result<(), Error>)> = futures::stream::iter(work)
         .map(|t| {
             let (stop, mesh) = (stop.clone(), mesh.clone());
             async move {
                 if stop.load(Ordering::SeqCst) {
-                    return (t, Err("not started: an earlier restart failed".to_string()));
+                    return (t, Err(Error::NotStarted));
                 }
                 reporter.step_started(&format!("restart/{}", t.id()));
                 let started = Instant::now();
@@ -557,7 +649,11 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Rep
                     Ok(()) => reporter.step_done(&format!("restart/{}", t.id()), started.elapsed()),
                     Err(e) => {
                         stop.store(true, Ordering::SeqCst);
-                        reporter.step_failed(&format!("restart/{}", t.id()), started.elapsed(), e);
+                        reporter.step_failed(
+                            &format!("restart/{}", t.id()),
+                            started.elapsed(),
+                            &crate::ops::chain(e),
+                        );
                     }
                 }
                 (t, r)
@@ -569,13 +665,13 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Rep
     for (t, r) in results {
         match r {
             Ok(()) => report.restarted.push(t.id()),
-            Err(e) if e.starts_with("not started") => {}
+            Err(Error::NotStarted) => {}
             Err(e) => {
-                let reasons = pod_reasons(kube, &t).await;
-                return Err(format!(
-                    "restart of {} failed: {e}; pods: {reasons}",
-                    t.id()
-                ));
+                return Err(Error::Workload {
+                    workload: t.id(),
+                    reasons: pod_reasons(kube, &t).await,
+                    source: Box::new(e),
+                });
             }
         }
     }

@@ -90,7 +90,7 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         .collect();
     let view = crate::ops::restart::Mesh::read(kube)
         .await
-        .map_err(Error::Failed)?;
+        .map_err(|e| Error::Failed(crate::ops::chain(&e)))?;
     let image_of = |rev: &str| view.images.get(rev).cloned();
     let deployments = kube
         .list_in::<Deployment>("istio-system")

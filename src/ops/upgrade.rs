@@ -247,6 +247,7 @@ impl Ctx<'_> {
         restart::run(self.kube, &opts, self.reporter)
             .await
             .map(|_| ())
+            .map_err(|e| crate::ops::chain(&e))
     }
 
     async fn stale(&self, namespaces: Vec<String>) -> Result<usize, String> {
@@ -256,7 +257,9 @@ impl Ctx<'_> {
             max_concurrent: 1,
             timeout: self.step_timeout,
         };
-        let (_, targets) = restart::targets(self.kube, &opts).await?;
+        let (_, targets) = restart::targets(self.kube, &opts)
+            .await
+            .map_err(|e| crate::ops::chain(&e))?;
         Ok(targets
             .iter()
             .filter(|t| !t.stale.is_empty() && t.method != restart::Method::Job)
@@ -287,7 +290,9 @@ impl Ctx<'_> {
             .wait_webhook_ca(&hook, self.step_timeout)
             .await
             .map_err(|e| e.to_string())?;
-        let mesh = Mesh::read(self.kube).await?;
+        let mesh = Mesh::read(self.kube)
+            .await
+            .map_err(|e| crate::ops::chain(&e))?;
         let image = mesh.images.get(rev).cloned().unwrap_or_default();
         if crate::mesh::image_tag(&image) != version {
             return Err(format!(
@@ -652,7 +657,9 @@ impl Ctx<'_> {
     }
 
     async fn old_unused(&self, old: &str) -> Result<(), String> {
-        let mesh = Mesh::read(self.kube).await?;
+        let mesh = Mesh::read(self.kube)
+            .await
+            .map_err(|e| crate::ops::chain(&e))?;
         if let Some((n, _)) = mesh
             .namespaces
             .iter()
@@ -734,7 +741,9 @@ impl Ctx<'_> {
                 Err(e) => return Err(format!("the probe pod was refused: {e}")),
             };
             let proxy = crate::mesh::proxy_of(&typed_pod(&created));
-            let mesh = Mesh::read(self.kube).await?;
+            let mesh = Mesh::read(self.kube)
+                .await
+                .map_err(|e| crate::ops::chain(&e))?;
             let want = mesh.images.get(rev).cloned();
             if proxy.revision.as_deref() != Some(rev) || proxy.image != want {
                 return Err(format!(
@@ -826,7 +835,7 @@ pub async fn preflight(ctx: &Ctx<'_>) -> Result<(), Vec<String>> {
                 }
             }
         }
-        Err(e) => problems.push(e),
+        Err(e) => problems.push(crate::ops::chain(&e)),
     }
     match ctx
         .kube
