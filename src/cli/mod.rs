@@ -283,6 +283,12 @@ impl From<crate::ops::up::Error> for Failure {
     }
 }
 
+impl From<crate::ops::status::Error> for Failure {
+    fn from(e: crate::ops::status::Error) -> Self {
+        Failure::Other(crate::ops::chain(&e))
+    }
+}
+
 impl From<crate::ops::restart::Error> for Failure {
     fn from(e: crate::ops::restart::Error) -> Self {
         Failure::Other(crate::ops::chain(&e))
