@@ -1,6 +1,8 @@
 //! Which control plane serves a pod, and whether a pod needs a restart (ISTIO.md, "Injection"
-//! and "Which control plane a pod has"). Pure functions over labels and what the cluster's
-//! webhooks say; `status` and `restart` use them.
+//! and "Which control plane a pod has"). Pure functions over labels and the cluster's objects
+//! as k8s-openapi types (pods, MutatingWebhookConfigurations), which the Kubernetes driver
+//! reads; the injector's Helm values, which have no published types, through a small view of
+//! their own. `status`, `restart` and `upgrade` use them.
 
 pub mod istio;
 
