@@ -344,13 +344,25 @@ impl From<crate::ops::up::Error> for Failure {
 }
 
 /// Any other error: its chain, exit code 1.
-fn failed(e: &dyn std::error::Error) -> Failure {
+fn failed(e: &(dyn std::error::Error + 'static)) -> Failure {
     Failure::Other(chain(e))
+}
+
+impl From<crate::ops::status::Error> for Failure {
+    fn from(e: crate::ops::status::Error) -> Self {
+        failed(&e)
+    }
+}
+
+impl From<crate::ops::restart::Error> for Failure {
+    fn from(e: crate::ops::restart::Error) -> Self {
+        failed(&e)
+    }
 }
 
 impl From<crate::engine::journal::Error> for Failure {
     fn from(e: crate::engine::journal::Error) -> Self {
-        Failure::Other(chain(&e))
+        failed(&e)
     }
 }
 

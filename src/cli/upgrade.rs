@@ -21,9 +21,7 @@ pub(super) fn restart(
             None,
             json!({"namespaces": opts.namespaces, "staleOnly": opts.stale_only}),
         )?;
-        crate::ops::restart::run(&c.kube, &opts, &events)
-            .await
-            .map_err(Failure::Other)
+        Ok(crate::ops::restart::run(&c.kube, &opts, &events).await?)
     });
     match result {
         Ok(report) => {

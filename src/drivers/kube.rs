@@ -533,14 +533,64 @@ impl Kube {
 
     /// The injectors the cluster's MutatingWebhookConfigurations describe.
     pub async fn injectors(&self) -> Result<crate::mesh::Injectors, Error> {
-        let hooks = self
-            .list_json(
-                "admissionregistration.k8s.io/v1",
-                "MutatingWebhookConfiguration",
-                None,
-            )
-            .await?;
+        let hooks = self.list::<MutatingWebhookConfiguration>().await?;
         Ok(crate::mesh::Injectors::from_webhooks(&hooks))
+    }
+
+    /// Every object of kind `K`: all of a cluster-scoped kind, or a namespaced kind across
+    /// every namespace.
+    pub async fn list<K>(&self) -> Result<Vec<K>, Error>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.api_err(e))?;
+        Ok(list.items)
+    }
+
+    /// Every object of the namespaced kind `K` in `namespace`.
+    pub async fn list_in<K>(&self, namespace: &str) -> Result<Vec<K>, Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.api_err(e))?;
+        Ok(list.items)
+    }
+
+    /// The object `namespace/name` of the namespaced kind `K`, `None` when it does not exist.
+    pub async fn get_in<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        api.get_opt(name).await.map_err(|e| self.api_err(e))
+    }
+
+    /// Create an object of the namespaced kind `K` in `namespace`; the API's answer is the
+    /// object as created.
+    pub async fn create_in<K>(&self, namespace: &str, obj: &K) -> Result<K, Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        api.create(&post_params(), obj)
+            .await
+            .map_err(|e| self.api_err(e))
     }
 
     /// Any object as JSON, by API path (for status reads).

@@ -1,30 +1,32 @@
 //! Which control plane serves a pod, and whether a pod needs a restart (ISTIO.md, "Injection"
-//! and "Which control plane a pod has"). Pure functions over labels and what the cluster's
-//! webhooks say; `status` and `restart` use them.
+//! and "Which control plane a pod has"). Pure functions over labels and the cluster's objects
+//! as k8s-openapi types (pods, MutatingWebhookConfigurations), which the Kubernetes driver
+//! reads; the injector's Helm values, which have no published types, through a small view of
+//! their own. `status`, `restart` and `upgrade` use them.
 
 pub mod istio;
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde::{Deserialize, Deserializer};
 
-/// An object's labels (`metadata.labels`) as a map.
-pub fn labels_of(v: &Value) -> BTreeMap<String, String> {
-    v["metadata"]["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// An object's labels (`metadata.labels`); an object without any has an empty map.
+pub fn labels_of(meta: &ObjectMeta) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    meta.labels.as_ref().unwrap_or(&NONE)
 }
 
 /// Has the pod been asked to stop? Such a pod still runs (and carries its old revision and
 /// proxy) until its containers exit, but it is on its way out: no question about which
 /// proxies the mesh runs may count it as staying (KUBERNETES.md, "Deletion is not instant").
-pub fn terminating(pod: &Value) -> bool {
-    !pod["metadata"]["deletionTimestamp"].is_null()
+pub fn terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
 }
 
 /// The injectors a cluster has: revision webhooks and tag webhooks.
@@ -37,14 +39,14 @@ pub struct Injectors {
 }
 
 impl Injectors {
-    /// Read them from MutatingWebhookConfigurations (as JSON).
-    pub fn from_webhooks(hooks: &[Value]) -> Self {
+    /// Read them from the cluster's MutatingWebhookConfigurations.
+    pub fn from_webhooks(hooks: &[MutatingWebhookConfiguration]) -> Self {
         let mut out = Self::default();
         for h in hooks {
-            let name = h["metadata"]["name"].as_str().unwrap_or_default();
-            let labels = &h["metadata"]["labels"];
-            let rev = labels["istio.io/rev"].as_str().unwrap_or_default();
-            if let Some(tag) = labels["istio.io/tag"].as_str() {
+            let name = h.metadata.name.as_deref().unwrap_or_default();
+            let labels = labels_of(&h.metadata);
+            let rev = get(labels, "istio.io/rev").unwrap_or_default();
+            if let Some(tag) = get(labels, "istio.io/tag") {
                 out.tags.insert(tag.to_string(), rev.to_string());
             } else if name == "istio-sidecar-injector" {
                 out.revisions.push(String::new());
@@ -100,19 +102,60 @@ pub fn resolve(
     None
 }
 
+/// What paddock reads of the Helm values an injector ConfigMap carries (its `values` key,
+/// JSON): the `global` settings the proxy image is made of. Istio publishes no schema for
+/// them; everything else in them is ignored.
+#[derive(Debug, Deserialize)]
+struct InjectorValues {
+    #[serde(default)]
+    global: Option<GlobalValues>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GlobalValues {
+    #[serde(default, deserialize_with = "text")]
+    hub: Option<String>,
+    /// A number when the chart was given `--set global.tag=1.30`; shown as JSON then.
+    #[serde(default, deserialize_with = "scalar_text")]
+    tag: Option<String>,
+    #[serde(default)]
+    proxy: Option<ProxyValues>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProxyValues {
+    #[serde(default, deserialize_with = "text")]
+    image: Option<String>,
+}
+
+/// A string, or nothing for any other JSON value (values are free-form: a field paddock does
+/// not need must not make the rest unreadable).
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+/// A string as it is, any other JSON value as its JSON text.
+fn scalar_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }))
+}
+
 /// The proxy image a revision injects, from its injector ConfigMap's `values` (JSON):
 /// `global.proxy.image` if it contains "/", else `<global.hub>/<global.proxy.image>:<global.tag>`.
 pub fn expected_image(values_json: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(values_json).ok()?;
-    let image = v.pointer("/global/proxy/image")?.as_str()?;
+    let values: InjectorValues = serde_json::from_str(values_json).ok()?;
+    let global = values.global?;
+    let image = global.proxy?.image?;
     if image.contains('/') {
-        return Some(image.to_string());
+        return Some(image);
     }
-    let hub = v.pointer("/global/hub")?.as_str()?;
-    let tag = match v.pointer("/global/tag")? {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let hub = global.hub?;
+    let tag = global.tag?;
     Some(format!("{hub}/{image}:{tag}"))
 }
 
@@ -124,18 +167,22 @@ pub struct Proxy {
     pub image: Option<String>,
 }
 
-pub fn proxy_of(pod: &Value) -> Proxy {
-    let image = ["initContainers", "containers"]
-        .iter()
-        .filter_map(|k| pod["spec"][k].as_array())
-        .flatten()
-        .find(|c| c["name"] == "istio-proxy")
-        .and_then(|c| c["image"].as_str())
-        .map(str::to_string);
+pub fn proxy_of(pod: &Pod) -> Proxy {
+    let image = pod.spec.as_ref().and_then(|spec| {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .find(|c| c.name == "istio-proxy")
+            .and_then(|c| c.image.clone())
+    });
     Proxy {
-        revision: pod["metadata"]["annotations"]["istio.io/rev"]
-            .as_str()
-            .map(str::to_string),
+        revision: pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("istio.io/rev"))
+            .cloned(),
         image,
     }
 }
@@ -189,33 +236,27 @@ pub fn image_tag(image: &str) -> &str {
         .unwrap_or("")
 }
 
-/// Does a label selector (`matchLabels` + `matchExpressions`) select these labels?
-pub fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
-    if selector.is_null() {
+/// Does a label selector (`matchLabels` + `matchExpressions`) select these labels? No
+/// selector selects everything.
+pub fn selects(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+    let Some(selector) = selector else {
         return true;
-    }
-    let labels_ok = selector["matchLabels"].as_object().is_none_or(|m| {
-        m.iter()
-            .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
-    });
-    let exprs_ok = selector["matchExpressions"].as_array().is_none_or(|es| {
-        es.iter().all(|e| {
-            let key = e["key"].as_str().unwrap_or_default();
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let have = labels.get(key).map(String::as_str);
-            match e["operator"].as_str().unwrap_or_default() {
-                "In" => have.is_some_and(|h| values.contains(&h)),
-                "NotIn" => have.is_none_or(|h| !values.contains(&h)),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                _ => false,
-            }
-        })
+    };
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let have = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => have.is_some_and(|h| values.contains(h)),
+            "NotIn" => have.is_none_or(|h| !values.contains(h)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        }
     });
     labels_ok && exprs_ok
 }
@@ -223,26 +264,22 @@ pub fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
 /// Webhook overlap analysis: every combination of namespace and pod injection labels must be
 /// matched by at most one injector (MutatingWebhookConfiguration). Returns one problem per
 /// combination that two or more match.
-pub fn overlaps(hooks: &[Value]) -> Vec<String> {
-    let injectors: Vec<&Value> = hooks
+pub fn overlaps(hooks: &[MutatingWebhookConfiguration]) -> Vec<String> {
+    let injectors: Vec<&MutatingWebhookConfiguration> = hooks
         .iter()
-        .filter(|h| h["metadata"]["labels"]["app"] == "sidecar-injector")
+        .filter(|h| get(labels_of(&h.metadata), "app") == Some("sidecar-injector"))
         .collect();
     let mut names: Vec<String> = Vec::new();
     for h in &injectors {
-        for w in h["webhooks"].as_array().into_iter().flatten() {
-            for sel in ["namespaceSelector", "objectSelector"] {
-                for e in w[sel]["matchExpressions"].as_array().into_iter().flatten() {
-                    if e["key"] == "istio.io/rev" {
-                        for v in e["values"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                        {
-                            if !names.iter().any(|n| n == v) {
-                                names.push(v.to_string());
-                            }
+        for w in h.webhooks.iter().flatten() {
+            for sel in [&w.namespace_selector, &w.object_selector] {
+                let exprs = sel
+                    .iter()
+                    .flat_map(|s| s.match_expressions.iter().flatten());
+                for e in exprs.filter(|e| e.key == "istio.io/rev") {
+                    for v in e.values.iter().flatten() {
+                        if !names.contains(v) {
+                            names.push(v.clone());
                         }
                     }
                 }
@@ -273,11 +310,12 @@ pub fn overlaps(hooks: &[Value]) -> Vec<String> {
             let matching: Vec<&str> = injectors
                 .iter()
                 .filter(|h| {
-                    h["webhooks"].as_array().into_iter().flatten().any(|w| {
-                        selects(&w["namespaceSelector"], ns) && selects(&w["objectSelector"], pod)
+                    h.webhooks.iter().flatten().any(|w| {
+                        selects(w.namespace_selector.as_ref(), ns)
+                            && selects(w.object_selector.as_ref(), pod)
                     })
                 })
-                .filter_map(|h| h["metadata"]["name"].as_str())
+                .filter_map(|h| h.metadata.name.as_deref())
                 .collect();
             if matching.len() > 1 {
                 problems.push(format!(
@@ -293,14 +331,11 @@ pub fn overlaps(hooks: &[Value]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use super::fixtures::{PodFixture, labels, pod};
+    use super::*;
 
     #[test]
     fn injection_resolution_follows_istio_md() {
@@ -408,22 +443,59 @@ mod tests {
         assert_eq!(restart_reason(&Proxy::default(), None, None), None);
     }
 
+    /// A selector with one `matchExpressions` entry.
+    fn expression(key: &str, operator: &str, values: &[&str]) -> LabelSelector {
+        LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.into(),
+                operator: operator.into(),
+                values: (!values.is_empty())
+                    .then(|| values.iter().map(|v| v.to_string()).collect()),
+            }]),
+            match_labels: None,
+        }
+    }
+
+    /// A MutatingWebhookConfiguration with the given name and labels and one webhook.
+    fn webhook(
+        name: &str,
+        pairs: &[(&str, &str)],
+        ns: Option<LabelSelector>,
+        obj: Option<LabelSelector>,
+    ) -> MutatingWebhookConfiguration {
+        MutatingWebhookConfiguration {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(labels(pairs)),
+                ..ObjectMeta::default()
+            },
+            webhooks: Some(vec![MutatingWebhook {
+                name: "sidecar-injector.istio.io".into(),
+                namespace_selector: ns,
+                object_selector: obj,
+                ..MutatingWebhook::default()
+            }]),
+        }
+    }
+
+    fn injector(name: &str, ns: Option<LabelSelector>) -> MutatingWebhookConfiguration {
+        webhook(name, &[("app", "sidecar-injector")], ns, None)
+    }
+
     #[test]
     fn overlapping_injectors_are_found() {
-        let hook = |name: &str, ns: Value, obj: Value| {
-            serde_json::json!({"metadata": {"name": name, "labels": {"app": "sidecar-injector"}},
-                "webhooks": [{"namespaceSelector": ns, "objectSelector": obj}]})
-        };
-        let enabled = serde_json::json!({"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}]});
-        let rev = |r: &str| serde_json::json!({"matchExpressions": [{"key": "istio.io/rev", "operator": "In", "values": [r]}]});
+        let enabled = || Some(expression("istio-injection", "In", &["enabled"]));
         let fine = vec![
-            hook("istio-sidecar-injector-1-29-6", rev("1-29-6"), Value::Null),
-            hook("istio-revision-tag-default", enabled.clone(), Value::Null),
+            injector(
+                "istio-sidecar-injector-1-29-6",
+                Some(expression("istio.io/rev", "In", &["1-29-6"])),
+            ),
+            injector("istio-revision-tag-default", enabled()),
         ];
         assert!(overlaps(&fine).is_empty(), "{:?}", overlaps(&fine));
         let clash = vec![
-            hook("istio-sidecar-injector", enabled.clone(), Value::Null),
-            hook("istio-revision-tag-default", enabled, Value::Null),
+            injector("istio-sidecar-injector", enabled()),
+            injector("istio-revision-tag-default", enabled()),
         ];
         let p = overlaps(&clash);
         assert_eq!(
@@ -435,6 +507,127 @@ mod tests {
             p[0].contains("istio-sidecar-injector, istio-revision-tag-default"),
             "{p:?}"
         );
+        let mut not_injectors = clash.clone();
+        for h in &mut not_injectors {
+            h.metadata.labels = None;
+        }
+        assert!(
+            overlaps(&not_injectors).is_empty(),
+            "only webhooks labelled app=sidecar-injector inject"
+        );
+    }
+
+    #[test]
+    fn selectors_follow_kubernetes_label_selector_rules() {
+        let l = labels(&[("team", "web"), ("istio.io/rev", "1-30-3")]);
+        let cases: &[(Option<LabelSelector>, bool, &str)] = &[
+            (None, true, "no selector selects everything"),
+            (Some(LabelSelector::default()), true, "an empty one too"),
+            (
+                Some(LabelSelector {
+                    match_labels: Some(labels(&[("team", "web")])),
+                    match_expressions: None,
+                }),
+                true,
+                "matchLabels met",
+            ),
+            (
+                Some(LabelSelector {
+                    match_labels: Some(labels(&[("team", "api")])),
+                    match_expressions: None,
+                }),
+                false,
+                "matchLabels unmet",
+            ),
+            (Some(expression("team", "In", &["api", "web"])), true, "In"),
+            (Some(expression("team", "In", &["api"])), false, "not In"),
+            (Some(expression("team", "NotIn", &["api"])), true, "NotIn"),
+            (
+                Some(expression("tier", "NotIn", &["x"])),
+                true,
+                "NotIn, absent",
+            ),
+            (
+                Some(expression("team", "NotIn", &["web"])),
+                false,
+                "in NotIn",
+            ),
+            (Some(expression("team", "Exists", &[])), true, "Exists"),
+            (
+                Some(expression("tier", "Exists", &[])),
+                false,
+                "Exists, absent",
+            ),
+            (
+                Some(expression("tier", "DoesNotExist", &[])),
+                true,
+                "DoesNotExist",
+            ),
+            (
+                Some(expression("team", "DoesNotExist", &[])),
+                false,
+                "exists",
+            ),
+            (
+                Some(expression("team", "Bogus", &[])),
+                false,
+                "unknown operator",
+            ),
+        ];
+        for (selector, want, why) in cases {
+            assert_eq!(selects(selector.as_ref(), &l), *want, "{why}");
+        }
+    }
+
+    #[test]
+    fn injectors_are_read_from_revision_and_tag_webhooks() {
+        let hooks = vec![
+            webhook("istio-sidecar-injector", &[], None, None),
+            webhook(
+                "istio-sidecar-injector-1-30-3",
+                &[("istio.io/rev", "1-30-3")],
+                None,
+                None,
+            ),
+            webhook(
+                "istio-revision-tag-stable",
+                &[("istio.io/rev", "1-30-3"), ("istio.io/tag", "stable")],
+                None,
+                None,
+            ),
+            webhook("some-other-webhook", &[], None, None),
+        ];
+        assert_eq!(
+            Injectors::from_webhooks(&hooks),
+            Injectors {
+                revisions: vec![String::new(), "1-30-3".into()],
+                tags: [("stable".to_string(), "1-30-3".to_string())].into(),
+            }
+        );
+    }
+
+    #[test]
+    fn the_proxy_is_found_among_containers_and_native_sidecars() {
+        let img = "docker.io/istio/proxyv2:1.30.3";
+        let want = Proxy {
+            revision: Some("1-30-3".into()),
+            image: Some(img.into()),
+        };
+        assert_eq!(proxy_of(&pod("apps", "web").injected("1-30-3", img)), want);
+        let mut native = pod("apps", "web").injected("1-30-3", img);
+        if let Some(spec) = &mut native.spec {
+            let proxy = spec.containers.pop();
+            spec.init_containers = Some(proxy.into_iter().collect());
+        }
+        assert_eq!(proxy_of(&native), want, "native sidecar");
+        assert_eq!(proxy_of(&pod("apps", "web")), Proxy::default());
+        assert_eq!(proxy_of(&Pod::default()), Proxy::default(), "no spec");
+    }
+
+    #[test]
+    fn a_pod_with_a_deletion_timestamp_is_terminating() {
+        assert!(!terminating(&pod("apps", "web")));
+        assert!(terminating(&pod("apps", "web").terminating()));
     }
 
     #[test]
@@ -453,6 +646,26 @@ mod tests {
             .as_deref(),
             Some("my.reg/proxy:9")
         );
+        assert_eq!(
+            expected_image(r#"{"global":{"hub":"h","tag":1.3,"proxy":{"image":"proxyv2"}}}"#)
+                .as_deref(),
+            Some("h/proxyv2:1.3"),
+            "a numeric tag is shown as JSON"
+        );
+        assert_eq!(
+            expected_image(r#"{"global":{"hub":7,"proxy":{"image":"my.reg/proxy:9"}}}"#).as_deref(),
+            Some("my.reg/proxy:9"),
+            "a full image needs no hub"
+        );
+        for unusable in [
+            r#"{"global":{"tag":"1","proxy":{"image":"proxyv2"}}}"#,
+            r#"{"global":{"hub":"h","proxy":{"image":"proxyv2"}}}"#,
+            r#"{"global":{"hub":"h","tag":"1","proxy":{"image":3}}}"#,
+            r#"{"global":"x"}"#,
+            "not json",
+        ] {
+            assert_eq!(expected_image(unusable), None, "{unusable}");
+        }
         assert_eq!(image_tag("docker.io/istio/proxyv2:1.30.3"), "1.30.3");
         assert_eq!(image_tag("localhost:5000/proxy"), "");
     }

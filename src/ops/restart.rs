@@ -11,12 +11,89 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cli::output::Reporter;
-use crate::drivers::kube::Kube;
+use crate::drivers::kube::{self as driver, Kube};
 use crate::mesh::{self, Injectors};
+
+/// What went wrong in a restart. The workload-level failure carries the step that failed as
+/// its source; [`crate::engine::chain`] shows the whole story on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read {what}")]
+    Read {
+        what: String,
+        #[source]
+        source: driver::Error,
+    },
+    #[error("failed to evict pod {namespace}/{pod}")]
+    Evict {
+        namespace: String,
+        pod: String,
+        #[source]
+        source: driver::Error,
+    },
+    /// A PodDisruptionBudget answered 429 until the deadline.
+    #[error(
+        "pod {namespace}/{pod} could not be evicted: its PodDisruptionBudget kept refusing (429)"
+    )]
+    EvictionRefused { namespace: String, pod: String },
+    #[error("Deployment {namespace}/{name} is paused; resume it to restart it")]
+    Paused { namespace: String, name: String },
+    #[error("failed to set restartedAt on {kind} {namespace}/{name}")]
+    Annotate {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: driver::Error,
+    },
+    #[error("{kind} {namespace}/{name} did not roll out")]
+    Rollout {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: driver::Error,
+    },
+    #[error("failed to recreate pod {namespace}/{pod}")]
+    Recreate {
+        namespace: String,
+        pod: String,
+        #[source]
+        source: driver::Error,
+    },
+    #[error(
+        "{kind} {namespace}/{name}: pod {pod} was not replaced by a ready, current pod in time"
+    )]
+    NotReplaced {
+        kind: String,
+        namespace: String,
+        name: String,
+        pod: String,
+    },
+    /// An earlier restart failed, so this one was never begun.
+    #[error("not started: an earlier restart failed")]
+    NotStarted,
+    /// A workload's restart failed; `reasons` is what its pods said.
+    #[error("restart of {workload} failed (pods: {reasons})")]
+    Workload {
+        workload: String,
+        reasons: String,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+fn read(what: impl Into<String>) -> impl FnOnce(driver::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Read { what, source }
+}
 
 /// Namespaces never touched.
 const SYSTEM: &[&str] = &[
@@ -61,7 +138,7 @@ pub struct Target {
     pub stale: BTreeMap<String, String>,
     pub pods: usize,
     #[serde(skip)]
-    pub pod_objects: Vec<Value>,
+    pub pod_objects: Vec<Pod>,
 }
 
 impl Target {
@@ -78,14 +155,40 @@ pub struct Report {
     pub up_to_date: Vec<String>,
 }
 
-fn s(v: &Value, ptr: &str) -> String {
-    v.pointer(ptr)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+fn name_of(meta: &ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or_default()
 }
 
-use crate::mesh::labels_of as labels;
+fn namespace_of(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or_default()
+}
+
+fn uid_of(meta: &ObjectMeta) -> &str {
+    meta.uid.as_deref().unwrap_or_default()
+}
+
+/// The name of an object's first owner ("" for none).
+fn owner_of(meta: &ObjectMeta) -> &str {
+    meta.owner_references
+        .as_ref()
+        .and_then(|o| o.first())
+        .map(|o| o.name.as_str())
+        .unwrap_or_default()
+}
+
+/// Has the pod finished (`Succeeded` or `Failed`)? It runs nothing any more.
+fn finished(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// Does the pod report the `Ready` condition?
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
 
 /// The mesh as the cluster has it now: injectors and each revision's proxy image.
 #[derive(Debug)]
@@ -96,55 +199,48 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    pub async fn read(kube: &Kube) -> Result<Self, String> {
-        let injectors = kube.injectors().await.map_err(|e| e.to_string())?;
+    pub async fn read(kube: &Kube) -> Result<Self, Error> {
+        let injectors = kube
+            .injectors()
+            .await
+            .map_err(read("the sidecar injector webhooks"))?;
         let cms = kube
-            .list_json("v1", "ConfigMap", Some("istio-system"))
+            .list_in::<ConfigMap>("istio-system")
             .await
             .unwrap_or_default();
-        let mut images = BTreeMap::new();
-        for cm in &cms {
-            let name = s(cm, "/metadata/name");
-            let rev = if name == "istio-sidecar-injector" {
-                Some(String::new())
-            } else {
-                name.strip_prefix("istio-sidecar-injector-")
-                    .map(str::to_string)
-            };
-            if let (Some(rev), Some(img)) = (
-                rev,
-                cm["data"]["values"].as_str().and_then(mesh::expected_image),
-            ) {
-                images.insert(rev, img);
-            }
-        }
         let namespaces = kube
-            .list_json("v1", "Namespace", None)
+            .list::<Namespace>()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(read("the namespaces"))?
             .iter()
-            .map(|n| (s(n, "/metadata/name"), labels(n)))
+            .map(|n| {
+                (
+                    name_of(&n.metadata).to_string(),
+                    mesh::labels_of(&n.metadata).clone(),
+                )
+            })
             .collect();
         Ok(Self {
             injectors,
-            images,
+            images: injected_images(&cms),
             namespaces,
         })
     }
 
     /// The revision that would inject this pod now.
-    pub fn expected_revision(&self, pod: &Value) -> Option<String> {
-        let ns = s(pod, "/metadata/namespace");
+    pub fn expected_revision(&self, pod: &Pod) -> Option<String> {
         let empty = BTreeMap::new();
         mesh::resolve(
-            self.namespaces.get(&ns).unwrap_or(&empty),
-            &labels(pod),
+            self.namespaces
+                .get(namespace_of(&pod.metadata))
+                .unwrap_or(&empty),
+            mesh::labels_of(&pod.metadata),
             &self.injectors,
         )
     }
 
     /// Why a pod needs a restart, if it does.
-    pub fn restart_reason(&self, pod: &Value) -> Option<String> {
+    pub fn restart_reason(&self, pod: &Pod) -> Option<String> {
         let want = self.expected_revision(pod);
         let image = want
             .as_deref()
@@ -154,11 +250,39 @@ impl Mesh {
     }
 }
 
+/// Revision → the proxy image it injects, from the injector ConfigMaps
+/// (`istio-sidecar-injector[-<rev>]`, "" for the unrevisioned).
+fn injected_images(cms: &[ConfigMap]) -> BTreeMap<String, String> {
+    let mut images = BTreeMap::new();
+    for cm in cms {
+        let name = name_of(&cm.metadata);
+        let rev = if name == "istio-sidecar-injector" {
+            Some(String::new())
+        } else {
+            name.strip_prefix("istio-sidecar-injector-")
+                .map(str::to_string)
+        };
+        let image = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get("values"))
+            .and_then(|v| mesh::expected_image(v));
+        if let (Some(rev), Some(img)) = (rev, image) {
+            images.insert(rev, img);
+        }
+    }
+    images
+}
+
 /// The workload a pod belongs to: (kind, name); a pod no controller owns is its own `Pod`.
-pub fn workload_of(pod: &Value) -> (String, String) {
-    let owner = &pod["metadata"]["ownerReferences"][0];
-    let kind = owner["kind"].as_str().unwrap_or("");
-    let oname = owner["name"].as_str().unwrap_or("");
+pub fn workload_of(pod: &Pod) -> (String, String) {
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|o| o.first());
+    let kind = owner.map(|o| o.kind.as_str()).unwrap_or("");
+    let oname = owner.map(|o| o.name.as_str()).unwrap_or("");
     match kind {
         // ReplicaSet `<deployment>-<pod-template-hash>`: the hash has no dash.
         "ReplicaSet" => (
@@ -170,43 +294,49 @@ pub fn workload_of(pod: &Value) -> (String, String) {
                 .into(),
         ),
         "StatefulSet" | "DaemonSet" | "Job" => (kind.into(), oname.into()),
-        _ => ("Pod".into(), s(pod, "/metadata/name")),
+        _ => ("Pod".into(), name_of(&pod.metadata).into()),
     }
 }
 
+/// A StatefulSet's or DaemonSet's `spec.updateStrategy.type` ("" when unset or gone).
+async fn update_strategy(kube: &Kube, kind: &str, ns: &str, name: &str) -> Result<String, Error> {
+    let what = || format!("{kind} {ns}/{name}");
+    let strategy = match kind {
+        "StatefulSet" => kube
+            .get_in::<StatefulSet>(ns, name)
+            .await
+            .map_err(read(what()))?
+            .and_then(|s| s.spec?.update_strategy?.type_),
+        _ => kube
+            .get_in::<DaemonSet>(ns, name)
+            .await
+            .map_err(read(what()))?
+            .and_then(|d| d.spec?.update_strategy?.type_),
+    };
+    Ok(strategy.unwrap_or_default())
+}
+
 /// Every workload in scope with its pods and what they need.
-pub async fn targets(kube: &Kube, opts: &Options) -> Result<(Mesh, Vec<Target>), String> {
+pub async fn targets(kube: &Kube, opts: &Options) -> Result<(Mesh, Vec<Target>), Error> {
     let mesh = Mesh::read(kube).await?;
-    let pods = kube
-        .list_json("v1", "Pod", None)
-        .await
-        .map_err(|e| e.to_string())?;
+    let pods = kube.list::<Pod>().await.map_err(read("the pods"))?;
     let mut by: BTreeMap<(String, String, String), Target> = BTreeMap::new();
     let mut strategies: BTreeMap<(String, String, String), String> = BTreeMap::new();
     for pod in pods {
-        let ns = s(&pod, "/metadata/namespace");
+        let ns = namespace_of(&pod.metadata).to_string();
         if SYSTEM.contains(&ns.as_str())
             || (!opts.namespaces.is_empty() && !opts.namespaces.contains(&ns))
         {
             continue;
         }
         // Finished pods run nothing; terminating ones are already being replaced.
-        if s(&pod, "/status/phase") == "Succeeded"
-            || s(&pod, "/status/phase") == "Failed"
-            || mesh::terminating(&pod)
-        {
+        if finished(&pod) || mesh::terminating(&pod) {
             continue;
         }
         let (kind, name) = workload_of(&pod);
         let key = (ns.clone(), kind.clone(), name.clone());
         if matches!(kind.as_str(), "StatefulSet" | "DaemonSet") && !strategies.contains_key(&key) {
-            let w = kube
-                .get_json("apps/v1", &kind, Some(&ns), &name)
-                .await
-                .map_err(|e| e.to_string())?;
-            let st = w
-                .map(|w| s(&w, "/spec/updateStrategy/type"))
-                .unwrap_or_default();
+            let st = update_strategy(kube, &kind, &ns, &name).await?;
             strategies.insert(key.clone(), st);
         }
         let method = match kind.as_str() {
@@ -226,7 +356,7 @@ pub async fn targets(kube: &Kube, opts: &Options) -> Result<(Mesh, Vec<Target>),
         });
         t.pods += 1;
         if let Some(r) = mesh.restart_reason(&pod) {
-            t.stale.insert(s(&pod, "/metadata/name"), r);
+            t.stale.insert(name_of(&pod.metadata).to_string(), r);
         }
         t.pod_objects.push(pod);
     }
@@ -240,43 +370,40 @@ pub async fn targets(kube: &Kube, opts: &Options) -> Result<(Mesh, Vec<Target>),
 
 /// Why a workload's pods are not ready, from their container states.
 async fn pod_reasons(kube: &Kube, t: &Target) -> String {
-    let pods = kube
-        .list_json("v1", "Pod", Some(&t.namespace))
-        .await
-        .unwrap_or_default();
+    let pods = kube.list_in::<Pod>(&t.namespace).await.unwrap_or_default();
     let mut out = Vec::new();
     for p in pods {
-        let owner = s(&p, "/metadata/ownerReferences/0/name");
-        if !(owner == t.name
-            || owner.starts_with(&format!("{}-", t.name))
-            || s(&p, "/metadata/name") == t.name)
-        {
+        let owner = owner_of(&p.metadata);
+        let name = name_of(&p.metadata);
+        if !(owner == t.name || owner.starts_with(&format!("{}-", t.name)) || name == t.name) {
             continue;
         }
-        for c in ["initContainerStatuses", "containerStatuses"]
-            .iter()
-            .filter_map(|k| p["status"][k].as_array())
-            .flatten()
-        {
-            if let Some(w) = c["state"]["waiting"].as_object() {
+        let statuses = p.status.iter().flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        });
+        for c in statuses {
+            if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
                 out.push(format!(
-                    "pod {} container {}: {} {}",
-                    s(&p, "/metadata/name"),
-                    c["name"].as_str().unwrap_or_default(),
-                    w.get("reason").and_then(Value::as_str).unwrap_or_default(),
-                    w.get("message").and_then(Value::as_str).unwrap_or_default()
+                    "pod {name} container {}: {} {}",
+                    c.name,
+                    w.reason.as_deref().unwrap_or_default(),
+                    w.message.as_deref().unwrap_or_default()
                 ));
             }
         }
     }
     if t.kind == "Deployment"
-        && let Ok(Some(d)) = kube
-            .get_json("apps/v1", "Deployment", Some(&t.namespace), &t.name)
-            .await
+        && let Ok(Some(d)) = kube.get_in::<Deployment>(&t.namespace, &t.name).await
     {
-        for c in d["status"]["conditions"].as_array().into_iter().flatten() {
-            if c["type"] == "ReplicaFailure" || c["reason"] == "ProgressDeadlineExceeded" {
-                out.push(c["message"].as_str().unwrap_or_default().to_string());
+        let conditions = d.status.and_then(|s| s.conditions).unwrap_or_default();
+        for c in conditions {
+            if c.type_ == "ReplicaFailure"
+                || c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            {
+                out.push(c.message.unwrap_or_default());
             }
         }
     }
@@ -296,16 +423,22 @@ fn now() -> String {
 }
 
 /// Evict a pod, retrying while a disruption budget refuses it.
-async fn evict(kube: &Kube, ns: &str, pod: &str, deadline: Instant) -> Result<(), String> {
+async fn evict(kube: &Kube, ns: &str, pod: &str, deadline: Instant) -> Result<(), Error> {
     let mut wait = Duration::from_millis(100);
     loop {
-        if kube.evict(ns, pod).await.map_err(|e| e.to_string())? {
+        let evicted = kube.evict(ns, pod).await.map_err(|source| Error::Evict {
+            namespace: ns.to_string(),
+            pod: pod.to_string(),
+            source,
+        })?;
+        if evicted {
             return Ok(());
         }
         if Instant::now() + wait > deadline {
-            return Err(format!(
-                "pod {ns}/{pod} could not be evicted: its PodDisruptionBudget kept refusing (429)"
-            ));
+            return Err(Error::EvictionRefused {
+                namespace: ns.to_string(),
+                pod: pod.to_string(),
+            });
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
@@ -313,7 +446,7 @@ async fn evict(kube: &Kube, ns: &str, pod: &str, deadline: Instant) -> Result<()
 }
 
 /// A bare pod's spec without what injection added, so the webhook injects it anew.
-fn fresh_copy(pod: &Value) -> Value {
+fn fresh_copy(pod: &Pod) -> Pod {
     const INJECTED: &[&str] = &["istio-proxy", "istio-init", "istio-validation"];
     const VOLUMES: &[&str] = &[
         "workload-socket",
@@ -325,57 +458,67 @@ fn fresh_copy(pod: &Value) -> Value {
         "istio-token",
         "istiod-ca-cert",
     ];
-    let mut spec = pod["spec"].clone();
-    for k in ["containers", "initContainers"] {
-        if let Some(a) = spec[k].as_array_mut() {
-            a.retain(|c| !INJECTED.contains(&c["name"].as_str().unwrap_or_default()));
+    let spec = pod.spec.clone().map(|mut spec| {
+        spec.containers
+            .retain(|c| !INJECTED.contains(&c.name.as_str()));
+        if let Some(init) = &mut spec.init_containers {
+            init.retain(|c| !INJECTED.contains(&c.name.as_str()));
         }
-    }
-    if let Some(a) = spec["volumes"].as_array_mut() {
-        a.retain(|v| !VOLUMES.contains(&v["name"].as_str().unwrap_or_default()));
-    }
-    if let Some(m) = spec.as_object_mut() {
-        m.remove("nodeName");
-    }
-    let mut annotations = pod["metadata"]["annotations"].clone();
-    if let Some(m) = annotations.as_object_mut() {
+        if let Some(volumes) = &mut spec.volumes {
+            volumes.retain(|v| !VOLUMES.contains(&v.name.as_str()));
+        }
+        spec.node_name = None;
+        spec
+    });
+    let mut annotations = pod.metadata.annotations.clone();
+    if let Some(m) = &mut annotations {
         m.remove("istio.io/rev");
         m.remove("sidecar.istio.io/status");
     }
-    json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"],
-            "labels": pod["metadata"]["labels"], "annotations": annotations},
-        "spec": spec})
+    Pod {
+        metadata: ObjectMeta {
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            labels: pod.metadata.labels.clone(),
+            annotations,
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    }
 }
 
-async fn restart_one(
-    kube: &Kube,
-    mesh: &Mesh,
-    t: &Target,
-    timeout: Duration,
-) -> Result<(), String> {
+async fn restart_one(kube: &Kube, mesh: &Mesh, t: &Target, timeout: Duration) -> Result<(), Error> {
     let deadline = Instant::now() + timeout;
     match t.method {
         Method::Job => Ok(()),
         Method::Rolling => {
             if t.kind == "Deployment"
-                && let Ok(Some(d)) = kube
-                    .get_json("apps/v1", "Deployment", Some(&t.namespace), &t.name)
-                    .await
-                && d["spec"]["paused"] == true
+                && let Ok(Some(d)) = kube.get_in::<Deployment>(&t.namespace, &t.name).await
+                && d.spec.and_then(|s| s.paused) == Some(true)
             {
-                return Err(format!(
-                    "Deployment {}/{} is paused; resume it to restart it",
-                    t.namespace, t.name
-                ));
+                return Err(Error::Paused {
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                });
             }
             let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now()}}}}});
             kube.merge_patch("apps/v1", &t.kind, Some(&t.namespace), &t.name, &patch)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| Error::Annotate {
+                    kind: t.kind.clone(),
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                    source,
+                })?;
             kube.wait_rollout(&t.kind, &t.namespace, &t.name, timeout)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|source| Error::Rollout {
+                    kind: t.kind.clone(),
+                    namespace: t.namespace.clone(),
+                    name: t.name.clone(),
+                    source,
+                })
         }
         Method::OnDelete => {
             for (i, pod) in t.stale.keys().enumerate() {
@@ -386,17 +529,14 @@ async fn restart_one(
         }
         Method::Bare => {
             for pod in &t.pod_objects {
-                let name = s(pod, "/metadata/name");
-                if !t.stale.contains_key(&name) {
+                let name = name_of(&pod.metadata);
+                if !t.stale.contains_key(name) {
                     continue;
                 }
-                evict(kube, &t.namespace, &name, deadline).await?;
+                evict(kube, &t.namespace, name, deadline).await?;
                 let copy = fresh_copy(pod);
                 loop {
-                    match kube
-                        .create_json("v1", "Pod", Some(&t.namespace), &copy)
-                        .await
-                    {
+                    match kube.create_in(&t.namespace, &copy).await {
                         Ok(_) => break,
                         Err(e)
                             if Instant::now() < deadline
@@ -404,15 +544,16 @@ async fn restart_one(
                         {
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
-                        Err(e) => {
-                            return Err(format!(
-                                "failed to recreate pod {}/{name}: {e}",
-                                t.namespace
-                            ));
+                        Err(source) => {
+                            return Err(Error::Recreate {
+                                namespace: t.namespace.clone(),
+                                pod: name.to_string(),
+                                source,
+                            });
                         }
                     }
                 }
-                wait_replaced(kube, mesh, t, &name, 1, deadline).await?;
+                wait_replaced(kube, mesh, t, name, 1, deadline).await?;
             }
             Ok(())
         }
@@ -428,59 +569,54 @@ async fn wait_replaced(
     name: &str,
     replacements: usize,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let old_uid = t
         .pod_objects
         .iter()
-        .find(|p| s(p, "/metadata/name") == name)
-        .map(|p| s(p, "/metadata/uid"))
+        .find(|p| name_of(&p.metadata) == name)
+        .map(|p| uid_of(&p.metadata))
         .unwrap_or_default();
-    let originals: Vec<String> = t
-        .pod_objects
-        .iter()
-        .map(|p| s(p, "/metadata/uid"))
-        .collect();
+    let originals: Vec<&str> = t.pod_objects.iter().map(|p| uid_of(&p.metadata)).collect();
     loop {
         let pods = kube
-            .list_json("v1", "Pod", Some(&t.namespace))
+            .list_in::<Pod>(&t.namespace)
             .await
-            .map_err(|e| e.to_string())?;
-        let mine: Vec<&Value> = pods
+            .map_err(read(format!("the pods in namespace {}", t.namespace)))?;
+        let mine: Vec<&Pod> = pods
             .iter()
             .filter(|p| {
-                let owner = s(p, "/metadata/ownerReferences/0/name");
-                (owner == t.name && t.method != Method::Bare) || s(p, "/metadata/name") == name
+                (owner_of(&p.metadata) == t.name && t.method != Method::Bare)
+                    || name_of(&p.metadata) == name
             })
             .collect();
-        let old_gone = !mine.iter().any(|p| s(p, "/metadata/uid") == old_uid);
+        let old_gone = !mine.iter().any(|p| uid_of(&p.metadata) == old_uid);
         // The replacement: a pod the workload did not have before, Ready and current.
-        let fresh: Vec<&&Value> = mine
-            .iter()
-            .filter(|p| !originals.contains(&s(p, "/metadata/uid")) && !mesh::terminating(p))
+        let fresh: Vec<&Pod> = mine
+            .into_iter()
+            .filter(|p| !originals.contains(&uid_of(&p.metadata)) && !mesh::terminating(p))
             .collect();
         // One replacement per pod evicted so far (for OnDelete controllers).
         let replaced = fresh.len() >= replacements
-            && fresh.iter().all(|p| {
-                p["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                }) && mesh.restart_reason(p).is_none()
-            });
+            && fresh
+                .iter()
+                .all(|p| ready(p) && mesh.restart_reason(p).is_none());
         if old_gone && replaced {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "{} {}/{}: pod {name} was not replaced by a ready, current pod in time",
-                t.kind, t.namespace, t.name
-            ));
+            return Err(Error::NotReplaced {
+                kind: t.kind.clone(),
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                pod: name.to_string(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Restart the chosen workloads, `max_concurrent` at a time.
-pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Report, String> {
+pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Report, Error> {
     let (mesh, targets) = targets(kube, opts).await?;
     let mut report = Report::default();
     let mut work = Vec::new();
@@ -499,12 +635,12 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Rep
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mesh = Arc::new(mesh);
-    let results: Vec<(Target, Result<(), String>)> = futures::stream::iter(work)
+    let results: Vec<(Target, Result<(), Error>)> = futures::stream::iter(work)
         .map(|t| {
             let (stop, mesh) = (stop.clone(), mesh.clone());
             async move {
                 if stop.load(Ordering::SeqCst) {
-                    return (t, Err("not started: an earlier restart failed".to_string()));
+                    return (t, Err(Error::NotStarted));
                 }
                 reporter.step_started(&format!("restart/{}", t.id()));
                 let started = Instant::now();
@@ -513,7 +649,11 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Rep
                     Ok(()) => reporter.step_done(&format!("restart/{}", t.id()), started.elapsed()),
                     Err(e) => {
                         stop.store(true, Ordering::SeqCst);
-                        reporter.step_failed(&format!("restart/{}", t.id()), started.elapsed(), e);
+                        reporter.step_failed(
+                            &format!("restart/{}", t.id()),
+                            started.elapsed(),
+                            &crate::engine::chain(e),
+                        );
                     }
                 }
                 (t, r)
@@ -525,16 +665,204 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Rep
     for (t, r) in results {
         match r {
             Ok(()) => report.restarted.push(t.id()),
-            Err(e) if e.starts_with("not started") => {}
+            Err(Error::NotStarted) => {}
             Err(e) => {
-                let reasons = pod_reasons(kube, &t).await;
-                return Err(format!(
-                    "restart of {} failed: {e}; pods: {reasons}",
-                    t.id()
-                ));
+                return Err(Error::Workload {
+                    workload: t.id(),
+                    reasons: pod_reasons(kube, &t).await,
+                    source: Box::new(e),
+                });
             }
         }
     }
     report.restarted.sort();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Volume;
+
+    use super::*;
+    use crate::mesh::fixtures::{PodFixture, container, labels, pod};
+
+    const NEW: &str = "docker.io/istio/proxyv2:1.30.3";
+    const OLD: &str = "docker.io/istio/proxyv2:1.29.6";
+
+    /// Revisions 1-29-6 and 1-30-3 with their images; namespace `apps` selects 1-30-3.
+    fn mesh() -> Mesh {
+        Mesh {
+            injectors: Injectors {
+                revisions: vec!["1-29-6".into(), "1-30-3".into()],
+                tags: BTreeMap::new(),
+            },
+            images: [
+                ("1-29-6".to_string(), OLD.to_string()),
+                ("1-30-3".to_string(), NEW.to_string()),
+            ]
+            .into(),
+            namespaces: [
+                ("apps".to_string(), labels(&[("istio.io/rev", "1-30-3")])),
+                ("plain".to_string(), BTreeMap::new()),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn pods_belong_to_the_workload_that_owns_them() {
+        let cases = [
+            (
+                pod("apps", "web-5d9c-x").owned_by("ReplicaSet", "web-5d9c"),
+                ("Deployment", "web"),
+            ),
+            (
+                pod("apps", "my-api-7f-x").owned_by("ReplicaSet", "my-api-7f"),
+                ("Deployment", "my-api"),
+            ),
+            (
+                pod("apps", "db-0").owned_by("StatefulSet", "db"),
+                ("StatefulSet", "db"),
+            ),
+            (
+                pod("apps", "log-x").owned_by("DaemonSet", "log"),
+                ("DaemonSet", "log"),
+            ),
+            (
+                pod("apps", "once-x").owned_by("Job", "once"),
+                ("Job", "once"),
+            ),
+            (pod("apps", "bare"), ("Pod", "bare")),
+            (
+                pod("apps", "odd").owned_by("SomethingElse", "x"),
+                ("Pod", "odd"),
+            ),
+        ];
+        for (p, (kind, name)) in cases {
+            assert_eq!(
+                workload_of(&p),
+                (kind.to_string(), name.to_string()),
+                "{:?}",
+                p.metadata.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_pod_needs_a_restart_when_its_proxy_is_not_what_its_namespace_selects() {
+        let m = mesh();
+        assert_eq!(
+            m.restart_reason(&pod("apps", "web").injected("1-30-3", NEW)),
+            None
+        );
+        assert!(
+            m.restart_reason(&pod("apps", "web").injected("1-29-6", OLD))
+                .is_some_and(|r| r.contains("injected by revision 1-29-6"))
+        );
+        assert!(
+            m.restart_reason(&pod("apps", "web").injected("1-30-3", OLD))
+                .is_some_and(|r| r.contains("differs")),
+            "same revision, old image"
+        );
+        assert!(
+            m.restart_reason(&pod("apps", "web"))
+                .is_some_and(|r| r.contains("no proxy"))
+        );
+        assert_eq!(m.restart_reason(&pod("plain", "web")), None);
+        assert_eq!(
+            m.expected_revision(&pod("plain", "web").labelled("istio.io/rev", "1-29-6"))
+                .as_deref(),
+            Some("1-29-6"),
+            "the pod's own label counts where the namespace has none"
+        );
+        assert_eq!(
+            m.expected_revision(&pod("gone", "web")),
+            None,
+            "an unknown namespace has no labels"
+        );
+    }
+
+    #[test]
+    fn injector_config_maps_give_each_revision_its_image() {
+        let cm = |name: &str, values: Option<&str>| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            data: values.map(|v| [("values".to_string(), v.to_string())].into()),
+            ..ConfigMap::default()
+        };
+        let values = |tag: &str| {
+            format!(
+                r#"{{"global":{{"hub":"docker.io/istio","tag":"{tag}","proxy":{{"image":"proxyv2"}}}}}}"#
+            )
+        };
+        let images = injected_images(&[
+            cm("istio-sidecar-injector", Some(&values("1.29.6"))),
+            cm("istio-sidecar-injector-1-30-3", Some(&values("1.30.3"))),
+            cm("istio-sidecar-injector-broken", Some("not json")),
+            cm("istio-sidecar-injector-empty", None),
+            cm("istio", Some(&values("9.9.9"))),
+        ]);
+        assert_eq!(
+            images,
+            [
+                (String::new(), OLD.to_string()),
+                ("1-30-3".to_string(), NEW.to_string()),
+            ]
+            .into()
+        );
+    }
+
+    #[test]
+    fn a_fresh_copy_drops_what_injection_added() {
+        let mut p = pod("apps", "bare")
+            .labelled("app", "bare")
+            .injected("1-29-6", OLD);
+        let volume = |name: &str| Volume {
+            name: name.into(),
+            ..Volume::default()
+        };
+        if let Some(spec) = &mut p.spec {
+            spec.init_containers = Some(vec![
+                container("istio-init", OLD),
+                container("migrate", "example/migrate:1"),
+            ]);
+            spec.volumes = Some(vec![volume("istio-envoy"), volume("data")]);
+            spec.node_name = Some("node-1".into());
+        }
+        let annotations = p.metadata.annotations.get_or_insert_default();
+        annotations.insert("sidecar.istio.io/status".into(), "{}".into());
+        annotations.insert("team".into(), "web".into());
+        p.metadata.resource_version = Some("42".into());
+
+        let copy = fresh_copy(&p);
+        let spec = copy.spec.expect("spec");
+        let names = |cs: &[k8s_openapi::api::core::v1::Container]| -> Vec<String> {
+            cs.iter().map(|c| c.name.clone()).collect()
+        };
+        assert_eq!(names(&spec.containers), ["app"]);
+        assert_eq!(
+            names(spec.init_containers.as_deref().unwrap_or_default()),
+            ["migrate"]
+        );
+        let volumes: Vec<&str> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(volumes, ["data"]);
+        assert_eq!(spec.node_name, None, "the scheduler places it anew");
+        assert_eq!(copy.metadata.name.as_deref(), Some("bare"));
+        assert_eq!(copy.metadata.namespace.as_deref(), Some("apps"));
+        assert_eq!(copy.metadata.labels, Some(labels(&[("app", "bare")])));
+        assert_eq!(
+            copy.metadata.annotations,
+            Some(labels(&[("team", "web")])),
+            "the revision and injection status go"
+        );
+        assert_eq!(copy.metadata.resource_version, None);
+        assert_eq!(copy.metadata.uid, None);
+    }
 }

@@ -4,26 +4,151 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde::Serialize;
 
 use crate::drivers::helm::cli::Helm;
-use crate::drivers::k3d::cli::K3d;
-use crate::drivers::kube::Kube;
+use crate::drivers::k3d::cli::{self as k3d, K3d};
+use crate::drivers::kube as driver;
 use crate::drivers::toolchain::Toolchain;
 use crate::mesh;
-use crate::ops::up::{self, Error};
+use crate::ops::restart::{self, Mesh};
+use crate::ops::up;
 
-use crate::mesh::labels_of as labels;
-
-fn name(v: &Value) -> &str {
-    v["metadata"]["name"].as_str().unwrap_or_default()
+/// Why a cluster's status could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tool paddock needs is missing; the message says how to install it.
+    #[error(transparent)]
+    MissingTool(#[from] crate::drivers::toolchain::Missing),
+    #[error("could not tell whether cluster {cluster} exists")]
+    Find {
+        cluster: String,
+        #[source]
+        source: k3d::Error,
+    },
+    #[error("cluster {cluster} does not exist; `paddock up {cluster}` creates it")]
+    NoCluster { cluster: String },
+    /// Connecting to the cluster's API failed; the error names the step.
+    #[error(transparent)]
+    Connect(up::Error),
+    #[error("failed to read {kind} objects")]
+    List {
+        kind: &'static str,
+        #[source]
+        source: driver::Error,
+    },
+    /// Reading the mesh (injectors, namespaces) failed; the error names what.
+    #[error(transparent)]
+    Mesh(restart::Error),
 }
 
-fn ready(conditions: &Value) -> bool {
-    conditions.as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
+/// A cluster's status, as `status --output json` prints it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub cluster: String,
+    /// Exactly when `live` is there.
+    pub running: bool,
+    pub owned: bool,
+    /// What the API says; only a running cluster has it.
+    #[serde(flatten)]
+    pub live: Option<Live>,
+    pub urls: Urls,
+}
+
+/// Where a cluster is reached from the host.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Urls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress_tls: Option<String>,
+}
+
+impl Urls {
+    /// (name as in the JSON, URL) of each URL there is.
+    fn entries(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("ingress", &self.ingress),
+            ("ingressTls", &self.ingress_tls),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_deref()?)))
+    }
+}
+
+/// What a running cluster's API, and helm, report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Live {
+    /// The hash of the spec paddock last applied (from its in-cluster record).
+    pub spec_hash: Option<String>,
+    pub nodes: Vec<NodeRow>,
+    pub revisions: Vec<RevisionRow>,
+    /// Tag → revision.
+    pub tags: BTreeMap<String, String>,
+    pub namespaces: Vec<NamespaceRow>,
+    pub workloads: Vec<WorkloadRow>,
+    pub releases: Vec<ReleaseRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRow {
+    pub name: String,
+    pub ready: bool,
+    /// `server` or `agent`.
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRow {
+    /// "" for the unrevisioned control plane.
+    pub revision: String,
+    /// The tag of the proxy image it injects ("" when unknown).
+    pub version: String,
+    /// Its istiod Deployment.
+    pub istiod: String,
+    pub ready: bool,
+    pub proxy_image: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamespaceRow {
+    pub name: String,
+    /// The label that picks its injector, as `key=value`.
+    pub selects: String,
+    /// The revision its new pods get, `None` when not injected.
+    pub revision: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRow {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    /// Pods that run on (not terminating).
+    pub pods: u64,
+    pub terminating: u64,
+    /// Each distinct injected revision of its running pods (`None`: not injected).
+    pub revisions: Vec<Option<String>>,
+    /// Each distinct proxy version of its running pods (`None`: no proxy).
+    pub proxy_versions: Vec<Option<String>>,
+    pub expected_revision: Option<String>,
+    pub needs_restart: bool,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReleaseRow {
+    pub name: String,
+    pub namespace: String,
+    pub chart: String,
+    pub status: String,
 }
 
 /// Namespaces whose pods are the platform's, not the user's workloads.
@@ -34,26 +159,8 @@ const SYSTEM: &[&str] = &[
     "paddock-system",
 ];
 
-async fn list(
-    kube: &Kube,
-    api: &str,
-    kind: &'static str,
-    ns: Option<&str>,
-) -> Result<Vec<Value>, Error> {
-    kube.list_json(api, kind, ns)
-        .await
-        .map_err(|source| Error::Read { kind, source })
-}
-
-/// A workload's status row before its pods are counted in.
-fn workload_entry(ns: &str, kind: &str, name: &str, expected_revision: Option<String>) -> Value {
-    json!({"namespace": ns, "kind": kind, "name": name, "pods": 0, "terminating": 0,
-        "revisions": [], "proxyVersions": [], "expectedRevision": expected_revision,
-        "needsRestart": false, "reasons": []})
-}
-
-/// Collect a cluster's status as JSON.
-pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
+/// Collect a cluster's status.
+pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Status, Error> {
     let k3d = K3d::new(tools.need_k3d()?);
     let info = k3d
         .find(cluster)
@@ -62,126 +169,48 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
             cluster: cluster.to_string(),
             source,
         })?
-        .ok_or_else(|| Error::Absent {
+        .ok_or_else(|| Error::NoCluster {
             cluster: cluster.to_string(),
         })?;
-    let mut urls = serde_json::Map::new();
-    if let Some(p) = info.host_port(80) {
-        urls.insert("ingress".into(), json!(format!("http://127.0.0.1:{p}/")));
-    }
-    if let Some(p) = info.host_port(443) {
-        urls.insert(
-            "ingressTls".into(),
-            json!(format!("https://127.0.0.1:{p}/")),
-        );
-    }
-    if !info.running() {
-        return Ok(
-            json!({"cluster": cluster, "running": false, "owned": info.owned(), "urls": urls}),
-        );
-    }
+    let urls = Urls {
+        ingress: info.host_port(80).map(|p| format!("http://127.0.0.1:{p}/")),
+        ingress_tls: info
+            .host_port(443)
+            .map(|p| format!("https://127.0.0.1:{p}/")),
+    };
     let owned = info.owned();
-    let c = up::connect(&k3d, tools, info).await?;
-    let kube = &c.kube;
-    let nodes: Vec<Value> = list(kube, "v1", "Node", None)
-        .await?
-        .iter()
-        .map(|n| {
-            let l = labels(n);
-            let role = if l.contains_key("node-role.kubernetes.io/control-plane") {
-                "server"
-            } else {
-                "agent"
-            };
-            json!({"name": name(n), "ready": ready(&n["status"]["conditions"]), "role": role})
-        })
-        .collect();
-    let view = crate::ops::restart::Mesh::read(kube)
+    if !info.running() {
+        return Ok(Status {
+            cluster: cluster.to_string(),
+            running: false,
+            owned,
+            live: None,
+            urls,
+        });
+    }
+    let c = up::connect(&k3d, tools, info)
         .await
-        .map_err(Error::Mesh)?;
-    let image_of = |rev: &str| view.images.get(rev).cloned();
-    let deployments = list(kube, "apps/v1", "Deployment", Some("istio-system"))
+        .map_err(Error::Connect)?;
+    let kube = &c.kube;
+    let nodes = kube
+        .list::<Node>()
+        .await
+        .map_err(|source| Error::List {
+            kind: "Node",
+            source,
+        })?
+        .iter()
+        .map(node_row)
+        .collect();
+    let view = Mesh::read(kube).await.map_err(Error::Mesh)?;
+    let deployments = kube
+        .list_in::<Deployment>("istio-system")
         .await
         .unwrap_or_default();
-    let mut revisions = Vec::new();
-    for rev in &view.injectors.revisions {
-        let dname = if rev.is_empty() {
-            "istiod".to_string()
-        } else {
-            format!("istiod-{rev}")
-        };
-        let d = deployments.iter().find(|d| name(d) == dname);
-        let image = image_of(rev);
-        revisions.push(json!({
-            "revision": rev,
-            "version": image.as_deref().map(mesh::image_tag).unwrap_or_default(),
-            "istiod": dname,
-            "ready": d.is_some_and(|d| d["status"]["readyReplicas"].as_i64().unwrap_or(0) > 0),
-            "proxyImage": image,
-        }));
-    }
-    let mut namespaces = Vec::new();
-    for (n, l) in &view.namespaces {
-        if SYSTEM.contains(&n.as_str()) {
-            continue;
-        }
-        let via = if l.get("istio-injection").is_some() {
-            format!("istio-injection={}", l["istio-injection"])
-        } else if let Some(r) = l.get("istio.io/rev") {
-            format!("istio.io/rev={r}")
-        } else {
-            "no injection label".to_string()
-        };
-        namespaces.push(json!({"name": n, "selects": via,
-            "revision": mesh::resolve(l, &BTreeMap::new(), &view.injectors)}));
-    }
-    let pods = list(kube, "v1", "Pod", None).await?;
-    let mut workloads: BTreeMap<(String, String, String), Value> = BTreeMap::new();
-    for pod in &pods {
-        let ns = pod["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if SYSTEM.contains(&ns.as_str()) {
-            continue;
-        }
-        let (kind, wname) = crate::ops::restart::workload_of(pod);
-        if mesh::terminating(pod) {
-            // On its way out: counted, but its proxy is not what the workload runs.
-            let entry = workloads
-                .entry((ns.clone(), kind.clone(), wname.clone()))
-                .or_insert_with(|| workload_entry(&ns, &kind, &wname, view.expected_revision(pod)));
-            entry["terminating"] = json!(entry["terminating"].as_u64().unwrap_or(0) + 1);
-            continue;
-        }
-        let proxy = mesh::proxy_of(pod);
-        let expected_rev = view.expected_revision(pod);
-        let reason = if kind == "Job" {
-            None
-        } else {
-            view.restart_reason(pod)
-        };
-        let entry = workloads
-            .entry((ns.clone(), kind.clone(), wname.clone()))
-            .or_insert_with(|| workload_entry(&ns, &kind, &wname, expected_rev));
-        entry["pods"] = json!(entry["pods"].as_u64().unwrap_or(0) + 1);
-        let mut push = |key: &str, v: Value| {
-            if let Some(a) = entry[key].as_array_mut()
-                && !a.contains(&v)
-            {
-                a.push(v);
-            }
-        };
-        push("revisions", json!(proxy.revision));
-        push(
-            "proxyVersions",
-            json!(proxy.image.as_deref().map(mesh::image_tag)),
-        );
-        if let Some(r) = reason {
-            push("reasons", json!(r));
-            entry["needsRestart"] = json!(true);
-        }
-    }
+    let pods = kube.list::<Pod>().await.map_err(|source| Error::List {
+        kind: "Pod",
+        source,
+    })?;
     let helm = match tools.helm.as_deref() {
         Some(bin) => Helm::detect(bin).await.ok(),
         None => None,
@@ -191,125 +220,459 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Value, Error> {
         None => Vec::new(),
     };
     let record = kube.record().await.ok().flatten();
-    Ok(json!({
-        "cluster": cluster,
-        "running": true,
-        "owned": owned,
-        "specHash": record.as_ref().map(|r| r.spec_hash.clone()),
-        "nodes": nodes,
-        "revisions": revisions,
-        "tags": view.injectors.tags,
-        "namespaces": namespaces,
-        "workloads": workloads.into_values().collect::<Vec<_>>(),
-        "releases": releases.iter().map(|r| json!({"name": r.name, "namespace": r.namespace, "chart": r.chart, "status": r.status})).collect::<Vec<_>>(),
-        "urls": urls,
-    }))
+    Ok(Status {
+        cluster: cluster.to_string(),
+        running: true,
+        owned,
+        live: Some(Live {
+            spec_hash: record.map(|r| r.spec_hash),
+            nodes,
+            revisions: revision_rows(&view, &deployments),
+            tags: view.injectors.tags.clone(),
+            namespaces: namespace_rows(&view),
+            workloads: workload_rows(&pods, &view),
+            releases: releases
+                .into_iter()
+                .map(|r| ReleaseRow {
+                    name: r.name,
+                    namespace: r.namespace,
+                    chart: r.chart,
+                    status: r.status,
+                })
+                .collect(),
+        }),
+        urls,
+    })
+}
+
+fn node_row(n: &Node) -> NodeRow {
+    let role = if mesh::labels_of(&n.metadata).contains_key("node-role.kubernetes.io/control-plane")
+    {
+        "server"
+    } else {
+        "agent"
+    };
+    let ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    NodeRow {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        ready,
+        role: role.to_string(),
+    }
+}
+
+/// Each revision with an injector, its istiod Deployment (among `deployments`) and its image.
+fn revision_rows(view: &Mesh, deployments: &[Deployment]) -> Vec<RevisionRow> {
+    view.injectors
+        .revisions
+        .iter()
+        .map(|rev| {
+            let istiod = if rev.is_empty() {
+                "istiod".to_string()
+            } else {
+                format!("istiod-{rev}")
+            };
+            let ready = deployments
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(istiod.as_str()))
+                .is_some_and(|d| {
+                    d.status
+                        .as_ref()
+                        .and_then(|s| s.ready_replicas)
+                        .unwrap_or(0)
+                        > 0
+                });
+            let image = view.images.get(rev).cloned();
+            RevisionRow {
+                revision: rev.clone(),
+                version: image
+                    .as_deref()
+                    .map(mesh::image_tag)
+                    .unwrap_or_default()
+                    .to_string(),
+                istiod,
+                ready,
+                proxy_image: image,
+            }
+        })
+        .collect()
+}
+
+/// The user's namespaces and the revision each one's new pods get.
+fn namespace_rows(view: &Mesh) -> Vec<NamespaceRow> {
+    view.namespaces
+        .iter()
+        .filter(|(n, _)| !SYSTEM.contains(&n.as_str()))
+        .map(|(n, l)| {
+            let selects = if let Some(v) = l.get("istio-injection") {
+                format!("istio-injection={v}")
+            } else if let Some(r) = l.get("istio.io/rev") {
+                format!("istio.io/rev={r}")
+            } else {
+                "no injection label".to_string()
+            };
+            NamespaceRow {
+                name: n.clone(),
+                selects,
+                revision: mesh::resolve(l, &BTreeMap::new(), &view.injectors),
+            }
+        })
+        .collect()
+}
+
+/// One row per workload of the user's pods: what its pods run and whether they need a
+/// restart. A terminating pod is counted apart: its proxy is not what the workload runs.
+fn workload_rows(pods: &[Pod], view: &Mesh) -> Vec<WorkloadRow> {
+    let mut rows: BTreeMap<(String, String, String), WorkloadRow> = BTreeMap::new();
+    for pod in pods {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        if SYSTEM.contains(&ns.as_str()) {
+            continue;
+        }
+        let (kind, name) = restart::workload_of(pod);
+        let row = rows
+            .entry((ns.clone(), kind.clone(), name.clone()))
+            .or_insert_with(|| WorkloadRow {
+                namespace: ns,
+                kind: kind.clone(),
+                name,
+                pods: 0,
+                terminating: 0,
+                revisions: Vec::new(),
+                proxy_versions: Vec::new(),
+                expected_revision: view.expected_revision(pod),
+                needs_restart: false,
+                reasons: Vec::new(),
+            });
+        if mesh::terminating(pod) {
+            row.terminating += 1;
+            continue;
+        }
+        row.pods += 1;
+        let proxy = mesh::proxy_of(pod);
+        push_new(&mut row.revisions, proxy.revision);
+        push_new(
+            &mut row.proxy_versions,
+            proxy
+                .image
+                .as_deref()
+                .map(|i| mesh::image_tag(i).to_string()),
+        );
+        let reason = if kind == "Job" {
+            None
+        } else {
+            view.restart_reason(pod)
+        };
+        if let Some(r) = reason {
+            push_new(&mut row.reasons, r);
+            row.needs_restart = true;
+        }
+    }
+    rows.into_values().collect()
+}
+
+fn push_new<T: PartialEq>(list: &mut Vec<T>, item: T) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
 }
 
 /// The human-readable status.
-pub fn text(s: &Value) -> String {
+pub fn text(s: &Status) -> String {
     let mut out = String::new();
-    let cluster = s["cluster"].as_str().unwrap_or_default();
-    if s["running"] != true {
+    let cluster = &s.cluster;
+    let Some(live) = s.live.as_ref().filter(|_| s.running) else {
         out.push_str(&format!("cluster {cluster}: stopped\n"));
         return out;
-    }
+    };
     out.push_str(&format!(
         "cluster {cluster}: running{}\n",
-        if s["owned"] == true {
+        if s.owned {
             ""
         } else {
             " (not created by paddock)"
         }
     ));
     out.push_str("\nnodes\n");
-    for n in s["nodes"].as_array().into_iter().flatten() {
+    for n in &live.nodes {
         out.push_str(&format!(
             "  {:<32} {:<7} {}\n",
-            n["name"].as_str().unwrap_or_default(),
-            n["role"].as_str().unwrap_or_default(),
-            if n["ready"] == true {
-                "Ready"
-            } else {
-                "NotReady"
-            }
+            n.name,
+            n.role,
+            if n.ready { "Ready" } else { "NotReady" }
         ));
     }
     out.push_str("\nistio revisions\n");
-    for r in s["revisions"].as_array().into_iter().flatten() {
+    for r in &live.revisions {
         out.push_str(&format!(
             "  {:<12} {:<10} {}\n",
-            r["revision"].as_str().unwrap_or_default(),
-            r["version"].as_str().unwrap_or_default(),
-            if r["ready"] == true {
-                "ready"
-            } else {
-                "NOT READY"
-            }
+            r.revision,
+            r.version,
+            if r.ready { "ready" } else { "NOT READY" }
         ));
     }
     out.push_str("\ntags\n");
-    for (t, r) in s["tags"].as_object().into_iter().flatten() {
-        out.push_str(&format!("  {t:<12} → {}\n", r.as_str().unwrap_or_default()));
+    for (t, r) in &live.tags {
+        out.push_str(&format!("  {t:<12} → {r}\n"));
     }
     out.push_str("\nnamespaces\n");
-    for n in s["namespaces"].as_array().into_iter().flatten() {
+    for n in &live.namespaces {
         out.push_str(&format!(
             "  {:<24} {:<28} → {}\n",
-            n["name"].as_str().unwrap_or_default(),
-            n["selects"].as_str().unwrap_or_default(),
-            n["revision"].as_str().unwrap_or("not injected")
+            n.name,
+            n.selects,
+            n.revision.as_deref().unwrap_or("not injected")
         ));
     }
     out.push_str("\nworkloads\n");
-    for w in s["workloads"].as_array().into_iter().flatten() {
-        let revs: Vec<String> = w["revisions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| r.as_str().unwrap_or("none").to_string())
+    for w in &live.workloads {
+        let revs: Vec<&str> = w
+            .revisions
+            .iter()
+            .map(|r| r.as_deref().unwrap_or("none"))
             .collect();
-        let vers: Vec<String> = w["proxyVersions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| r.as_str().unwrap_or("-").to_string())
+        let vers: Vec<&str> = w
+            .proxy_versions
+            .iter()
+            .map(|v| v.as_deref().unwrap_or("-"))
             .collect();
-        let flag = if w["needsRestart"] == true {
+        let flag = if w.needs_restart {
             "NEEDS RESTART"
         } else {
             "ok"
         };
-        let terminating = match w["terminating"].as_u64().unwrap_or(0) {
+        let terminating = match w.terminating {
             0 => String::new(),
             n => format!(", {n} terminating"),
         };
         out.push_str(&format!(
             "  {}/{} {} ({} pods{terminating}): revision {}, proxy {}, {flag}\n",
-            w["namespace"].as_str().unwrap_or_default(),
-            w["name"].as_str().unwrap_or_default(),
-            w["kind"].as_str().unwrap_or_default(),
-            w["pods"],
+            w.namespace,
+            w.name,
+            w.kind,
+            w.pods,
             revs.join(","),
             vers.join(",")
         ));
-        for r in w["reasons"].as_array().into_iter().flatten() {
-            out.push_str(&format!("      {}\n", r.as_str().unwrap_or_default()));
+        for r in &w.reasons {
+            out.push_str(&format!("      {r}\n"));
         }
     }
     out.push_str("\nhelm releases\n");
-    for r in s["releases"].as_array().into_iter().flatten() {
+    for r in &live.releases {
         out.push_str(&format!(
             "  {:<20} {:<16} {:<28} {}\n",
-            r["name"].as_str().unwrap_or_default(),
-            r["namespace"].as_str().unwrap_or_default(),
-            r["chart"].as_str().unwrap_or_default(),
-            r["status"].as_str().unwrap_or_default()
+            r.name, r.namespace, r.chart, r.status
         ));
     }
     out.push_str("\nurls\n");
-    for (k, v) in s["urls"].as_object().into_iter().flatten() {
-        out.push_str(&format!("  {k:<12} {}\n", v.as_str().unwrap_or_default()));
+    for (k, v) in s.urls.entries() {
+        out.push_str(&format!("  {k:<12} {v}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::Injectors;
+    use crate::mesh::fixtures::{PodFixture, labels, pod};
+
+    const NEW: &str = "docker.io/istio/proxyv2:1.30.3";
+    const OLD: &str = "docker.io/istio/proxyv2:1.29.6";
+
+    fn mesh() -> Mesh {
+        Mesh {
+            injectors: Injectors {
+                revisions: vec!["1-29-6".into(), "1-30-3".into()],
+                tags: [("stable".to_string(), "1-30-3".to_string())].into(),
+            },
+            images: [
+                ("1-29-6".to_string(), OLD.to_string()),
+                ("1-30-3".to_string(), NEW.to_string()),
+            ]
+            .into(),
+            namespaces: [
+                ("apps".to_string(), labels(&[("istio.io/rev", "stable")])),
+                ("kube-system".to_string(), BTreeMap::new()),
+                ("on".to_string(), labels(&[("istio-injection", "enabled")])),
+                ("plain".to_string(), BTreeMap::new()),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn workload_rows_count_pods_and_collect_revisions_versions_and_reasons() {
+        let web = |n: &str| pod("apps", n).owned_by("ReplicaSet", "web-5d9c");
+        let pods = vec![
+            web("web-1").injected("1-30-3", NEW),
+            web("web-2").injected("1-29-6", OLD),
+            web("web-3").injected("1-29-6", OLD),
+            web("web-4").injected("1-29-6", OLD).terminating(),
+            pod("apps", "batch-x")
+                .owned_by("Job", "batch")
+                .injected("1-29-6", OLD),
+            pod("plain", "solo"),
+            pod("kube-system", "coredns-1").owned_by("ReplicaSet", "coredns-7"),
+        ];
+        let rows = workload_rows(&pods, &mesh());
+        let ids: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.namespace.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [("apps", "web"), ("apps", "batch"), ("plain", "solo")],
+            "sorted by namespace, kind, name; system namespaces left out"
+        );
+        let web = &rows[0];
+        assert_eq!(
+            (web.kind.as_str(), web.pods, web.terminating),
+            ("Deployment", 3, 1)
+        );
+        assert_eq!(
+            web.revisions,
+            [Some("1-30-3".to_string()), Some("1-29-6".to_string())]
+        );
+        assert_eq!(
+            web.proxy_versions,
+            [Some("1.30.3".to_string()), Some("1.29.6".to_string())]
+        );
+        assert_eq!(web.expected_revision.as_deref(), Some("1-30-3"));
+        assert!(web.needs_restart);
+        assert_eq!(
+            web.reasons.len(),
+            1,
+            "the same reason once: {:?}",
+            web.reasons
+        );
+        let batch = &rows[1];
+        assert!(!batch.needs_restart, "Jobs are not restarted");
+        let solo = &rows[2];
+        assert_eq!(solo.kind, "Pod");
+        assert_eq!(solo.revisions, [None]);
+        assert_eq!(solo.proxy_versions, [None]);
+        assert_eq!(solo.expected_revision, None);
+        assert!(!solo.needs_restart);
+    }
+
+    #[test]
+    fn namespace_rows_say_which_label_selects_and_what_it_resolves_to() {
+        let rows = namespace_rows(&mesh());
+        let row = |name: &str| {
+            rows.iter()
+                .find(|r| r.name == name)
+                .map(|r| (r.selects.as_str(), r.revision.as_deref()))
+        };
+        assert_eq!(row("apps"), Some(("istio.io/rev=stable", Some("1-30-3"))));
+        assert_eq!(
+            row("on"),
+            Some(("istio-injection=enabled", None)),
+            "no default tag"
+        );
+        assert_eq!(row("plain"), Some(("no injection label", None)));
+        assert_eq!(row("kube-system"), None);
+    }
+
+    #[test]
+    fn a_stopped_cluster_reports_only_what_k3d_knows() {
+        let s = Status {
+            cluster: "ci".into(),
+            running: false,
+            owned: true,
+            live: None,
+            urls: Urls {
+                ingress: Some("http://127.0.0.1:8080/".into()),
+                ingress_tls: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&s).expect("json"),
+            r#"{"cluster":"ci","running":false,"owned":true,"urls":{"ingress":"http://127.0.0.1:8080/"}}"#
+        );
+        assert_eq!(text(&s), "cluster ci: stopped\n");
+    }
+
+    #[test]
+    fn a_running_clusters_status_keeps_its_json_shape_and_text() {
+        let view = mesh();
+        let pods = vec![
+            pod("apps", "web-1")
+                .owned_by("ReplicaSet", "web-5d9c")
+                .injected("1-29-6", OLD),
+        ];
+        let s = Status {
+            cluster: "ci".into(),
+            running: true,
+            owned: false,
+            live: Some(Live {
+                spec_hash: Some("abc".into()),
+                nodes: vec![NodeRow {
+                    name: "k3d-ci-server-0".into(),
+                    ready: true,
+                    role: "server".into(),
+                }],
+                revisions: revision_rows(&view, &[]),
+                tags: view.injectors.tags.clone(),
+                namespaces: namespace_rows(&view),
+                workloads: workload_rows(&pods, &view),
+                releases: vec![ReleaseRow {
+                    name: "istiod-1-30-3".into(),
+                    namespace: "istio-system".into(),
+                    chart: "istiod-1.30.3".into(),
+                    status: "deployed".into(),
+                }],
+            }),
+            urls: Urls::default(),
+        };
+        let json = serde_json::to_value(&s).expect("json");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "cluster",
+                "running",
+                "owned",
+                "specHash",
+                "nodes",
+                "revisions",
+                "tags",
+                "namespaces",
+                "workloads",
+                "releases",
+                "urls"
+            ]
+        );
+        assert_eq!(
+            json["revisions"][1],
+            serde_json::json!({"revision": "1-30-3", "version": "1.30.3", "istiod": "istiod-1-30-3",
+                "ready": false, "proxyImage": NEW})
+        );
+        assert_eq!(
+            json["workloads"][0],
+            serde_json::json!({"namespace": "apps", "kind": "Deployment", "name": "web",
+                "pods": 1, "terminating": 0, "revisions": ["1-29-6"], "proxyVersions": ["1.29.6"],
+                "expectedRevision": "1-30-3", "needsRestart": true,
+                "reasons": ["injected by revision 1-29-6 but its labels now resolve to 1-30-3"]})
+        );
+        let t = text(&s);
+        for line in [
+            "cluster ci: running (not created by paddock)\n",
+            "  1-30-3       1.30.3     NOT READY\n",
+            "  stable       → 1-30-3\n",
+            "  apps/web Deployment (1 pods): revision 1-29-6, proxy 1.29.6, NEEDS RESTART\n",
+            "      injected by revision 1-29-6 but its labels now resolve to 1-30-3\n",
+        ] {
+            assert!(t.contains(line), "{line:?} in\n{t}");
+        }
+    }
 }

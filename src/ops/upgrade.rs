@@ -247,6 +247,7 @@ impl Ctx<'_> {
         restart::run(self.kube, &opts, self.reporter)
             .await
             .map(|_| ())
+            .map_err(|e| crate::engine::chain(&e))
     }
 
     async fn stale(&self, namespaces: Vec<String>) -> Result<usize, String> {
@@ -256,7 +257,9 @@ impl Ctx<'_> {
             max_concurrent: 1,
             timeout: self.step_timeout,
         };
-        let (_, targets) = restart::targets(self.kube, &opts).await?;
+        let (_, targets) = restart::targets(self.kube, &opts)
+            .await
+            .map_err(|e| crate::engine::chain(&e))?;
         Ok(targets
             .iter()
             .filter(|t| !t.stale.is_empty() && t.method != restart::Method::Job)
@@ -287,7 +290,9 @@ impl Ctx<'_> {
             .wait_webhook_ca(&hook, self.step_timeout)
             .await
             .map_err(|e| e.to_string())?;
-        let mesh = Mesh::read(self.kube).await?;
+        let mesh = Mesh::read(self.kube)
+            .await
+            .map_err(|e| crate::engine::chain(&e))?;
         let image = mesh.images.get(rev).cloned().unwrap_or_default();
         if crate::mesh::image_tag(&image) != version {
             return Err(format!(
@@ -652,7 +657,9 @@ impl Ctx<'_> {
     }
 
     async fn old_unused(&self, old: &str) -> Result<(), String> {
-        let mesh = Mesh::read(self.kube).await?;
+        let mesh = Mesh::read(self.kube)
+            .await
+            .map_err(|e| crate::engine::chain(&e))?;
         if let Some((n, _)) = mesh
             .namespaces
             .iter()
@@ -686,7 +693,10 @@ impl Ctx<'_> {
                     p["metadata"]["name"].as_str().unwrap_or_default()
                 )
             };
-            if let Some(p) = on_old.iter().find(|p| !crate::mesh::terminating(p)) {
+            if let Some(p) = on_old
+                .iter()
+                .find(|p| !crate::mesh::terminating(&typed_pod(p)))
+            {
                 return Err(format!(
                     "pod {} still runs a proxy of revision {old}",
                     id(p)
@@ -730,8 +740,10 @@ impl Ctx<'_> {
                     .unwrap_or(Value::Null),
                 Err(e) => return Err(format!("the probe pod was refused: {e}")),
             };
-            let proxy = crate::mesh::proxy_of(&created);
-            let mesh = Mesh::read(self.kube).await?;
+            let proxy = crate::mesh::proxy_of(&typed_pod(&created));
+            let mesh = Mesh::read(self.kube)
+                .await
+                .map_err(|e| crate::engine::chain(&e))?;
             let want = mesh.images.get(rev).cloned();
             if proxy.revision.as_deref() != Some(rev) || proxy.image != want {
                 return Err(format!(
@@ -749,6 +761,11 @@ impl Ctx<'_> {
             .map_err(|e| e.to_string())?;
         result
     }
+}
+
+/// A pod read as JSON, typed for [`crate::mesh`]'s rules.
+fn typed_pod(pod: &Value) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(pod.clone()).unwrap_or_default()
 }
 
 pub fn smoke_namespace(rev: &str) -> String {
@@ -818,15 +835,11 @@ pub async fn preflight(ctx: &Ctx<'_>) -> Result<(), Vec<String>> {
                 }
             }
         }
-        Err(e) => problems.push(e),
+        Err(e) => problems.push(crate::engine::chain(&e)),
     }
     match ctx
         .kube
-        .list_json(
-            "admissionregistration.k8s.io/v1",
-            "MutatingWebhookConfiguration",
-            None,
-        )
+        .list::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>()
         .await
     {
         Ok(hooks) => problems.extend(crate::mesh::overlaps(&hooks)),

@@ -34,15 +34,6 @@ pub enum Error {
     Registries(#[source] k3d::cli::Error),
     #[error("cluster {cluster} does not exist; `paddock up {cluster}` creates it")]
     Absent { cluster: String },
-    #[error("failed to read {kind} objects")]
-    Read {
-        kind: &'static str,
-        #[source]
-        source: kube::Error,
-    },
-    /// Reading the mesh (restart's errors are not typed yet).
-    #[error("{0}")]
-    Mesh(String),
     #[error("cluster {cluster} is stopped; `paddock up {cluster}` starts it")]
     Stopped { cluster: String },
     #[error("failed to {action} cluster {cluster}")]
