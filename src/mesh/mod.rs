@@ -140,6 +140,27 @@ pub fn proxy_of(pod: &Value) -> Proxy {
     }
 }
 
+/// [`proxy_of`] for a typed pod.
+pub fn proxy_of_pod(pod: &k8s_openapi::api::core::v1::Pod) -> Proxy {
+    let image = pod.spec.as_ref().and_then(|spec| {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .find(|c| c.name == "istio-proxy")
+            .and_then(|c| c.image.clone())
+    });
+    Proxy {
+        revision: pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("istio.io/rev"))
+            .cloned(),
+        image,
+    }
+}
+
 /// Why a pod needs a restart, or `None` when its proxy is what it should be.
 pub fn restart_reason(
     proxy: &Proxy,
@@ -370,6 +391,30 @@ mod tests {
                 *want,
                 "{why}"
             );
+        }
+    }
+
+    #[test]
+    fn a_typed_pod_has_the_proxy_its_json_has() {
+        let native_sidecar = serde_json::json!({
+            "metadata": {"name": "p", "annotations": {"istio.io/rev": "1-30-3"}},
+            "spec": {
+                "initContainers": [{"name": "istio-proxy", "image": "istio/proxyv2:1.30.3"}],
+                "containers": [{"name": "app", "image": "app:1"}]
+            }
+        });
+        let sidecar = serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "app", "image": "app:1"},
+                {"name": "istio-proxy", "image": "istio/proxyv2:1.29.6"}
+            ]}
+        });
+        let bare = serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
+        for pod in [native_sidecar, sidecar, bare] {
+            let typed: k8s_openapi::api::core::v1::Pod =
+                serde_json::from_value(pod.clone()).expect("a pod");
+            assert_eq!(proxy_of_pod(&typed), proxy_of(&pod), "{pod}");
         }
     }
 
