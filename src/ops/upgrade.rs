@@ -235,6 +235,7 @@ impl Ctx<'_> {
             self.step_timeout,
         )
         .await
+        .map_err(|e| crate::engine::error_chain(&e))
     }
 
     async fn restart(&self, namespaces: Vec<String>) -> Result<(), String> {

@@ -182,7 +182,7 @@ pub async fn observe(
                         spec.name
                     ))
                 })?;
-                let tags = tags.map_err(Error::Failed)?;
+                let tags = tags.map_err(|e| Error::Failed(crate::engine::error_chain(&e)))?;
                 let applied_labels = views
                     .iter()
                     .filter(|v| !v.applied_labels.is_empty())

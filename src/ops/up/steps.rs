@@ -284,6 +284,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), String> {
                 Duration::from_secs(300),
             )
             .await
+            .map_err(|e| crate::engine::error_chain(&e))
         }
         Action::WaitReady {
             namespace,
