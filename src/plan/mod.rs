@@ -3,6 +3,7 @@
 
 mod from_nothing;
 pub mod observed;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 
