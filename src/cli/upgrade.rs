@@ -117,7 +117,7 @@ pub(super) fn upgrade(
     u: UpgradeArgs,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    use crate::ops::upgrade::{Params, Strategy};
+    use crate::plan::upgrade::{Params, Strategy, UpgradeStep};
     let tools = toolchain(args);
     let rep = reporter(args);
     let events = rep.events();
@@ -197,33 +197,35 @@ pub(super) fn upgrade(
             step_timeout: std::time::Duration::from_secs(u.timeout),
             max_concurrent: u.max_concurrent,
         };
-        let steps = crate::ops::upgrade::steps(params.strategy, !crate::ops::upgrade::canary_namespaces(spec).is_empty());
+        let steps = crate::plan::upgrade::steps(params.strategy, !crate::plan::upgrade::canary_namespaces(spec).is_empty());
         if u.dry_run {
             let done = if resumed { journal.done_steps(&op)? } else { Vec::new() };
             let state = if resumed { format!(", unfinished operation {op}") } else { String::new() };
             writeln!(out, "upgrade of cluster {}: {} → {} ({:?}, revision {} → {}{state})", spec.name, params.from, params.to, params.strategy, params.from_rev, params.to_rev)?;
             for (i, s) in steps.iter().enumerate() {
                 // A done step is re-checked when the operation continues, not blindly skipped.
-                let mark = if done.iter().any(|d| d == s) { " [done]" } else { "" };
-                writeln!(out, "  {}. {s}{mark}: {}", i + 1, crate::ops::upgrade::describe(s, &params))?;
+                let mark = if done.iter().any(|d| d == s.name()) { " [done]" } else { "" };
+                writeln!(out, "  {}. {s}{mark}: {}", i + 1, s.describe(&params))?;
             }
             return Ok(());
         }
-        if let Some(p) = &u.pause_after
-            && !steps.contains(&p.as_str())
-        {
-            return Err(Failure::Other(format!("--pause-after {p}: no such step; the steps are {}", steps.join(", "))));
-        }
+        let pause_after = match &u.pause_after {
+            Some(p) => match p.parse::<UpgradeStep>() {
+                Ok(step) if steps.contains(&step) => Some(step),
+                _ => {
+                    let names: Vec<&str> = steps.iter().map(|s| s.name()).collect();
+                    return Err(Failure::Other(format!("--pause-after {p}: no such step; the steps are {}", names.join(", "))));
+                }
+            },
+            None => None,
+        };
         if !resumed {
-            if let Err(problems) = crate::ops::upgrade::preflight(&ctx).await {
-                return Err(Failure::Other(format!(
-                    "preflight refused the upgrade; nothing was changed:\n  - {}",
-                    problems.join("\n  - ")
-                )));
-            }
+            crate::ops::upgrade::preflight::check(&ctx)
+                .await
+                .map_err(|e| failed(&e))?;
             journal.record(&op, "op-started", None, serde_json::to_value(&params).unwrap_or_default())?;
         }
-        match crate::ops::upgrade::run(&ctx, &op, u.pause_after.as_deref()).await {
+        match crate::ops::upgrade::run(&ctx, &op, pause_after).await {
             crate::ops::upgrade::Outcome::Done => {
                 c.kube
                     .record_istio(&params.to, &params.to_rev, &istio::releases_for(spec, &params.to, &params.to_rev))
@@ -248,16 +250,17 @@ pub(super) fn upgrade(
                 );
                 Ok(())
             }
-            crate::ops::upgrade::Outcome::RolledBack(step, error, undone) => {
+            crate::ops::upgrade::Outcome::RolledBack { step, error, undone } => {
+                let error = chain(&error);
                 let msg = format!(
                     "step {step} failed: {error}\nrolled back: undid {}; the cluster is on Istio {} again",
-                    if undone.is_empty() { "nothing (nothing had changed)".to_string() } else { undone.join(", ") },
+                    if undone.is_empty() { "nothing (nothing had changed)".to_string() } else { undone.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ") },
                     params.from
                 );
                 rep.result(&format!("✗ {msg}"), json!({"ok": false, "rolledBack": true, "cluster": spec.name, "step": step, "error": error, "undone": undone}));
                 Err(Failure::RolledBack(msg))
             }
-            crate::ops::upgrade::Outcome::Failed(step, error) => Err(Failure::Other(format!("step {step} failed: {error}"))),
+            crate::ops::upgrade::Outcome::Failed { at, error } => Err(Failure::Other(format!("step {at} failed: {}", chain(&error)))),
         }
     })
 }

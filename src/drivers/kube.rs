@@ -11,7 +11,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::GroupVersionKind;
+use kube::core::{ClusterResourceScope, GroupVersionKind, NamespaceResourceScope};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -693,6 +693,52 @@ impl Kube {
         match api.delete(name, &kube::api::DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(self.api_err(e)),
+        }
+    }
+
+    /// One cluster-scoped object of a typed kind, `None` when it does not exist.
+    pub async fn get_cluster_scoped<K>(&self, name: &str) -> Result<Option<K>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = ClusterResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        api.get_opt(name).await.map_err(|e| self.api_err(e))
+    }
+
+    /// Delete a cluster-scoped object of a typed kind; one already gone is fine.
+    pub async fn delete_cluster_scoped<K>(&self, name: &str) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = ClusterResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(self.api_err(e)),
+        }
+    }
+
+    /// Create a namespaced object of a typed kind; `Ok(None)` when one of its name exists
+    /// (409 AlreadyExists).
+    pub async fn create_namespaced<K>(&self, namespace: &str, obj: &K) -> Result<Option<K>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        match api.create(&post_params(), obj).await {
+            Ok(created) => Ok(Some(created)),
+            Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => Ok(None),
             Err(e) => Err(self.api_err(e)),
         }
     }

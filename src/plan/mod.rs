@@ -1,7 +1,9 @@
 //! Planning: a pure function from a cluster spec and its observed state to a DAG of named,
 //! idempotent steps. Independent steps share a group and run concurrently.
 
+mod from_nothing;
 pub mod observed;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 
@@ -9,9 +11,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::drivers::helm::{self, Release};
+use crate::drivers::helm::Release;
 use crate::drivers::k3d;
-use crate::mesh::istio;
 use crate::plan::observed::{ClusterState, Record};
 use crate::spec::ClusterSpec;
 use crate::spec::types::{CacheRegistry, Injection, WorkloadKind};
@@ -136,62 +137,6 @@ pub fn namespace_labels(ns: &crate::spec::types::NamespaceSpec) -> BTreeMap<Stri
     labels
 }
 
-struct Builder {
-    steps: Vec<Step>,
-}
-
-/// What "installed" waits for after a release.
-#[derive(Default)]
-struct Readiness {
-    workloads: Vec<WorkloadRef>,
-    checks: Vec<String>,
-    ca_bundles: Vec<String>,
-    endpoints: Vec<String>,
-    timeout_secs: u64,
-}
-
-impl Builder {
-    /// `helm.install/NAME` after `after`, then `kube.wait/NAME` after the install; returns the
-    /// wait step's id.
-    fn install_and_wait(&mut self, release: Release, after: &[&str], ready: Readiness) -> String {
-        let Readiness {
-            workloads,
-            checks,
-            ca_bundles,
-            endpoints,
-            timeout_secs,
-        } = ready;
-        let name = release.name.clone();
-        let namespace = release.namespace.clone();
-        let install = self.add(
-            format!("helm.install/{name}"),
-            after,
-            Action::HelmInstall { release },
-        );
-        self.add(
-            format!("kube.wait/{name}"),
-            &[&install],
-            Action::WaitReady {
-                namespace,
-                workloads,
-                checks,
-                ca_bundles,
-                endpoints,
-                timeout_secs,
-            },
-        )
-    }
-
-    fn add(&mut self, id: String, needs: &[&str], action: Action) -> String {
-        self.steps.push(Step {
-            id: id.clone(),
-            needs: needs.iter().map(|s| s.to_string()).collect(),
-            action,
-        });
-        id
-    }
-}
-
 impl Action {
     /// Does running this step change the cluster (as opposed to waiting or checking)?
     pub fn mutates(&self) -> bool {
@@ -230,7 +175,7 @@ pub fn up(
     applied: &[Value],
     registries: &[String],
 ) -> Plan {
-    let mut plan = from_nothing(spec, observed, applied);
+    let mut plan = from_nothing::from_nothing(spec, observed, applied);
     let missing = |step: &Step| match &step.action {
         Action::EnsureRegistry { registry } => {
             !registries.contains(&format!("k3d-{}", registry.name))
@@ -353,299 +298,6 @@ pub fn prune(steps: Vec<Step>, keep: impl Fn(&Step) -> bool) -> Vec<Step> {
         }
     }
     out
-}
-
-fn from_nothing(spec: &ClusterSpec, observed: &ClusterState, applied: &[Value]) -> Plan {
-    let mut b = Builder { steps: Vec::new() };
-    let caches: Vec<String> = spec
-        .body
-        .caches
-        .as_ref()
-        .map(|c| c.registries())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|registry| {
-            b.add(
-                format!("k3d.registry/{}", registry.name),
-                &[],
-                Action::EnsureRegistry { registry },
-            )
-        })
-        .collect();
-    let cache_refs: Vec<&str> = caches.iter().map(String::as_str).collect();
-    let create = b.add(
-        format!("k3d.create/{}", spec.name),
-        &cache_refs,
-        Action::CreateCluster {
-            config: k3d::config(spec),
-        },
-    );
-    let nodes = b.add("kube.wait/nodes".into(), &[&create], Action::WaitNodesReady);
-    let dns = b.add("kube.wait/coredns".into(), &[&nodes], Action::WaitCoreDns);
-    let mut finals = vec![dns.clone()];
-    if !spec.body.images.is_empty() {
-        finals.push(b.add(
-            "k3d.import".into(),
-            &[&nodes],
-            Action::ImportImages {
-                images: spec.body.images.clone(),
-            },
-        ));
-    }
-
-    let mut namespace_steps = Vec::new();
-    for ns in &spec.body.namespaces {
-        namespace_steps.push(b.add(
-            format!("kube.namespace/{}", ns.name),
-            &[&dns],
-            Action::Namespace {
-                name: ns.name.clone(),
-                labels: namespace_labels(ns),
-            },
-        ));
-    }
-
-    let releases = istio::releases(spec);
-    let mut base_step = None;
-    let mut istiod_ready = None;
-    let mut gateway_ready = Vec::new();
-    for rel in releases {
-        match rel.chart.as_str() {
-            "base" => {
-                base_step = Some(b.add(
-                    format!("helm.install/{}", rel.name),
-                    &[&dns],
-                    Action::HelmInstall { release: rel },
-                ));
-            }
-            "istiod" => {
-                let base = base_step.clone().unwrap_or_else(|| dns.clone());
-                let name = rel.name.clone();
-                let checks = vec![
-                    format!("Service {name} has ready endpoints"),
-                    format!(
-                        "MutatingWebhookConfiguration istio-sidecar-injector-{} has a caBundle",
-                        name.trim_start_matches("istiod-")
-                    ),
-                ];
-                let tags = spec
-                    .body
-                    .istio
-                    .as_ref()
-                    .map(istio::tags_of)
-                    .unwrap_or_default();
-                let ca_bundles = vec![format!(
-                    "istio-sidecar-injector-{}",
-                    name.trim_start_matches("istiod-")
-                )];
-                let revision = name.trim_start_matches("istiod-").to_string();
-                let (repo, version) = (rel.repo.clone(), rel.version.clone());
-                let workloads = vec![WorkloadRef {
-                    kind: WorkloadKind::Deployment,
-                    name: name.clone(),
-                }];
-                let ready = b.install_and_wait(
-                    rel,
-                    &[&base],
-                    Readiness {
-                        workloads,
-                        checks,
-                        ca_bundles,
-                        endpoints: vec![name],
-                        timeout_secs: 300,
-                    },
-                );
-                istiod_ready = Some(b.add(
-                    format!("kube.tags/{revision}"),
-                    &[&ready],
-                    Action::ApplyTags {
-                        repo,
-                        version,
-                        revision,
-                        tags,
-                    },
-                ));
-            }
-            _ => {
-                let after = istiod_ready.clone().unwrap_or_else(|| dns.clone());
-                let workloads = vec![WorkloadRef {
-                    kind: WorkloadKind::Deployment,
-                    name: rel.name.clone(),
-                }];
-                let checks =
-                    vec!["pods run the proxy image of the revision tag `default` points at".into()];
-                let (name, namespace) = (rel.name.clone(), rel.namespace.clone());
-                let ready = b.install_and_wait(
-                    rel,
-                    &[&after],
-                    Readiness {
-                        workloads,
-                        checks,
-                        timeout_secs: 300,
-                        ..Readiness::default()
-                    },
-                );
-                gateway_ready.push(b.add(
-                    format!("kube.apply/probe-{name}"),
-                    &[&ready],
-                    Action::Apply {
-                        source: format!("paddock's probe route through gateway {name}"),
-                        objects: istio::probe_route(&spec.name, &name, &namespace),
-                        origins: Vec::new(),
-                    },
-                ));
-            }
-        }
-    }
-    finals.extend(namespace_steps.iter().cloned());
-    finals.extend(istiod_ready.iter().cloned());
-    finals.extend(gateway_ready.iter().cloned());
-
-    let mut addon_ready: BTreeMap<String, String> = BTreeMap::new();
-    let mut notes = Vec::new();
-    for addon in &spec.addons {
-        if addon.dev_only {
-            notes.push(format!(
-                "addon `{}` is dev-only and insecure by default: expose it only on localhost",
-                addon.name
-            ));
-        }
-        let mut needs = vec![dns.clone()];
-        needs.extend(
-            addon
-                .needs
-                .iter()
-                .filter_map(|n| addon_ready.get(n).cloned()),
-        );
-        let needs_ref: Vec<&str> = needs.iter().map(String::as_str).collect();
-        let workloads = addon
-            .ready
-            .iter()
-            .map(|r| WorkloadRef {
-                kind: r.kind,
-                name: r.name.clone(),
-            })
-            .collect();
-        let timeout = addon
-            .ready
-            .iter()
-            .filter_map(|r| crate::spec::validate::parse_duration(&r.timeout).ok())
-            .map(|d| d.as_secs().max(1) as u64)
-            .max()
-            .unwrap_or(300);
-        let ready = b.install_and_wait(
-            helm::addon_release(addon),
-            &needs_ref,
-            Readiness {
-                workloads,
-                timeout_secs: timeout,
-                ..Readiness::default()
-            },
-        );
-        let mut last = ready.clone();
-        if !addon.manifests.is_empty() {
-            let mut deps = vec![ready.as_str()];
-            if let Some(base) = &base_step {
-                deps.push(base);
-            }
-            last = b.add(
-                format!("kube.apply/addon-{}", addon.name),
-                &deps,
-                Action::Apply {
-                    source: format!("addons/{}.yaml manifests", addon.name),
-                    objects: addon.manifests.clone(),
-                    origins: Vec::new(),
-                },
-            );
-        }
-        addon_ready.insert(addon.name.clone(), ready);
-        finals.push(last);
-    }
-
-    if !spec.body.workloads.is_empty() {
-        let mut deps: Vec<&str> = namespace_steps.iter().map(String::as_str).collect();
-        deps.extend(istiod_ready.iter().map(String::as_str));
-        deps.extend(gateway_ready.iter().map(String::as_str));
-        if deps.is_empty() {
-            deps.push(&dns);
-        }
-        let id = b.add(
-            "kube.apply/workloads".into(),
-            &deps,
-            Action::Apply {
-                source: spec.body.workloads.join(", "),
-                objects: applied.to_vec(),
-                origins: Vec::new(),
-            },
-        );
-        finals.push(id);
-    }
-
-    if !gateway_ready.is_empty()
-        && let Some(port) = k3d::published_port(&spec.body.k3d, 80)
-    {
-        let deps: Vec<&str> = finals.iter().map(String::as_str).collect();
-        let id = b.add(
-            "verify/ingress".into(),
-            &deps,
-            Action::VerifyIngress {
-                url: format!("http://127.0.0.1:{port}/"),
-                host: istio::PROBE_HOST.into(),
-            },
-        );
-        finals = vec![id];
-    }
-    let hash = spec_hash(spec);
-    let deps: Vec<&str> = finals.iter().map(String::as_str).collect();
-    let mut releases = BTreeMap::new();
-    let mut applied_objects: Vec<&Value> = Vec::new();
-    for step in &b.steps {
-        match &step.action {
-            Action::HelmInstall { release } => {
-                releases.insert(release.name.clone(), release_fingerprint(release));
-            }
-            Action::Apply { objects, .. } => applied_objects.extend(objects.iter()),
-            _ => {}
-        }
-    }
-    let record = Record {
-        spec_hash: hash.clone(),
-        releases,
-        k3d: k3d::config(spec),
-        istio_version: spec
-            .body
-            .istio
-            .as_ref()
-            .map(|i| i.version.clone())
-            .unwrap_or_default(),
-        applied_hash: objects_hash(&applied_objects),
-        images: spec.body.images.clone(),
-        istio_revision: spec
-            .body
-            .istio
-            .as_ref()
-            .and_then(|i| istio::parse_version(&i.version).ok())
-            .map(|v| istio::revision_for(&v))
-            .unwrap_or_default(),
-    };
-    b.add(
-        "paddock.record".into(),
-        &deps,
-        Action::RecordSpec { record },
-    );
-
-    let groups = layers(&b.steps);
-    let addon_groups = addon_layers(spec);
-    Plan {
-        cluster: spec.name.clone(),
-        profile: spec.profile.clone(),
-        observed: observed.clone(),
-        spec_hash: hash,
-        steps: b.steps,
-        groups,
-        addon_groups,
-        notes,
-    }
 }
 
 /// Group steps by their depth in the DAG (longest chain of needs before them).

@@ -64,9 +64,8 @@ pub enum Error {
         #[source]
         source: helm::cli::Error,
     },
-    /// Reading the revision tags (the tag module's errors are not typed yet).
-    #[error("could not read the revision tags: {0}")]
-    Tags(String),
+    #[error("could not read the revision tags")]
+    Tags(#[source] crate::ops::tags::Error),
     #[error("step {step} failed")]
     Step {
         cluster: String,

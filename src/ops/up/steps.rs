@@ -57,9 +57,8 @@ pub enum StepError {
         #[source]
         source: crate::drivers::kube::Error,
     },
-    /// Pointing revision tags (the tag module's errors are not typed yet).
-    #[error("{0}")]
-    Tags(String),
+    #[error(transparent)]
+    Tags(crate::ops::tags::Error),
     #[error(transparent)]
     Ingress(IngressError),
     #[error("a step panicked: {0}")]
