@@ -2,6 +2,11 @@
 //! with the `paddock` field manager, paddock's in-cluster record, and waits that re-check on
 //! watch events rather than sleeping.
 
+mod typed;
+mod wait;
+
+pub use wait::{daemonset_done, deployment_done, statefulset_done};
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
@@ -128,148 +133,6 @@ impl Kube {
         }
     }
 
-    /// Re-check `check` on every watch event of `api` (after an initial check) until it holds,
-    /// fails, or `timeout` passes.
-    async fn wait_for<K>(
-        &self,
-        api: Api<K>,
-        params: ListParams,
-        what: &str,
-        timeout: Duration,
-        mut check: impl FnMut(&[K]) -> Result<bool, String>,
-    ) -> Result<(), Error>
-    where
-        K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-    {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut cfg = watcher::Config::default();
-        if let Some(f) = &params.field_selector {
-            cfg = cfg.fields(f);
-        }
-        let mut events = watcher(api.clone(), cfg).boxed();
-        loop {
-            let items = api.list(&params).await.map_err(|e| self.api_err(e))?.items;
-            match check(&items) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(reason) => {
-                    return Err(Error::Failed {
-                        what: what.to_string(),
-                        reason,
-                    });
-                }
-            }
-            tokio::select! {
-                _ = events.next() => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Error::Timeout { what: what.to_string(), timeout });
-                }
-            }
-        }
-    }
-
-    /// Every node reports Ready.
-    pub async fn wait_nodes_ready(&self, timeout: Duration) -> Result<(), Error> {
-        let api: Api<Node> = Api::all(self.client.clone());
-        self.wait_for(
-            api,
-            ListParams::default(),
-            "nodes to be Ready",
-            timeout,
-            |nodes| {
-                Ok(!nodes.is_empty()
-                    && nodes.iter().all(|n| {
-                        n.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| {
-                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                    }))
-            },
-        )
-        .await
-    }
-
-    /// A workload is rolled out by kubectl's rules (ISTIO.md, Restarts).
-    pub async fn wait_rollout(
-        &self,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-        timeout: Duration,
-    ) -> Result<(), Error> {
-        match kind {
-            "StatefulSet" => {
-                self.wait_one::<StatefulSet>(namespace, name, timeout, |s| Ok(statefulset_done(s)))
-                    .await
-            }
-            "DaemonSet" => {
-                self.wait_one::<DaemonSet>(namespace, name, timeout, |d| Ok(daemonset_done(d)))
-                    .await
-            }
-            _ => {
-                self.wait_one::<Deployment>(namespace, name, timeout, deployment_done)
-                    .await
-            }
-        }
-    }
-
-    async fn wait_one<K>(
-        &self,
-        namespace: &str,
-        name: &str,
-        timeout: Duration,
-        done: fn(&K) -> Result<bool, String>,
-    ) -> Result<(), Error>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + 'static,
-        K::DynamicType: Default,
-    {
-        let what = format!(
-            "{} {namespace}/{name} to roll out",
-            K::kind(&K::DynamicType::default())
-        );
-        let params = ListParams::default().fields(&format!("metadata.name={name}"));
-        let api = Api::<K>::namespaced(self.client.clone(), namespace);
-        self.wait_for(api, params, &what, timeout, |items| match items.first() {
-            Some(k) => done(k),
-            None => Ok(false),
-        })
-        .await
-    }
-
-    /// A webhook configuration has a caBundle in every webhook (istiod patched it in).
-    pub async fn wait_webhook_ca(&self, name: &str, timeout: Duration) -> Result<(), Error> {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let params = ListParams::default().fields(&format!("metadata.name={name}"));
-        self.wait_for(
-            api,
-            params,
-            &format!("a caBundle in {name}"),
-            timeout,
-            |items| {
-                Ok(items.first().is_some_and(|h| {
-                    h.webhooks.as_ref().is_some_and(|ws| {
-                        !ws.is_empty()
-                            && ws.iter().all(|w| {
-                                w.client_config
-                                    .ca_bundle
-                                    .as_ref()
-                                    .is_some_and(|b| !b.0.is_empty())
-                            })
-                    })
-                }))
-            },
-        )
-        .await
-    }
-
     /// Create or label a namespace (server-side apply). A namespace of that name still
     /// terminating is waited out first: nothing can be created in it, and it will be gone.
     pub async fn apply_namespace(
@@ -312,31 +175,6 @@ impl Kube {
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
             Err(e) => Err(self.api_err(e)),
         }
-    }
-
-    /// A Service has at least one ready endpoint: what webhooks and proxies reach.
-    pub async fn wait_endpoints(
-        &self,
-        namespace: &str,
-        service: &str,
-        timeout: Duration,
-    ) -> Result<(), Error> {
-        let api: Api<Endpoints> = Api::namespaced(self.client.clone(), namespace);
-        self.wait_for(
-            api,
-            ListParams::default().fields(&format!("metadata.name={service}")),
-            &format!("a ready endpoint of Service {namespace}/{service}"),
-            timeout,
-            |items| {
-                Ok(items.first().is_some_and(|e| {
-                    e.subsets
-                        .iter()
-                        .flatten()
-                        .any(|s| s.addresses.as_ref().is_some_and(|a| !a.is_empty()))
-                }))
-            },
-        )
-        .await
     }
 
     /// Every namespace: its labels, and the label keys paddock's field manager applied.
@@ -537,62 +375,6 @@ impl Kube {
         Ok(crate::mesh::Injectors::from_webhooks(&hooks))
     }
 
-    /// Every object of kind `K`: all of a cluster-scoped kind, or a namespaced kind across
-    /// every namespace.
-    pub async fn list<K>(&self) -> Result<Vec<K>, Error>
-    where
-        K: Resource + Clone + DeserializeOwned + Debug,
-        K::DynamicType: Default,
-    {
-        let api: Api<K> = Api::all(self.client.clone());
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| self.api_err(e))?;
-        Ok(list.items)
-    }
-
-    /// Every object of the namespaced kind `K` in `namespace`.
-    pub async fn list_in<K>(&self, namespace: &str) -> Result<Vec<K>, Error>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-        K::DynamicType: Default,
-    {
-        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| self.api_err(e))?;
-        Ok(list.items)
-    }
-
-    /// The object `namespace/name` of the namespaced kind `K`, `None` when it does not exist.
-    pub async fn get_in<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, Error>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-        K::DynamicType: Default,
-    {
-        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        api.get_opt(name).await.map_err(|e| self.api_err(e))
-    }
-
-    /// Create an object of the namespaced kind `K` in `namespace`; the API's answer is the
-    /// object as created.
-    pub async fn create_in<K>(&self, namespace: &str, obj: &K) -> Result<K, Error>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + Debug,
-        K::DynamicType: Default,
-    {
-        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        api.create(&post_params(), obj)
-            .await
-            .map_err(|e| self.api_err(e))
-    }
-
     /// Any object as JSON, by API path (for status reads).
     pub async fn list_json(
         &self,
@@ -696,64 +478,6 @@ impl Kube {
             Err(e) => Err(self.api_err(e)),
         }
     }
-
-    /// One cluster-scoped object of a typed kind, `None` when it does not exist.
-    pub async fn get_cluster_scoped<K>(&self, name: &str) -> Result<Option<K>, Error>
-    where
-        K: Resource<DynamicType = (), Scope = ClusterResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        let api: Api<K> = Api::all(self.client.clone());
-        api.get_opt(name).await.map_err(|e| self.api_err(e))
-    }
-
-    /// Delete a cluster-scoped object of a typed kind; one already gone is fine.
-    pub async fn delete_cluster_scoped<K>(&self, name: &str) -> Result<(), Error>
-    where
-        K: Resource<DynamicType = (), Scope = ClusterResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        let api: Api<K> = Api::all(self.client.clone());
-        match api.delete(name, &kube::api::DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(self.api_err(e)),
-        }
-    }
-
-    /// Create a namespaced object of a typed kind; `Ok(None)` when one of its name exists
-    /// (409 AlreadyExists).
-    pub async fn create_namespaced<K>(&self, namespace: &str, obj: &K) -> Result<Option<K>, Error>
-    where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + Debug,
-    {
-        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        match api.create(&post_params(), obj).await {
-            Ok(created) => Ok(Some(created)),
-            Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => Ok(None),
-            Err(e) => Err(self.api_err(e)),
-        }
-    }
-
-    /// The Eviction API: `Ok(false)` when a PodDisruptionBudget refuses it for now (429).
-    pub async fn evict(&self, namespace: &str, name: &str) -> Result<bool, Error> {
-        let api: Api<k8s_openapi::api::core::v1::Pod> =
-            Api::namespaced(self.client.clone(), namespace);
-        match api.evict(name, &kube::api::EvictParams::default()).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 429 => Ok(false),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
-            Err(e) => Err(self.api_err(e)),
-        }
-    }
 }
 
 /// Updates (merge patches) recorded under paddock's field manager, not an anonymous one
@@ -820,57 +544,6 @@ fn current_user(kc: &kube::config::Kubeconfig) -> Option<&kube::config::AuthInfo
         .find(|a| a.name == user)?
         .auth_info
         .as_ref()
-}
-
-/// kubectl's Deployment rule; `Err` when the rollout exceeded its progress deadline.
-pub fn deployment_done(d: &Deployment) -> Result<bool, String> {
-    let generation = d.metadata.generation.unwrap_or(0);
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let Some(st) = &d.status else {
-        return Ok(false);
-    };
-    if let Some(c) = st.conditions.iter().flatten().find(|c| {
-        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-    }) {
-        return Err(c
-            .message
-            .clone()
-            .unwrap_or_else(|| "progress deadline exceeded".into()));
-    }
-    let updated = st.updated_replicas.unwrap_or(0);
-    Ok(st.observed_generation.unwrap_or(0) >= generation
-        && updated >= want
-        && st.replicas.unwrap_or(0) <= updated
-        && st.available_replicas.unwrap_or(0) >= updated)
-}
-
-/// kubectl's StatefulSet rule (RollingUpdate).
-pub fn statefulset_done(s: &StatefulSet) -> bool {
-    let generation = s.metadata.generation.unwrap_or(0);
-    let spec = s.spec.as_ref();
-    let want = spec.and_then(|s| s.replicas).unwrap_or(1);
-    let partition = spec
-        .and_then(|s| s.update_strategy.as_ref())
-        .and_then(|u| u.rolling_update.as_ref())
-        .and_then(|r| r.partition)
-        .unwrap_or(0);
-    let Some(st) = &s.status else {
-        return false;
-    };
-    st.observed_generation.unwrap_or(0) >= generation
-        && st.ready_replicas.unwrap_or(0) >= want
-        && st.updated_replicas.unwrap_or(0) >= want - partition
-}
-
-/// kubectl's DaemonSet rule (RollingUpdate).
-pub fn daemonset_done(d: &DaemonSet) -> bool {
-    let generation = d.metadata.generation.unwrap_or(0);
-    let Some(st) = &d.status else {
-        return false;
-    };
-    st.observed_generation.unwrap_or(0) >= generation
-        && st.updated_number_scheduled.unwrap_or(0) >= st.desired_number_scheduled
-        && st.number_available.unwrap_or(0) >= st.desired_number_scheduled
 }
 
 /// `Kind namespace/name` (or `Kind name`) of an object, for messages.
