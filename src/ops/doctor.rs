@@ -76,8 +76,18 @@ pub struct PortClaim {
 /// Run every check. `ports` are the host ports the repository's clusters claim.
 pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec<Check> {
     let mut checks = Vec::new();
+    let containers = docker(&mut checks).await;
+    let k3d_clusters = k3d_helm_kubectl(tools, &mut checks).await;
+    port_checks(ports, &containers, &k3d_clusters, &mut checks);
+    memory(clusters, &mut checks);
+    inotify(&mut checks);
+    checks
+}
+
+/// The Docker engine, and the k3d containers it runs (to tell our ports from others').
+async fn docker(checks: &mut Vec<Check>) -> Vec<crate::drivers::docker::K3dContainer> {
     let docker_fix = "start the Docker engine (e.g. `sudo systemctl start docker`), or set DOCKER_HOST to a reachable engine";
-    let containers = match crate::drivers::docker::version().await {
+    match crate::drivers::docker::version().await {
         Ok(v) => {
             checks.push(pass("docker", format!("Docker engine {v} reachable")));
             crate::drivers::docker::k3d_containers()
@@ -88,7 +98,14 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
             checks.push(fail("docker", e.to_string(), docker_fix));
             Vec::new()
         }
-    };
+    }
+}
+
+/// The tools paddock drives, and the clusters k3d knows.
+async fn k3d_helm_kubectl(
+    tools: &Toolchain,
+    checks: &mut Vec<Check>,
+) -> Vec<crate::drivers::k3d::cli::ClusterInfo> {
     let mut k3d_clusters = Vec::new();
     match &tools.k3d {
         Some(bin) => match tool_version(bin, &["version"]).await {
@@ -124,6 +141,16 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
             install_help("kubectl"),
         )),
     }
+    k3d_clusters
+}
+
+/// Each host port a cluster claims: free, or already published by that cluster.
+fn port_checks(
+    ports: &[PortClaim],
+    containers: &[crate::drivers::docker::K3dContainer],
+    k3d_clusters: &[crate::drivers::k3d::cli::ClusterInfo],
+    checks: &mut Vec<Check>,
+) {
     for claim in ports {
         let free = std::net::TcpListener::bind(("127.0.0.1", claim.port)).is_ok();
         let ours = containers
@@ -151,24 +178,33 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
             ));
         }
     }
-    if let Some(kb) = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+}
+
+/// About 2 GiB available per cluster.
+fn memory(clusters: usize, checks: &mut Vec<Check>) {
+    let Some(kb) = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
         m.lines()
             .find(|l| l.starts_with("MemAvailable:"))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|n| n.parse::<u64>().ok())
-    }) {
-        let gib = kb as f64 / 1024.0 / 1024.0;
-        let want = 2.0 * clusters.max(1) as f64;
-        if gib >= want {
-            checks.push(pass("memory", format!("{gib:.1} GiB available")));
-        } else {
-            checks.push(warn(
-                "memory",
-                format!("{gib:.1} GiB available; {clusters} cluster(s) want about {want:.0} GiB"),
-                "close other programs or run fewer clusters at once",
-            ));
-        }
+    }) else {
+        return;
+    };
+    let gib = kb as f64 / 1024.0 / 1024.0;
+    let want = 2.0 * clusters.max(1) as f64;
+    if gib >= want {
+        checks.push(pass("memory", format!("{gib:.1} GiB available")));
+    } else {
+        checks.push(warn(
+            "memory",
+            format!("{gib:.1} GiB available; {clusters} cluster(s) want about {want:.0} GiB"),
+            "close other programs or run fewer clusters at once",
+        ));
     }
+}
+
+/// inotify limits several clusters need.
+fn inotify(checks: &mut Vec<Check>) {
     let fix = "sudo sysctl -w fs.inotify.max_user_instances=512 fs.inotify.max_user_watches=524288, and to keep it: printf 'fs.inotify.max_user_instances=512\\nfs.inotify.max_user_watches=524288\\n' | sudo tee /etc/sysctl.d/99-paddock.conf";
     for (key, min) in [
         ("max_user_instances", 512u64),
@@ -184,5 +220,4 @@ pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec
             None => checks.push(warn(&format!("inotify {key}"), "cannot read it", fix)),
         }
     }
-    checks
 }

@@ -191,6 +191,17 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Status, Error> 
     let c = up::connect(&k3d, tools, info)
         .await
         .map_err(Error::Connect)?;
+    Ok(Status {
+        cluster: cluster.to_string(),
+        running: true,
+        owned,
+        live: Some(live(&c, tools).await?),
+        urls,
+    })
+}
+
+/// What the API and helm say about a running cluster.
+async fn live(c: &up::Connected, tools: &Toolchain) -> Result<Live, Error> {
     let kube = &c.kube;
     let nodes = kube
         .list::<Node>()
@@ -220,28 +231,22 @@ pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Status, Error> 
         None => Vec::new(),
     };
     let record = kube.record().await.ok().flatten();
-    Ok(Status {
-        cluster: cluster.to_string(),
-        running: true,
-        owned,
-        live: Some(Live {
-            spec_hash: record.map(|r| r.spec_hash),
-            nodes,
-            revisions: revision_rows(&view, &deployments),
-            tags: view.injectors.tags.clone(),
-            namespaces: namespace_rows(&view),
-            workloads: workload_rows(&pods, &view),
-            releases: releases
-                .into_iter()
-                .map(|r| ReleaseRow {
-                    name: r.name,
-                    namespace: r.namespace,
-                    chart: r.chart,
-                    status: r.status,
-                })
-                .collect(),
-        }),
-        urls,
+    Ok(Live {
+        spec_hash: record.map(|r| r.spec_hash),
+        nodes,
+        revisions: revision_rows(&view, &deployments),
+        tags: view.injectors.tags.clone(),
+        namespaces: namespace_rows(&view),
+        workloads: workload_rows(&pods, &view),
+        releases: releases
+            .into_iter()
+            .map(|r| ReleaseRow {
+                name: r.name,
+                namespace: r.namespace,
+                chart: r.chart,
+                status: r.status,
+            })
+            .collect(),
     })
 }
 
@@ -429,37 +434,7 @@ pub fn text(s: &Status) -> String {
     }
     out.push_str("\nworkloads\n");
     for w in &live.workloads {
-        let revs: Vec<&str> = w
-            .revisions
-            .iter()
-            .map(|r| r.as_deref().unwrap_or("none"))
-            .collect();
-        let vers: Vec<&str> = w
-            .proxy_versions
-            .iter()
-            .map(|v| v.as_deref().unwrap_or("-"))
-            .collect();
-        let flag = if w.needs_restart {
-            "NEEDS RESTART"
-        } else {
-            "ok"
-        };
-        let terminating = match w.terminating {
-            0 => String::new(),
-            n => format!(", {n} terminating"),
-        };
-        out.push_str(&format!(
-            "  {}/{} {} ({} pods{terminating}): revision {}, proxy {}, {flag}\n",
-            w.namespace,
-            w.name,
-            w.kind,
-            w.pods,
-            revs.join(","),
-            vers.join(",")
-        ));
-        for r in &w.reasons {
-            out.push_str(&format!("      {r}\n"));
-        }
+        out.push_str(&workload_line(w));
     }
     out.push_str("\nhelm releases\n");
     for r in &live.releases {
@@ -471,6 +446,42 @@ pub fn text(s: &Status) -> String {
     out.push_str("\nurls\n");
     for (k, v) in s.urls.entries() {
         out.push_str(&format!("  {k:<12} {v}\n"));
+    }
+    out
+}
+
+/// One workload's line (and its restart reasons) in `status`'s text.
+fn workload_line(w: &WorkloadRow) -> String {
+    let revs: Vec<&str> = w
+        .revisions
+        .iter()
+        .map(|r| r.as_deref().unwrap_or("none"))
+        .collect();
+    let vers: Vec<&str> = w
+        .proxy_versions
+        .iter()
+        .map(|v| v.as_deref().unwrap_or("-"))
+        .collect();
+    let flag = if w.needs_restart {
+        "NEEDS RESTART"
+    } else {
+        "ok"
+    };
+    let terminating = match w.terminating {
+        0 => String::new(),
+        n => format!(", {n} terminating"),
+    };
+    let mut out = format!(
+        "  {}/{} {} ({} pods{terminating}): revision {}, proxy {}, {flag}\n",
+        w.namespace,
+        w.name,
+        w.kind,
+        w.pods,
+        revs.join(","),
+        vers.join(",")
+    );
+    for r in &w.reasons {
+        out.push_str(&format!("      {r}\n"));
     }
     out
 }
