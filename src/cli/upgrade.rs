@@ -213,6 +213,9 @@ pub(super) fn upgrade(
         {
             return Err(Failure::Other(format!("--pause-after {p}: no such step; the steps are {}", steps.join(", "))));
         }
+        if resumed {
+            crate::ops::upgrade::recover_pending(&ctx).await.map_err(Failure::Other)?;
+        }
         if !resumed {
             if let Err(problems) = crate::ops::upgrade::preflight(&ctx).await {
                 return Err(Failure::Other(format!(

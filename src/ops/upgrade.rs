@@ -844,6 +844,46 @@ pub async fn preflight(ctx: &Ctx<'_>) -> Result<(), Vec<String>> {
     }
 }
 
+/// Recover the Istio releases an interrupted run of this upgrade left `pending-*` (its helm
+/// killed with it; we hold the cluster lock and waited for any helm it left working): roll a
+/// pending upgrade back, remove a pending install, so the step that ran it can run again
+/// instead of failing on helm's "another operation is in progress".
+pub async fn recover_pending(ctx: &Ctx<'_>) -> Result<(), String> {
+    let p = &ctx.params;
+    let ours: Vec<Release> = ctx
+        .desired(&p.from, &p.from_rev)
+        .into_iter()
+        .chain(ctx.desired(&p.to, &p.to_rev))
+        .collect();
+    let list = ctx
+        .helm
+        .list(ctx.kubeconfig)
+        .await
+        .map_err(|e| format!("could not list Helm releases: {e}"))?;
+    for r in list.iter().filter(|r| {
+        r.status.starts_with("pending-")
+            && ours
+                .iter()
+                .any(|o| o.name == r.name && o.namespace == r.namespace)
+    }) {
+        let cmd = if r.status == "pending-install" {
+            ctx.helm
+                .uninstall_cmd(&r.name, &r.namespace, ctx.kubeconfig)
+        } else {
+            ctx.helm.rollback_cmd(&r.name, &r.namespace, ctx.kubeconfig)
+        };
+        ctx.reporter.note(&format!(
+            "release {} was left {} by an interrupted run; recovering with `{cmd}`",
+            r.name, r.status
+        ));
+        ctx.helm
+            .run(cmd)
+            .await
+            .map_err(|e| format!("failed to recover release {}: {e}", r.name))?;
+    }
+    Ok(())
+}
+
 /// A journal write failed: stop where the journal says the cluster is, so a rerun continues.
 fn unjournaled(step: &str, e: &crate::engine::journal::Error) -> Outcome {
     let mut msg = e.to_string();
