@@ -6,8 +6,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use paddock_sim::knobs::Knobs;
@@ -118,35 +116,6 @@ fn up_dev_with_the_real_helm_deploys_every_release_with_the_snapshot_command_lin
     assert_eq!(ran, shown, "helm ran what the plan snapshot shows");
 }
 
-/// Spawn paddock in a process group of its own, so the test can kill it with its children.
-fn spawn_group(w: &World, args: &[&str]) -> Child {
-    let mut c = w.paddock_cmd(args);
-    c.process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c.spawn().expect("paddock starts")
-}
-
-/// The status label of release `name`'s newest storage Secret, straight from the sim.
-fn storage_status(w: &World, cluster: &str, ns: &str, name: &str) -> Option<String> {
-    let r = support::api_client(w, cluster)
-        .get(&format!(
-            "/api/v1/namespaces/{ns}/secrets?labelSelector=owner%3Dhelm%2Cname%3D{name}"
-        ))
-        .ok()?;
-    let v: Value = serde_json::from_str(&r.body).ok()?;
-    v["items"]
-        .as_array()?
-        .iter()
-        .max_by_key(|s| {
-            s["metadata"]["labels"]["version"]
-                .as_str()
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .and_then(|s| s["metadata"]["labels"]["status"].as_str())
-        .map(str::to_string)
-}
-
 /// SIGKILL of paddock and its real helm while helm installs istiod leaves the release
 /// `pending-install` in helm's storage; the rerun recovers it and completes, and every release
 /// ends `deployed`.
@@ -159,7 +128,7 @@ fn a_real_helm_killed_while_installing_istiod_is_recovered_on_rerun() {
         slow_verbs: [("PATCH".to_string(), 150)].into(),
         ..Knobs::default()
     });
-    let mut child = spawn_group(&w, &["up", "ci", "-o", "json"]);
+    let mut child = support::spawn_group(&w, &["up", "ci", "-o", "json"]);
     let out = child.stdout.take().expect("stdout");
     let mut caught = false;
     for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -167,7 +136,7 @@ fn a_real_helm_killed_while_installing_istiod_is_recovered_on_rerun() {
         if v["status"] == "started" && v["step"] == "helm.install/istiod-1-30-3" {
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
-                if storage_status(&w, "ci", "istio-system", "istiod-1-30-3").as_deref()
+                if support::storage_status(&w, "ci", "istio-system", "istiod-1-30-3").as_deref()
                     == Some("pending-install")
                 {
                     caught = true;
@@ -180,14 +149,12 @@ fn a_real_helm_killed_while_installing_istiod_is_recovered_on_rerun() {
     }
     let pgid = child.id();
     // The process group: paddock, the helm it runs and that helm's own child.
-    let _ = std::process::Command::new("kill")
-        .args(["-s", "KILL", "--", &format!("-{pgid}")])
-        .status();
+    support::kill_group(pgid);
     let _ = child.wait();
     assert!(caught, "helm's release was seen pending-install");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        storage_status(&w, "ci", "istio-system", "istiod-1-30-3").as_deref(),
+        support::storage_status(&w, "ci", "istio-system", "istiod-1-30-3").as_deref(),
         Some("pending-install"),
         "the killed helm left its release pending"
     );

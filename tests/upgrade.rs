@@ -9,49 +9,11 @@ use std::time::{Duration, Instant};
 use paddock_sim::knobs::{FaultAction, Knobs, ToolFault};
 use paddock_sim::traffic::{Connections, Expect, Options as TrafficOptions, Report, Traffic};
 use serde_json::{Value, json};
+use support::mesh::{
+    assert_all_on, assert_releases_deployed, mesh_world, mesh_world_with, patches, post, status,
+    two_workloads, workload,
+};
 use support::{Helm, World, api, probe, result, stderr, stdout};
-
-/// A cluster `mesh` on Istio `version`: namespaces on `stable`, on `canary`, and with
-/// `istio-injection=enabled`.
-fn mesh_world(version: &str, strategy: &str) -> World {
-    mesh_world_with(version, strategy, Helm::Real)
-}
-
-fn mesh_world_with(version: &str, strategy: &str, helm: Helm) -> World {
-    let w = World::with(false, helm);
-    // The only cluster of this repository: it takes the `istio` profile's ports.
-    for other in ["dev", "ci"] {
-        std::fs::remove_file(w.repo.path().join(format!("clusters/{other}.yaml"))).expect("remove");
-    }
-    std::fs::write(w.repo.path().join("paddock.yaml"), "defaultCluster: mesh\n")
-        .expect("paddock.yaml");
-    std::fs::write(
-        w.repo.path().join("clusters/mesh.yaml"),
-        format!(
-            "name: mesh\nprofile: istio\nistio:\n  version: {version}\n  upgrade:\n    strategy: {strategy}\n    gracePeriod: 1s\nnamespaces:\n  - name: apps\n    tag: stable\n  - name: apps-canary\n    canary: true\n  - name: legacy\n    injection: enabled\n"
-        ),
-    )
-    .expect("cluster file");
-    let up = w.paddock(&["up", "mesh", "-o", "json"]);
-    assert_eq!(result(&up)["ok"], true, "{}{}", stdout(&up), stderr(&up));
-    w
-}
-
-fn workload(kind: &str, name: &str, replicas: Option<u32>, extra: Value) -> Value {
-    let mut spec = json!({"selector": {"matchLabels": {"app": name}},
-        "template": {"metadata": {"labels": {"app": name}},
-            "spec": {"containers": [{"name": "app", "image": format!("example/{name}:1")}]}}});
-    if let Some(r) = replicas {
-        spec["replicas"] = json!(r);
-    }
-    paddock_sim::store::merge_patch(&mut spec, &extra);
-    json!({"apiVersion": if kind == "Job" { "batch/v1" } else { "apps/v1" }, "kind": kind, "metadata": {"name": name}, "spec": spec})
-}
-
-fn post(w: &World, path: &str, body: Value) {
-    let (code, resp) = api(w, "mesh", "POST", path, Some(&body));
-    assert_eq!(code, 201, "POST {path}: {resp}");
-}
 
 /// Every kind of workload the upgrade must carry over.
 fn deploy_workloads(w: &World) {
@@ -141,21 +103,6 @@ fn deploy_workloads(w: &World) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A canary Deployment and a stable one, started.
-fn two_workloads(w: &World) {
-    post(
-        w,
-        "/apis/apps/v1/namespaces/apps-canary/deployments",
-        workload("Deployment", "canary-web", Some(1), json!({})),
-    );
-    post(
-        w,
-        "/apis/apps/v1/namespaces/apps/deployments",
-        workload("Deployment", "web", Some(2), json!({})),
-    );
-    std::thread::sleep(Duration::from_millis(300));
 }
 
 /// Route the mesh workloads from the ingress: a Service for `web` (tag `stable`),
@@ -262,25 +209,6 @@ fn realistic(w: &World) {
     std::thread::sleep(Duration::from_millis(400));
 }
 
-fn status(w: &World) -> Value {
-    let out = w.paddock(&["status", "mesh", "-o", "json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("status json")
-}
-
-/// Every meshed workload runs `version` and needs no restart; Jobs are left as they were.
-fn assert_all_on(w: &World, version: &str) {
-    let s = status(w);
-    for wl in s["workloads"].as_array().expect("workloads") {
-        let ns = wl["namespace"].as_str().unwrap_or_default();
-        if ns == "istio-system" || wl["kind"] == "Job" {
-            continue;
-        }
-        assert_eq!(wl["proxyVersions"], json!([version]), "{wl}");
-        assert_eq!(wl["needsRestart"], false, "{wl}");
-    }
-}
-
 #[test]
 fn canary_upgrade_under_traffic_moves_every_workload_and_drops_no_request() {
     let w = mesh_world("1.29.6", "canary");
@@ -377,25 +305,6 @@ fn canary_upgrade_under_traffic_moves_every_workload_and_drops_no_request() {
         stdout(&history)
     );
     assert_releases_deployed(&w, "1.30.3");
-}
-
-/// Every release is `deployed` at `version` as the real helm's own `list` reports it, and no
-/// release of another Istio version is left (with the fake helm: nothing to ask).
-fn assert_releases_deployed(w: &World, version: &str) {
-    if w.real_helm.is_none() {
-        return;
-    }
-    let rel = w.helm_list("mesh");
-    assert!(!rel.is_empty());
-    for r in &rel {
-        assert_eq!(r["status"], "deployed", "{rel:?}");
-        assert!(
-            r["chart"]
-                .as_str()
-                .is_some_and(|c| c.ends_with(&format!("-{version}"))),
-            "{rel:?}"
-        );
-    }
 }
 
 fn in_place(from: &str, to: &str) {
@@ -1065,15 +974,6 @@ fn preflight_refuses_what_istio_md_forbids() {
             .all(|b| b != b"upgrade-1"),
         "refusals start no operation"
     );
-}
-
-/// Count the mutating API requests whose path ends with `suffix`.
-fn patches(w: &World, suffix: &str) -> usize {
-    w.requests("mesh")
-        .1
-        .iter()
-        .filter(|r| r.starts_with("PATCH") && r.ends_with(suffix))
-        .count()
 }
 
 #[test]

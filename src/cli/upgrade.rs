@@ -219,6 +219,11 @@ pub(super) fn upgrade(
             },
             None => None,
         };
+        if resumed {
+            crate::ops::upgrade::recover_pending(&ctx)
+                .await
+                .map_err(|e| failed(&e))?;
+        }
         if !resumed {
             crate::ops::upgrade::preflight::check(&ctx)
                 .await

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod mesh;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -464,6 +466,45 @@ pub fn request(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
     s.read_to_string(&mut raw).ok()?;
     let head = raw.split("\r\n\r\n").next()?.to_ascii_lowercase();
     Some((head.split_whitespace().nth(1)?.parse().ok()?, head))
+}
+
+/// Spawn paddock in a process group of its own, so the test can kill it with its children.
+pub fn spawn_group(w: &World, args: &[&str]) -> Child {
+    let mut c = w.paddock_cmd(args);
+    use std::os::unix::process::CommandExt;
+    c.process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c.spawn().expect("paddock starts")
+}
+
+/// The status label of release `name`'s newest storage Secret, straight from the sim.
+pub fn storage_status(w: &World, cluster: &str, ns: &str, name: &str) -> Option<String> {
+    let r = api_client(w, cluster)
+        .get(&format!(
+            "/api/v1/namespaces/{ns}/secrets?labelSelector=owner%3Dhelm%2Cname%3D{name}"
+        ))
+        .ok()?;
+    let v: Value = serde_json::from_str(&r.body).ok()?;
+    v["items"]
+        .as_array()?
+        .iter()
+        .max_by_key(|s| {
+            s["metadata"]["labels"]["version"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .and_then(|s| s["metadata"]["labels"]["status"].as_str())
+        .map(str::to_string)
+}
+
+/// SIGKILL every process of the process group `pgid` (one [`spawn_group`] started).
+pub fn kill_group(pgid: u32) {
+    let st = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
+        .status()
+        .expect("kill");
+    assert!(st.success(), "kill -s KILL -- -{pgid}");
 }
 
 pub fn stdout(o: &Output) -> String {

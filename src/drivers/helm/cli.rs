@@ -158,6 +158,24 @@ impl Helm {
         })
     }
 
+    /// The values a release was installed with (`helm get values -o json`; `null` for none).
+    pub async fn values(
+        &self,
+        name: &str,
+        namespace: &str,
+        kubeconfig: &Path,
+    ) -> Result<serde_json::Value, Error> {
+        let cmd = self
+            .cmd(kubeconfig)
+            .args(["get", "values", name, "-n", namespace, "-o", "json"]);
+        let shown = cmd.to_string();
+        let out = exec(cmd).await?;
+        serde_json::from_str(out.stdout.trim()).map_err(|e| Error::Parse {
+            cmd: shown,
+            message: e.to_string(),
+        })
+    }
+
     pub async fn run(&self, cmd: Cmd) -> Result<String, Error> {
         let Some(children) = self.children.clone() else {
             return Ok(exec(cmd).await?.stdout);

@@ -377,8 +377,18 @@ pub async fn up(
             .collect(),
         ClusterState::Absent => Default::default(),
     };
+    let deployed = match &observed {
+        ClusterState::Present(o) => o
+            .releases
+            .iter()
+            .filter(|r| r.status == "deployed")
+            .map(|r| ((r.name.clone(), r.namespace.clone()), r.chart.clone()))
+            .collect(),
+        ClusterState::Absent => Default::default(),
+    };
     let ctx = Arc::new(Ctx {
         pending,
+        deployed,
         cluster: spec.name.clone(),
         k3d,
         helm,

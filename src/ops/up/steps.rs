@@ -95,6 +95,8 @@ pub struct Ctx {
     pub spec_json: Value,
     /// Releases observed `pending-*` (left by an interrupted helm): (name, namespace) → status.
     pub pending: BTreeMap<(String, String), String>,
+    /// Releases observed `deployed`: (name, namespace) → chart (`istiod-1.30.3`).
+    pub deployed: BTreeMap<(String, String), String>,
     /// How long the ingress may take to answer the probe route.
     pub verify_timeout: Duration,
 }
@@ -316,13 +318,20 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), StepError> {
             .map_err(StepError::from),
         Action::HelmInstall { release } => {
             recover_pending(ctx, &release.name, &release.namespace).await?;
-            let cmd = ctx.helm.upgrade_install_cmd(release, &ctx.kubeconfig);
-            ctx.events.command(&cmd.to_string());
-            ctx.helm.run(cmd).await.map_err(|source| StepError::Helm {
-                action: "install",
-                release: release.name.clone(),
-                source,
-            })?;
+            if installed_unrecorded(ctx, release).await {
+                ctx.events.note(&format!(
+                    "release {} is already deployed with its chart and values (by an interrupted run); not installed again",
+                    release.name
+                ));
+            } else {
+                let cmd = ctx.helm.upgrade_install_cmd(release, &ctx.kubeconfig);
+                ctx.events.command(&cmd.to_string());
+                ctx.helm.run(cmd).await.map_err(|source| StepError::Helm {
+                    action: "install",
+                    release: release.name.clone(),
+                    source,
+                })?;
+            }
             Ok(kube(ctx)
                 .await?
                 .record_release(&release.name, &crate::plan::release_fingerprint(release))
@@ -404,6 +413,28 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), StepError> {
             .write_record(&ctx.cluster, record, &ctx.spec_json)
             .await
             .map_err(StepError::from),
+    }
+}
+
+/// Is the release deployed with the chart, version and values it is to be installed with,
+/// though the record does not say so (else the plan would not install it)? A helm that a
+/// killed paddock left working finishes after paddock died, before paddock recorded its
+/// work: the release is done, and installing it again would only repeat it. (Helm keeps no
+/// record of the chart's repository: that one is taken as it is.)
+async fn installed_unrecorded(ctx: &Ctx, release: &crate::drivers::helm::Release) -> bool {
+    let key = (release.name.clone(), release.namespace.clone());
+    if ctx.deployed.get(&key) != Some(&format!("{}-{}", release.chart, release.version)) {
+        return false;
+    }
+    match ctx
+        .helm
+        .values(&release.name, &release.namespace, &ctx.kubeconfig)
+        .await
+    {
+        // helm reports a release installed without values as `null`.
+        Ok(Value::Null) => release.values == Value::Object(Default::default()),
+        Ok(v) => v == release.values,
+        Err(_) => false,
     }
 }
 

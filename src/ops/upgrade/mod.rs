@@ -136,6 +136,49 @@ fn tag_list(tags: &[String]) -> String {
     }
 }
 
+/// Recover the Istio releases an interrupted run of this upgrade left `pending-*` (its helm
+/// killed with it; we hold the cluster lock and waited for any helm it left working): roll a
+/// pending upgrade back, remove a pending install, so the step that ran it can run again
+/// instead of failing on helm's "another operation is in progress".
+pub async fn recover_pending(ctx: &Ctx<'_>) -> Result<(), Error> {
+    let p = &ctx.params;
+    let ours: Vec<Release> = ctx
+        .desired(&p.from, &p.from_rev)
+        .into_iter()
+        .chain(ctx.desired(&p.to, &p.to_rev))
+        .collect();
+    let list = ctx
+        .helm
+        .list(ctx.kubeconfig)
+        .await
+        .map_err(|source| Error::Helm {
+            action: "list the Helm releases".into(),
+            source,
+        })?;
+    for r in list.iter().filter(|r| {
+        r.status.starts_with("pending-")
+            && ours
+                .iter()
+                .any(|o| o.name == r.name && o.namespace == r.namespace)
+    }) {
+        let cmd = if r.status == "pending-install" {
+            ctx.helm
+                .uninstall_cmd(&r.name, &r.namespace, ctx.kubeconfig)
+        } else {
+            ctx.helm.rollback_cmd(&r.name, &r.namespace, ctx.kubeconfig)
+        };
+        ctx.reporter.note(&format!(
+            "release {} was left {} by an interrupted run; recovering with `{cmd}`",
+            r.name, r.status
+        ));
+        ctx.helm.run(cmd).await.map_err(|source| Error::Helm {
+            action: format!("recover release {}", r.name),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// How an upgrade ended.
 #[derive(Debug)]
 pub enum Outcome {
