@@ -368,24 +368,7 @@ pub async fn up(
             notes: plan.notes.clone(),
         });
     }
-    let pending = match &observed {
-        ClusterState::Present(o) => o
-            .releases
-            .iter()
-            .filter(|r| r.status.starts_with("pending-"))
-            .map(|r| ((r.name.clone(), r.namespace.clone()), r.status.clone()))
-            .collect(),
-        ClusterState::Absent => Default::default(),
-    };
-    let deployed = match &observed {
-        ClusterState::Present(o) => o
-            .releases
-            .iter()
-            .filter(|r| r.status == "deployed")
-            .map(|r| ((r.name.clone(), r.namespace.clone()), r.chart.clone()))
-            .collect(),
-        ClusterState::Absent => Default::default(),
-    };
+    let (pending, deployed) = releases_by_status(&observed);
     let ctx = Arc::new(Ctx {
         pending,
         deployed,
@@ -399,10 +382,54 @@ pub async fn up(
         spec_json: serde_json::to_value(spec).unwrap_or(Value::Null),
         verify_timeout: opts.verify_timeout,
     });
-    match steps::run(&plan, ctx).await {
+    let outcome = steps::run(&plan, ctx).await;
+    let observation = (observe_times, observe_path, started);
+    report(spec, outcome, observation, plan.notes.clone())
+}
+
+/// The releases observed `pending-*` (left by an interrupted helm) and `deployed` (name,
+/// namespace → status, chart).
+#[allow(clippy::type_complexity)]
+fn releases_by_status(
+    observed: &ClusterState,
+) -> (
+    std::collections::BTreeMap<(String, String), String>,
+    std::collections::BTreeMap<(String, String), String>,
+) {
+    let ClusterState::Present(o) = observed else {
+        return Default::default();
+    };
+    let key = |r: &crate::drivers::helm::cli::ReleaseInfo| (r.name.clone(), r.namespace.clone());
+    let pending = o
+        .releases
+        .iter()
+        .filter(|r| r.status.starts_with("pending-"))
+        .map(|r| (key(r), r.status.clone()))
+        .collect();
+    let deployed = o
+        .releases
+        .iter()
+        .filter(|r| r.status == "deployed")
+        .map(|r| (key(r), r.chart.clone()))
+        .collect();
+    (pending, deployed)
+}
+
+/// How a run of the plan ended, as `up`'s report: observation counts as part of the run (its
+/// steps come first on every path).
+fn report(
+    spec: &ClusterSpec,
+    outcome: Outcome,
+    (observe_times, observe_path, started): (
+        Vec<(String, std::time::Duration)>,
+        std::time::Duration,
+        std::time::Instant,
+    ),
+    notes: Vec<String>,
+) -> Result<UpReport, Error> {
+    match outcome {
         Outcome::Done(mut summary) => {
             let steps_run = summary.steps.len();
-            // Observation is part of the run: its steps come first on every path.
             summary.critical_path += observe_path;
             for (id, took) in observe_times {
                 summary.sum += took;
@@ -414,7 +441,7 @@ pub async fn up(
                 steps_run,
                 summary,
                 up_to_date: false,
-                notes: plan.notes.clone(),
+                notes,
             })
         }
         Outcome::Failed { step, error, .. } => Err(Error::Step {

@@ -250,6 +250,87 @@ pub fn write_kubeconfig(path: &std::path::Path, text: &str) -> std::io::Result<(
 
 async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), StepError> {
     match &step.action {
+        Action::CreateCluster { .. }
+        | Action::EnsureRegistry { .. }
+        | Action::ImportImages { .. } => k3d_step(&step.action, ctx).await,
+        Action::WaitNodesReady => kube(ctx)
+            .await?
+            .wait_nodes_ready(Duration::from_secs(300))
+            .await
+            .map_err(StepError::from),
+        Action::WaitCoreDns => kube(ctx)
+            .await?
+            .wait_rollout(
+                "Deployment",
+                "kube-system",
+                "coredns",
+                Duration::from_secs(300),
+            )
+            .await
+            .map_err(StepError::from),
+        Action::HelmInstall { release } => helm_install(ctx, release).await,
+        Action::ApplyTags {
+            repo,
+            version,
+            revision,
+            tags,
+        } => {
+            let k = kube(ctx).await?;
+            crate::ops::tags::point(
+                &ctx.helm,
+                &ctx.kubeconfig,
+                k,
+                repo,
+                version,
+                revision,
+                tags,
+                Duration::from_secs(300),
+            )
+            .await
+            .map_err(StepError::Tags)
+        }
+        Action::WaitReady {
+            namespace,
+            workloads,
+            ca_bundles,
+            endpoints,
+            timeout_secs,
+            ..
+        } => {
+            wait_ready(
+                ctx,
+                namespace,
+                workloads,
+                ca_bundles,
+                endpoints,
+                *timeout_secs,
+            )
+            .await
+        }
+        Action::Namespace { name, labels } => kube(ctx)
+            .await?
+            .apply_namespace(name, labels)
+            .await
+            .map_err(StepError::from),
+        Action::Apply {
+            objects,
+            source,
+            origins,
+        } => apply(ctx, objects, source, origins).await,
+        Action::VerifyIngress { url, host } => verify_ingress(url, host, ctx.verify_timeout)
+            .await
+            .map_err(StepError::Ingress),
+        Action::RecordSpec { record } => kube(ctx)
+            .await?
+            .write_record(&ctx.cluster, record, &ctx.spec_json)
+            .await
+            .map_err(StepError::from),
+    }
+}
+
+/// The steps k3d does: create the cluster, a registry cache, import images.
+async fn k3d_step(action: &Action, ctx: &Ctx) -> Result<(), StepError> {
+    match action {
         Action::CreateCluster { config } => {
             let cmd = ctx.k3d.create_cmd(&ctx.cluster, config);
             ctx.events.command(&cmd.to_string());
@@ -301,119 +382,81 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), StepError> {
                     source,
                 })
         }
-        Action::WaitNodesReady => kube(ctx)
-            .await?
-            .wait_nodes_ready(Duration::from_secs(300))
-            .await
-            .map_err(StepError::from),
-        Action::WaitCoreDns => kube(ctx)
-            .await?
-            .wait_rollout(
-                "Deployment",
-                "kube-system",
-                "coredns",
-                Duration::from_secs(300),
-            )
-            .await
-            .map_err(StepError::from),
-        Action::HelmInstall { release } => {
-            recover_pending(ctx, &release.name, &release.namespace).await?;
-            if installed_unrecorded(ctx, release).await {
-                ctx.events.note(&format!(
-                    "release {} is already deployed with its chart and values (by an interrupted run); not installed again",
-                    release.name
-                ));
-            } else {
-                let cmd = ctx.helm.upgrade_install_cmd(release, &ctx.kubeconfig);
-                ctx.events.command(&cmd.to_string());
-                ctx.helm.run(cmd).await.map_err(|source| StepError::Helm {
-                    action: "install",
-                    release: release.name.clone(),
-                    source,
-                })?;
-            }
-            Ok(kube(ctx)
-                .await?
-                .record_release(&release.name, &crate::plan::release_fingerprint(release))
-                .await?)
-        }
-        Action::ApplyTags {
-            repo,
-            version,
-            revision,
-            tags,
-        } => {
-            let k = kube(ctx).await?;
-            crate::ops::tags::point(
-                &ctx.helm,
-                &ctx.kubeconfig,
-                k,
-                repo,
-                version,
-                revision,
-                tags,
-                Duration::from_secs(300),
-            )
-            .await
-            .map_err(StepError::Tags)
-        }
-        Action::WaitReady {
-            namespace,
-            workloads,
-            ca_bundles,
-            endpoints,
-            timeout_secs,
-            ..
-        } => {
-            let k = kube(ctx).await?;
-            let timeout = Duration::from_secs(*timeout_secs);
-            for w in workloads {
-                let kind = match w.kind {
-                    WorkloadKind::Deployment => "Deployment",
-                    WorkloadKind::StatefulSet => "StatefulSet",
-                    WorkloadKind::DaemonSet => "DaemonSet",
-                };
-                k.wait_rollout(kind, namespace, &w.name, timeout).await?;
-            }
-            for hook in ca_bundles {
-                k.wait_webhook_ca(hook, timeout).await?;
-            }
-            for service in endpoints {
-                k.wait_endpoints(namespace, service, timeout).await?;
-            }
-            Ok(())
-        }
-        Action::Namespace { name, labels } => kube(ctx)
-            .await?
-            .apply_namespace(name, labels)
-            .await
-            .map_err(StepError::from),
-        Action::Apply {
-            objects,
-            source,
-            origins,
-        } => {
-            let k = kube(ctx).await?;
-            for (i, obj) in objects.iter().enumerate() {
-                k.apply_object(obj, "default")
-                    .await
-                    .map_err(|e| StepError::Apply {
-                        file: origins.get(i).unwrap_or(source).clone(),
-                        object: crate::drivers::kube::describe(obj),
-                        source: e,
-                    })?;
-            }
-            Ok(())
-        }
-        Action::VerifyIngress { url, host } => verify_ingress(url, host, ctx.verify_timeout)
-            .await
-            .map_err(StepError::Ingress),
-        Action::RecordSpec { record } => kube(ctx)
-            .await?
-            .write_record(&ctx.cluster, record, &ctx.spec_json)
-            .await
-            .map_err(StepError::from),
+        _ => Ok(()),
     }
+}
+
+/// Install (or upgrade) a release: recover what an interrupted run left pending, skip what an
+/// orphaned helm already finished, then record it.
+async fn helm_install(ctx: &Ctx, release: &crate::drivers::helm::Release) -> Result<(), StepError> {
+    recover_pending(ctx, &release.name, &release.namespace).await?;
+    if installed_unrecorded(ctx, release).await {
+        ctx.events.note(&format!(
+            "release {} is already deployed with its chart and values (by an interrupted run); not installed again",
+            release.name
+        ));
+    } else {
+        let cmd = ctx.helm.upgrade_install_cmd(release, &ctx.kubeconfig);
+        ctx.events.command(&cmd.to_string());
+        ctx.helm.run(cmd).await.map_err(|source| StepError::Helm {
+            action: "install",
+            release: release.name.clone(),
+            source,
+        })?;
+    }
+    Ok(kube(ctx)
+        .await?
+        .record_release(&release.name, &crate::plan::release_fingerprint(release))
+        .await?)
+}
+
+/// Wait until a release's workloads are rolled out, its webhooks have their CA bundles and
+/// its Services have endpoints.
+async fn wait_ready(
+    ctx: &Ctx,
+    namespace: &str,
+    workloads: &[crate::plan::WorkloadRef],
+    ca_bundles: &[String],
+    endpoints: &[String],
+    timeout_secs: u64,
+) -> Result<(), StepError> {
+    let k = kube(ctx).await?;
+    let timeout = Duration::from_secs(timeout_secs);
+    for w in workloads {
+        let kind = match w.kind {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        };
+        k.wait_rollout(kind, namespace, &w.name, timeout).await?;
+    }
+    for hook in ca_bundles {
+        k.wait_webhook_ca(hook, timeout).await?;
+    }
+    for service in endpoints {
+        k.wait_endpoints(namespace, service, timeout).await?;
+    }
+    Ok(())
+}
+
+/// Apply workload objects one by one, so an error names the manifest file it came from.
+async fn apply(
+    ctx: &Ctx,
+    objects: &[Value],
+    source: &String,
+    origins: &[String],
+) -> Result<(), StepError> {
+    let k = kube(ctx).await?;
+    for (i, obj) in objects.iter().enumerate() {
+        k.apply_object(obj, "default")
+            .await
+            .map_err(|e| StepError::Apply {
+                file: origins.get(i).unwrap_or(source).clone(),
+                object: crate::drivers::kube::describe(obj),
+                source: e,
+            })?;
+    }
+    Ok(())
 }
 
 /// Is the release deployed with the chart, version and values it is to be installed with,
