@@ -46,6 +46,8 @@ struct Live {
     multi: MultiProgress,
     header: ProgressBar,
     bars: Mutex<BTreeMap<String, ProgressBar>>,
+    /// Lines that only report progress (no step started them): gone once complete.
+    progress_only: Mutex<std::collections::BTreeSet<String>>,
     done: Mutex<usize>,
 }
 
@@ -83,6 +85,7 @@ impl Live {
             multi,
             header,
             bars: Mutex::new(BTreeMap::new()),
+            progress_only: Mutex::new(Default::default()),
             done: Mutex::new(0),
         }
     }
@@ -103,13 +106,29 @@ impl Live {
         self.header();
     }
 
+    /// Progress of a step; one not in the tree yet (an operation's overall progress, such as
+    /// a restart's workloads) gets its own line, gone when it is complete.
     fn progress(&self, step: &str, done: u64, total: u64) {
-        if let Some(bar) = lock(&self.bars).get(step) {
+        if !lock(&self.bars).contains_key(step) {
+            self.started(step);
+            lock(&self.progress_only).insert(step.to_string());
+        }
+        let complete = {
+            let bars = lock(&self.bars);
+            let Some(bar) = bars.get(step) else { return };
             if bar.length() != Some(total) {
                 bar.set_style(bar_style());
                 bar.set_length(total);
             }
             bar.set_position(done);
+            done >= total
+        };
+        if complete && lock(&self.progress_only).remove(step) {
+            if let Some(bar) = lock(&self.bars).remove(step) {
+                bar.finish_and_clear();
+                self.multi.remove(&bar);
+            }
+            self.header();
         }
     }
 

@@ -635,9 +635,15 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Rep
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mesh = Arc::new(mesh);
+    // How far the whole restart is, for a progress bar: workloads finished of those to do.
+    let total = work.len() as u64;
+    let finished = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if total > 0 {
+        reporter.progress("restart", 0, total);
+    }
     let results: Vec<(Target, Result<(), Error>)> = futures::stream::iter(work)
         .map(|t| {
-            let (stop, mesh) = (stop.clone(), mesh.clone());
+            let (stop, mesh, finished) = (stop.clone(), mesh.clone(), finished.clone());
             async move {
                 if stop.load(Ordering::SeqCst) {
                     return (t, Err(Error::NotStarted));
@@ -646,7 +652,11 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Rep
                 let started = Instant::now();
                 let r = restart_one(kube, &mesh, &t, opts.timeout).await;
                 match &r {
-                    Ok(()) => reporter.step_done(&format!("restart/{}", t.id()), started.elapsed()),
+                    Ok(()) => {
+                        reporter.step_done(&format!("restart/{}", t.id()), started.elapsed());
+                        let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
+                        reporter.progress("restart", n, total);
+                    }
                     Err(e) => {
                         stop.store(true, Ordering::SeqCst);
                         reporter.step_failed(
