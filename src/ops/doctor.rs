@@ -47,11 +47,13 @@ fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check 
     }
 }
 
-async fn tool_version(bin: &std::path::Path, args: &[&str]) -> Result<String, String> {
+async fn tool_version(
+    bin: &std::path::Path,
+    args: &[&str],
+) -> Result<String, crate::drivers::exec::ExecError> {
     let out =
         crate::drivers::exec::exec(crate::drivers::exec::Cmd::new(bin).args(args.iter().copied()))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     Ok(out
         .stdout
         .lines()
@@ -116,7 +118,7 @@ async fn k3d_helm_kubectl(
                     .await
                     .unwrap_or_default();
             }
-            Err(e) => checks.push(fail("k3d", e, install_help("k3d"))),
+            Err(e) => checks.push(fail("k3d", e.to_string(), install_help("k3d"))),
         },
         None => checks.push(fail("k3d", "not found", install_help("k3d"))),
     }
@@ -133,7 +135,7 @@ async fn k3d_helm_kubectl(
     match &tools.kubectl {
         Some(bin) => match tool_version(bin, &["version", "--client"]).await {
             Ok(v) => checks.push(pass("kubectl", format!("{v} ({})", bin.display()))),
-            Err(e) => checks.push(warn("kubectl", e, install_help("kubectl"))),
+            Err(e) => checks.push(warn("kubectl", e.to_string(), install_help("kubectl"))),
         },
         None => checks.push(warn(
             "kubectl",
