@@ -154,15 +154,9 @@ impl Kube {
         )
         .await?;
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
-        api.patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER)
-                .force()
-                .validation_strict(),
-            &Patch::Apply(&ns),
-        )
-        .await
-        .map_err(|e| self.api_err(e))?;
+        api.patch(name, &apply_params(), &Patch::Apply(&ns))
+            .await
+            .map_err(|e| self.api_err(e))?;
         Ok(())
     }
 
@@ -237,15 +231,9 @@ impl Kube {
             } else {
                 Api::all_with(self.client.clone(), &ar)
             };
-            api.patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER)
-                    .force()
-                    .validation_strict(),
-                &Patch::Apply(obj),
-            )
-            .await
-            .map_err(|e| self.api_err(e))?;
+            api.patch(name, &apply_params(), &Patch::Apply(obj))
+                .await
+                .map_err(|e| self.api_err(e))?;
         }
         Ok(())
     }
@@ -310,15 +298,9 @@ impl Kube {
             cm["data"][format!("{RELEASE_KEY}{name}")] = json!(fingerprint.to_string());
         }
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
-        api.patch(
-            RECORD_NAME,
-            &PatchParams::apply(FIELD_MANAGER)
-                .force()
-                .validation_strict(),
-            &Patch::Apply(&cm),
-        )
-        .await
-        .map_err(|e| self.api_err(e))?;
+        api.patch(RECORD_NAME, &apply_params(), &Patch::Apply(&cm))
+            .await
+            .map_err(|e| self.api_err(e))?;
         Ok(())
     }
 
@@ -478,6 +460,14 @@ impl Kube {
             Err(e) => Err(self.api_err(e)),
         }
     }
+}
+
+/// Server-side apply as paddock: its field manager, taking over conflicting fields, unknown
+/// fields refused.
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER)
+        .force()
+        .validation_strict()
 }
 
 /// Updates (merge patches) recorded under paddock's field manager, not an anonymous one
