@@ -12,9 +12,11 @@
 //! - [`mesh`]: Istio's rules — revisions, tags, injection resolution, staleness. Pure.
 //! - [`drivers`]: the outside world — commands as values, k3d, helm, the Kubernetes API, Docker.
 //!
-//! A layer uses the layers below it in this list, never one above: `ops` may use `engine`,
-//! `mesh`, `plan`, `spec` and `drivers`; `cli` uses `ops`; `drivers` use nothing of paddock's
-//! but each other.
+//! A layer uses the layers below it in this list, never one above: `cli` uses `ops`; `ops`
+//! uses `engine`, `mesh`, `plan`, `spec` and `drivers`; `engine` never uses `ops` or `cli`.
+//! The one exception points at values, not actions: `drivers` take the value types of `spec`
+//! and `plan` (a cluster's k3d config, a release, the in-cluster record) and `mesh`'s reading
+//! of webhooks, and never use `ops`, `engine` or `cli`.
 
 pub mod cli;
 pub mod drivers;

@@ -19,9 +19,6 @@ use serde_json::{Value, json};
 
 use crate::engine::events::{Event, Events, Sink};
 
-/// Until every operation takes the events handle by its own name.
-pub type Reporter = Events;
-
 /// How events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -2,7 +2,9 @@
 //! values with one way to run them (`exec`), the `k3d` and `helm` command lines, the Kubernetes
 //! API (`kube`), the Docker engine, and which tools are on this machine (`toolchain`).
 //!
-//! Uses: nothing of paddock's above it; JSON from the tools becomes typed values here.
+//! Uses: the value types of `spec` and `plan` (what a driver is asked to create) and `mesh`'s
+//! reading of webhooks; never `ops`, `engine` or `cli`. JSON from the tools becomes typed values
+//! here.
 
 pub mod docker;
 pub mod exec;

@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::output::Reporter;
 use crate::drivers::kube::{self as driver, Kube};
+use crate::engine::events::Events;
 use crate::mesh::{self, Injectors};
 
 /// What went wrong in a restart. The workload-level failure carries the step that failed as
@@ -616,7 +616,7 @@ async fn wait_replaced(
 }
 
 /// Restart the chosen workloads, `max_concurrent` at a time.
-pub async fn run(kube: &Kube, opts: &Options, reporter: &Reporter) -> Result<Report, Error> {
+pub async fn run(kube: &Kube, opts: &Options, reporter: &Events) -> Result<Report, Error> {
     let (mesh, targets) = targets(kube, opts).await?;
     let mut report = Report::default();
     let mut work = Vec::new();

@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cli::output::Reporter;
 use crate::drivers::exec::Cmd;
 use crate::drivers::helm::Release;
 use crate::drivers::helm::cli::{self as helm_cli, Helm};
 use crate::drivers::kube::{self, Kube};
 use crate::engine::chain;
+use crate::engine::events::Events;
 use crate::engine::journal::{self, Journal};
 use crate::mesh::istio;
 use crate::ops::restart::{self, Mesh};
@@ -206,7 +206,7 @@ pub struct Ctx<'a> {
     pub kube: &'a Kube,
     pub helm: &'a Helm,
     pub kubeconfig: &'a std::path::Path,
-    pub reporter: &'a Reporter,
+    pub reporter: &'a Events,
     pub journal: &'a Journal,
     pub params: Params,
     pub step_timeout: Duration,
