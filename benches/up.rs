@@ -63,7 +63,7 @@ fn main() {
         let r = result(&out);
         assert_eq!(r["ok"], true, "{}", support::stderr(&out));
         println!(
-            "up from nothing (dev, realistic latencies, run {run}): wall {:.1} s, of which the steps {:.1} s (the rest: observing and planning); critical path {:.1} s; sum of step times {:.1} s ({} steps, {:.1}x from running independent steps together)",
+            "up from nothing (dev, realistic latencies, run {run}): wall {:.1} s, of which paddock's run (observing steps and the plan's steps) {:.1} s; critical path {:.1} s; sum of step times {:.1} s ({} planned steps, {:.1}x from running independent steps together)",
             wall.as_secs_f64(),
             r["wallMs"].as_f64().unwrap_or(0.0) / 1000.0,
             r["criticalPathMs"].as_f64().unwrap_or(0.0) / 1000.0,
