@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Serialize;
 
 use crate::drivers::helm::cli::Helm;
-use crate::drivers::k3d::cli::{self as k3d, K3d};
+use crate::drivers::k3d::cli::K3d;
 use crate::drivers::kube as driver;
 use crate::drivers::toolchain::Toolchain;
 use crate::mesh;
@@ -22,15 +22,7 @@ pub enum Error {
     /// A tool paddock needs is missing; the message says how to install it.
     #[error(transparent)]
     MissingTool(#[from] crate::drivers::toolchain::Missing),
-    #[error("could not tell whether cluster {cluster} exists")]
-    Find {
-        cluster: String,
-        #[source]
-        source: k3d::Error,
-    },
-    #[error("cluster {cluster} does not exist; `paddock up {cluster}` creates it")]
-    NoCluster { cluster: String },
-    /// Connecting to the cluster's API failed; the error names the step.
+    /// Finding the cluster or connecting to its API failed; the error names the step.
     #[error(transparent)]
     Connect(up::Error),
     #[error("failed to read {kind} objects")]
@@ -162,16 +154,9 @@ const SYSTEM: &[&str] = &[
 /// Collect a cluster's status.
 pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Status, Error> {
     let k3d = K3d::new(tools.need_k3d()?);
-    let info = k3d
-        .find(cluster)
+    let info = up::find_existing(&k3d, cluster)
         .await
-        .map_err(|source| Error::Find {
-            cluster: cluster.to_string(),
-            source,
-        })?
-        .ok_or_else(|| Error::NoCluster {
-            cluster: cluster.to_string(),
-        })?;
+        .map_err(Error::Connect)?;
     let urls = Urls {
         ingress: info.host_port(80).map(|p| format!("http://127.0.0.1:{p}/")),
         ingress_tls: info

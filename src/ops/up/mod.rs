@@ -101,16 +101,7 @@ pub async fn connect_owned(
 ) -> Result<(lock::ClusterLock, Connected), Error> {
     let k3d = K3d::new(tools.need_k3d()?);
     let lock = lock::acquire(&tools.state_dir, cluster, command)?;
-    let info = k3d
-        .find(cluster)
-        .await
-        .map_err(|source| Error::Find {
-            cluster: cluster.to_string(),
-            source,
-        })?
-        .ok_or_else(|| Error::Absent {
-            cluster: cluster.to_string(),
-        })?;
+    let info = find_existing(&k3d, cluster).await?;
     if !info.owned() {
         return Err(Error::NotOwned {
             cluster: cluster.to_string(),
@@ -119,6 +110,20 @@ pub async fn connect_owned(
     }
     let c = connect(&k3d, tools, info).await?;
     Ok((lock, c))
+}
+
+/// A cluster that must exist, as k3d knows it; one that does not is an error saying how to
+/// create it.
+pub async fn find_existing(k3d: &K3d, cluster: &str) -> Result<ClusterInfo, Error> {
+    k3d.find(cluster)
+        .await
+        .map_err(|source| Error::Find {
+            cluster: cluster.to_string(),
+            source,
+        })?
+        .ok_or_else(|| Error::Absent {
+            cluster: cluster.to_string(),
+        })
 }
 
 /// What exists of a cluster, read through k3d, the API and helm. A stopped cluster is started
