@@ -2,57 +2,27 @@
 
 #![allow(clippy::result_large_err)] // the operations' errors, made once per failure
 
+use super::upgrade::{upgrade_failure, upgrade_result};
 use super::*;
 pub(super) fn up(
     args: &Args,
     spec: &ClusterSpec,
     mut opts: crate::ops::up::UpOptions,
-    out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let (origins, applied): (Vec<String>, Vec<Value>) =
         crate::ops::up::load_manifests_from(&args.dir, &spec.body.workloads)?
             .into_iter()
             .unzip();
     opts.origins = origins;
-    let tools = toolchain(args);
     let rep = reporter(args);
-    let events = rep.events();
-    let rt = runtime()?;
-    let upgrade_args = |to: Option<String>| UpgradeArgs {
-        to,
-        strategy: None,
-        dry_run: false,
-        pause_after: None,
-        grace: None,
-        max_concurrent: 4,
-        timeout: 300,
-    };
-    // An interrupted upgrade is continued first.
-    let journal = open_journal(args, &tools, &spec.name, &events)?;
-    if spec.body.istio.is_some()
-        && journal
-            .unfinished()?
-            .is_some_and(|(op, _)| op.starts_with("upgrade-"))
-    {
-        upgrade(args, spec, upgrade_args(None), out)?;
-    }
-    let converge = || {
-        rt.block_on(async {
-            let cancel = watch_interrupts(events.clone());
-            crate::ops::up::up(spec, &applied, &tools, events.clone(), cancel, &opts).await
-        })
-    };
-    let report = match converge() {
-        // A changed `istio.version` is an upgrade by the spec's strategy, never a reinstall;
-        // `up` learns it from the same observation it plans from.
-        Err(crate::ops::up::Error::UpgradeDue(to)) => {
-            upgrade(args, spec, upgrade_args(Some(to)), out)?;
-            converge()
-        }
-        other => other,
-    };
-    let report = match report {
-        Ok(r) => r,
+    let cx = context(args, rep.events());
+    let result = runtime()?.block_on(async {
+        watch_interrupts(&cx);
+        crate::ops::up::converge(&cx, spec, &applied, &opts).await
+    });
+    let converged = match result {
+        Ok(c) => c,
+        Err(crate::ops::up::Error::Upgrade(e)) => return Err(upgrade_failure(&rep, spec, *e)),
         Err(e) => {
             rep.result(
                 &format!("✗ {}", chain(&e)),
@@ -61,6 +31,10 @@ pub(super) fn up(
             return Err(e.into());
         }
     };
+    if let Some(u) = &converged.upgrade {
+        upgrade_result(&rep, spec, u)?;
+    }
+    let report = converged.up;
     let s = &report.summary;
     let summary = if report.up_to_date {
         format!(
@@ -96,7 +70,6 @@ pub(super) fn down(
 ) -> Result<(), Failure> {
     use std::io::IsTerminal;
     let name = cluster_name(args, cluster)?;
-    let tools = toolchain(args);
     let rt = runtime()?;
     let confirm = |question: &str| {
         if !std::io::stdin().is_terminal() {
@@ -110,13 +83,13 @@ pub(super) fn down(
         let _ = std::io::stdin().read_line(&mut answer);
         matches!(answer.trim(), "y" | "Y" | "yes")
     };
-    let result = rt.block_on(crate::ops::up::down(&name, &tools, yes, confirm))?;
+    let cx = context(args, crate::engine::events::Events::discard());
+    let result = rt.block_on(crate::ops::up::down(&cx, &name, yes, confirm))?;
     if args.output == Output::Json {
-        let mut r = result;
-        r["ok"] = json!(true);
+        let r = json!({"ok": true, "cluster": result.cluster, "deleted": result.deleted, "message": result.message()});
         writeln!(out, "{r}")?;
     } else if !args.quiet {
-        writeln!(out, "{}", result["message"].as_str().unwrap_or_default())?;
+        writeln!(out, "{}", result.message())?;
     }
     Ok(())
 }
@@ -127,8 +100,8 @@ pub(super) fn status(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let name = cluster_name(args, cluster)?;
-    let tools = toolchain(args);
-    let s = runtime()?.block_on(crate::ops::status::collect(&name, &tools))?;
+    let cx = context(args, crate::engine::events::Events::discard());
+    let s = runtime()?.block_on(crate::ops::status::collect(&cx, &name))?;
     if args.output == Output::Json {
         writeln!(
             out,
@@ -142,7 +115,7 @@ pub(super) fn status(
 }
 
 pub(super) fn doctor(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
-    let tools = toolchain(args);
+    let cx = context(args, crate::engine::events::Events::discard());
     let mut claims = Vec::new();
     let mut clusters = 0;
     let loaded = spec::load(&args.dir);
@@ -158,7 +131,7 @@ pub(super) fn doctor(args: &Args, out: &mut dyn Write) -> Result<(), Failure> {
             }
         }
     }
-    let checks = runtime()?.block_on(crate::ops::doctor::run(&tools, &claims, clusters));
+    let checks = runtime()?.block_on(crate::ops::doctor::run(&cx, &claims, clusters));
     let ok = checks.iter().all(|c| c.ok);
     if args.output == Output::Json {
         writeln!(out, "{}", json!({"ok": ok, "checks": checks}))?;

@@ -8,7 +8,7 @@ mod upgrade;
 use commands::{doctor, down, status, up};
 pub use inspect::plan_text;
 use inspect::{print_plan, print_render, validate};
-use upgrade::{UpgradeArgs, history, restart, upgrade};
+use upgrade::{history, restart, upgrade};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -229,7 +229,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
                 verify_timeout: std::time::Duration::from_secs(*verify_timeout),
                 ..Default::default()
             };
-            up(args, spec, opts, out)
+            up(args, spec, opts)
         }),
         Command::Down { cluster, yes } => down(args, cluster.as_deref(), *yes, out),
         Command::Status { cluster } => status(args, cluster.as_deref(), out),
@@ -247,14 +247,17 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
             upgrade(
                 args,
                 spec,
-                UpgradeArgs {
+                crate::ops::upgrade::Request {
                     to: to.clone(),
-                    strategy: *strategy,
+                    strategy: strategy.map(|s| match s {
+                        StrategyArg::Canary => crate::plan::upgrade::Strategy::Canary,
+                        StrategyArg::InPlace => crate::plan::upgrade::Strategy::InPlace,
+                    }),
                     dry_run: *dry_run,
                     pause_after: pause_after.clone(),
-                    grace: *grace,
+                    grace_secs: *grace,
                     max_concurrent: *max_concurrent,
-                    timeout: *timeout,
+                    step_timeout: std::time::Duration::from_secs(*timeout),
                 },
                 out,
             )
@@ -356,7 +359,10 @@ impl From<crate::ops::status::Error> for Failure {
 
 impl From<crate::ops::restart::Error> for Failure {
     fn from(e: crate::ops::restart::Error) -> Self {
-        failed(&e)
+        match e {
+            crate::ops::restart::Error::Connect(e) => (*e).into(),
+            e => failed(&e),
+        }
     }
 }
 
@@ -368,19 +374,11 @@ impl From<crate::engine::journal::Error> for Failure {
 
 use crate::engine::chain;
 
-/// Open a cluster's journal to record in; the operations it starts name the spec repository
-/// as their source. What opening repaired or imported is said.
-fn open_journal(
-    args: &Args,
-    tools: &crate::drivers::toolchain::Toolchain,
-    cluster: &str,
-    rep: &crate::engine::events::Events,
-) -> Result<crate::engine::journal::Journal, Failure> {
+/// The context operations run in: the tools, the events, the system clock, and the spec
+/// repository as the source of the operations they start.
+fn context(args: &Args, events: crate::engine::events::Events) -> crate::ops::Context {
     let source = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
-    let journal = crate::engine::journal::Journal::open(&tools.state_dir, cluster)?
-        .with_source(source.display().to_string());
-    say_opened(&journal, rep);
-    Ok(journal)
+    crate::ops::Context::new(toolchain(args), events).with_source(source.display().to_string())
 }
 
 fn say_opened(journal: &crate::engine::journal::Journal, rep: &crate::engine::events::Events) {
@@ -464,16 +462,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Other(format!("failed to start the async runtime: {e}")))
 }
 
-/// Ctrl-C once: start no new step, let running ones finish. Twice: stop now.
-fn watch_interrupts(
-    reporter: crate::engine::events::Events,
-) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = cancel.clone();
+/// Ctrl-C once: cancel the operation (start no new step, let running ones finish). Twice:
+/// stop now. Call inside the runtime.
+fn watch_interrupts(cx: &crate::ops::Context) {
+    let (cancel, events) = (cx.cancel.clone(), cx.events.clone());
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            reporter.note(
+            cancel.cancel();
+            events.note(
                 "interrupted: finishing the steps already running (Ctrl-C again to stop at once)",
             );
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -481,7 +477,6 @@ fn watch_interrupts(
             }
         }
     });
-    cancel
 }
 
 fn cluster_name(args: &Args, cluster: Option<&str>) -> Result<String, Failure> {

@@ -1,8 +1,10 @@
 //! The engine every operation runs on: the journal that makes operations resumable, the
-//! per-cluster locks that keep two of them apart, and the events they report (`events`).
+//! per-cluster locks that keep two of them apart, the events they report (`events`), and the
+//! clock they read wall time from (`clock`).
 //!
 //! Uses: nothing above it; it is generic over what a step does.
 
+pub mod clock;
 pub mod events;
 pub mod journal;
 pub mod lock;

@@ -76,7 +76,8 @@ pub struct PortClaim {
 }
 
 /// Run every check. `ports` are the host ports the repository's clusters claim.
-pub async fn run(tools: &Toolchain, ports: &[PortClaim], clusters: usize) -> Vec<Check> {
+pub async fn run(cx: &crate::ops::Context, ports: &[PortClaim], clusters: usize) -> Vec<Check> {
+    let tools = &cx.tools;
     let mut checks = Vec::new();
     let containers = docker(&mut checks).await;
     let k3d_clusters = k3d_helm_kubectl(tools, &mut checks).await;

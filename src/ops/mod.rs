@@ -5,9 +5,12 @@
 //!
 //! Uses: `engine` (steps, journal, locks, events), `plan`, `mesh`, `spec`, `drivers`.
 
+mod context;
 pub mod doctor;
 pub mod restart;
 pub mod status;
 pub mod tags;
 pub mod up;
 pub mod upgrade;
+
+pub use context::Context;

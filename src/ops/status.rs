@@ -152,7 +152,8 @@ const SYSTEM: &[&str] = &[
 ];
 
 /// Collect a cluster's status.
-pub async fn collect(cluster: &str, tools: &Toolchain) -> Result<Status, Error> {
+pub async fn collect(cx: &crate::ops::Context, cluster: &str) -> Result<Status, Error> {
+    let tools = &cx.tools;
     let k3d = K3d::new(tools.need_k3d()?);
     let info = up::find_existing(&k3d, cluster)
         .await

@@ -50,12 +50,14 @@
 //!   naming the file and line; nothing is imported and the file stays where it is.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::engine::clock::{Clock, SystemClock};
 
 /// The database's file name in the state directory.
 pub const FILE: &str = "journal.db";
@@ -95,6 +97,8 @@ pub struct Journal {
     repaired: Option<String>,
     /// What opening imported, to tell the user.
     migrated: Option<String>,
+    /// Where record times come from.
+    clock: Arc<dyn Clock>,
 }
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -138,10 +142,8 @@ pub enum Error {
     },
 }
 
-fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+fn stamp(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// Map a database error: damage is [`Error::Corrupt`], anything else a read or write error.
@@ -267,6 +269,7 @@ fn status_after(event: &str) -> (&'static str, bool) {
         "op-failed" => ("failed", true),
         "op-rolled-back" => ("rolled-back", true),
         "op-paused" => ("paused", false),
+        "op-interrupted" => ("interrupted", true),
         _ => ("running", false),
     }
 }
@@ -347,6 +350,12 @@ impl Journal {
         self
     }
 
+    /// Record times come from `clock` (the system's by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     fn handle(state_dir: &Path, cluster: &str, read_only: bool) -> Result<Self, Error> {
         let path = state_dir.join(FILE);
         // Absent is an empty journal; "could not tell" is an error, never absent.
@@ -367,6 +376,7 @@ impl Journal {
             conn: Mutex::new(conn),
             repaired: None,
             migrated: None,
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -465,7 +475,13 @@ impl Journal {
             tx.execute(
                 "INSERT INTO imports (cluster, file, sha256, records, at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                (cluster, &file, &sha, entries.len() as i64, now()),
+                (
+                    cluster,
+                    &file,
+                    &sha,
+                    entries.len() as i64,
+                    stamp(self.clock.now()),
+                ),
             )?;
             Ok(true)
         })?;
@@ -512,7 +528,7 @@ impl Journal {
             op: op.to_string(),
             event: event.to_string(),
             step: step.map(str::to_string),
-            at: now(),
+            at: stamp(self.clock.now()),
             detail,
         };
         self.write(|tx| {
@@ -607,6 +623,21 @@ impl Journal {
             }
         }
         Ok(done)
+    }
+
+    /// The step of `op` that was started and neither finished, failed nor was undone: the one
+    /// running when the operation was interrupted.
+    pub fn interrupted_step(&self, op: &str) -> Result<Option<String>, Error> {
+        let last: Option<(String, String)> = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT e.event, e.step FROM events e JOIN operations o ON o.id = e.operation \
+                 WHERE o.cluster = ?1 AND o.op = ?2 AND e.step IS NOT NULL \
+                 ORDER BY e.id DESC LIMIT 1",
+            )?
+            .query_row((&self.cluster, op), |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+        })?;
+        Ok(last.and_then(|(event, step)| (event == "step-started").then_some(step)))
     }
 
     /// Operations, oldest first, each with its entries.

@@ -98,12 +98,49 @@ fn unfinished_operations_and_their_done_steps_are_found() {
         Some(("op1".into(), json!({"to": "1.30.3"})))
     );
     assert_eq!(j.done_steps("op1").expect("read"), ["base"]);
+    assert_eq!(
+        j.interrupted_step("op1").expect("read").as_deref(),
+        Some("istiod"),
+        "istiod was running when the operation stopped"
+    );
+    j.record("op1", "step-done", Some("istiod"), Value::Null)
+        .expect("write");
+    assert_eq!(j.interrupted_step("op1").expect("read"), None);
+    j.record("op1", "step-undone", Some("istiod"), Value::Null)
+        .expect("write");
     j.record("op1", "step-undone", Some("base"), Value::Null)
         .expect("write");
     assert!(j.done_steps("op1").expect("read").is_empty());
     j.record("op1", "op-rolled-back", None, Value::Null)
         .expect("write");
     assert_eq!(j.unfinished().expect("read"), None);
+}
+
+/// Record times come from the journal's clock.
+#[test]
+fn records_are_stamped_by_the_clock_given() {
+    use crate::engine::clock::ManualClock;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at: jiff::Timestamp = "2026-10-25T00:59:59.250Z".parse().expect("a timestamp");
+    let clock = std::sync::Arc::new(ManualClock::new(at));
+    let j = Journal::open(dir.path(), "dev")
+        .expect("open")
+        .with_clock(clock.clone());
+    j.record("op1", "op-started", None, Value::Null)
+        .expect("write");
+    clock.advance(jiff::SignedDuration::from_secs(3600));
+    j.record("op1", "op-done", None, Value::Null)
+        .expect("write");
+    let times: Vec<String> = j
+        .entries()
+        .expect("read")
+        .into_iter()
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(
+        times,
+        ["2026-10-25T00:59:59.250Z", "2026-10-25T01:59:59.250Z"]
+    );
 }
 
 /// Each cluster reads only its own operations from the one database.

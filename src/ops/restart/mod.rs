@@ -8,7 +8,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -21,74 +24,11 @@ use crate::drivers::kube::{self as driver, Kube};
 use crate::engine::events::Events;
 use crate::mesh::{self, Injectors};
 
-/// What went wrong in a restart. The workload-level failure carries the step that failed as
-/// its source; [`crate::engine::chain`] shows the whole story on one line.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("failed to read {what}")]
-    Read {
-        what: String,
-        #[source]
-        source: driver::Error,
-    },
-    #[error("failed to evict pod {namespace}/{pod}")]
-    Evict {
-        namespace: String,
-        pod: String,
-        #[source]
-        source: driver::Error,
-    },
-    /// A PodDisruptionBudget answered 429 until the deadline.
-    #[error(
-        "pod {namespace}/{pod} could not be evicted: its PodDisruptionBudget kept refusing (429)"
-    )]
-    EvictionRefused { namespace: String, pod: String },
-    #[error("Deployment {namespace}/{name} is paused; resume it to restart it")]
-    Paused { namespace: String, name: String },
-    #[error("failed to set restartedAt on {kind} {namespace}/{name}")]
-    Annotate {
-        kind: String,
-        namespace: String,
-        name: String,
-        #[source]
-        source: driver::Error,
-    },
-    #[error("{kind} {namespace}/{name} did not roll out")]
-    Rollout {
-        kind: String,
-        namespace: String,
-        name: String,
-        #[source]
-        source: driver::Error,
-    },
-    #[error("failed to recreate pod {namespace}/{pod}")]
-    Recreate {
-        namespace: String,
-        pod: String,
-        #[source]
-        source: driver::Error,
-    },
-    #[error(
-        "{kind} {namespace}/{name}: pod {pod} was not replaced by a ready, current pod in time"
-    )]
-    NotReplaced {
-        kind: String,
-        namespace: String,
-        name: String,
-        pod: String,
-    },
-    /// An earlier restart failed, so this one was never begun.
-    #[error("not started: an earlier restart failed")]
-    NotStarted,
-    /// A workload's restart failed; `reasons` is what its pods said.
-    #[error("restart of {workload} failed (pods: {reasons})")]
-    Workload {
-        workload: String,
-        reasons: String,
-        #[source]
-        source: Box<Error>,
-    },
-}
+mod error;
+mod operation;
+
+pub use error::Error;
+pub use operation::execute;
 
 fn read(what: impl Into<String>) -> impl FnOnce(driver::Error) -> Error {
     let what = what.into();
@@ -153,6 +93,9 @@ pub struct Report {
     pub restarted: Vec<String>,
     pub jobs_left_alone: Vec<String>,
     pub up_to_date: Vec<String>,
+    /// Cancelled before these began.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_started: Vec<String>,
 }
 
 fn name_of(meta: &ObjectMeta) -> &str {
@@ -617,6 +560,17 @@ async fn wait_replaced(
 
 /// Restart the chosen workloads, `max_concurrent` at a time.
 pub async fn run(kube: &Kube, opts: &Options, reporter: &Events) -> Result<Report, Error> {
+    run_until(kube, opts, reporter, &CancellationToken::new()).await
+}
+
+/// [`run`], starting no further workload once `cancel` is cancelled; those not begun are
+/// the report's `not_started`.
+pub async fn run_until(
+    kube: &Kube,
+    opts: &Options,
+    reporter: &Events,
+    cancel: &CancellationToken,
+) -> Result<Report, Error> {
     let (mesh, targets) = targets(kube, opts).await?;
     let mut report = Report::default();
     let mut work = Vec::new();
@@ -645,7 +599,7 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Events) -> Result<Repor
         .map(|t| {
             let (stop, mesh, finished) = (stop.clone(), mesh.clone(), finished.clone());
             async move {
-                if stop.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) || cancel.is_cancelled() {
                     return (t, Err(Error::NotStarted));
                 }
                 reporter.step_started(&format!("restart/{}", t.id()));
@@ -675,6 +629,7 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Events) -> Result<Repor
     for (t, r) in results {
         match r {
             Ok(()) => report.restarted.push(t.id()),
+            Err(Error::NotStarted) if cancel.is_cancelled() => report.not_started.push(t.id()),
             Err(Error::NotStarted) => {}
             Err(e) => {
                 return Err(Error::Workload {
@@ -686,6 +641,7 @@ pub async fn run(kube: &Kube, opts: &Options, reporter: &Events) -> Result<Repor
         }
     }
     report.restarted.sort();
+    report.not_started.sort();
     Ok(report)
 }
 

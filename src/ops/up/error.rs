@@ -80,6 +80,10 @@ pub enum Error {
     /// The spec's Istio version differs from the installed one: an upgrade comes first.
     #[error("Istio must first be upgraded to {0}")]
     UpgradeDue(String),
+    /// The upgrade `up` runs first (an unfinished one, or the spec's new `istio.version`)
+    /// did not succeed.
+    #[error(transparent)]
+    Upgrade(Box<crate::ops::upgrade::Error>),
     #[error("failed to read the manifest {}", path.display())]
     Manifest {
         path: PathBuf,

@@ -6,16 +6,17 @@
 // not matter next to the tool runs that led to it.
 #![allow(clippy::result_large_err)]
 
+mod converge;
 mod error;
 pub mod steps;
 
+pub use converge::{Converged, converge};
 pub use error::{Error, ManifestError};
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::drivers::helm::cli::Helm;
@@ -238,7 +239,7 @@ async fn timed<T>(
     id: &str,
     work: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    let t = std::time::Instant::now();
+    let t = tokio::time::Instant::now();
     events.step_started(id);
     let r = work.await;
     let took = t.elapsed();
@@ -298,7 +299,7 @@ async fn observe_steps(
     let (observed, kube, read) = match found {
         None => (ClusterState::Absent, None, std::time::Duration::ZERO),
         Some(info) => {
-            let t = std::time::Instant::now();
+            let t = tokio::time::Instant::now();
             let (o, k) = timed(
                 events,
                 &times,
@@ -321,14 +322,13 @@ async fn observe_steps(
 
 /// Converge a cluster to its spec.
 pub async fn up(
+    cx: &crate::ops::Context,
     spec: &ClusterSpec,
     applied: &[Value],
-    tools: &Toolchain,
-    events: Events,
-    cancel: Arc<AtomicBool>,
     opts: &UpOptions,
 ) -> Result<UpReport, Error> {
-    let started = std::time::Instant::now();
+    let (tools, events) = (&cx.tools, &cx.events);
+    let started = tokio::time::Instant::now();
     let k3d = K3d::new(tools.need_k3d()?);
     let _lock = lock::acquire(&tools.state_dir, &spec.name, "up")?;
     let kubeconfig = tools.cluster_dir(&spec.name).join("kubeconfig");
@@ -340,7 +340,7 @@ pub async fn up(
         kube,
         times: observe_times,
         critical_path: observe_path,
-    } = observe_steps(spec, &k3d, tools, &events, opts.adopt).await?;
+    } = observe_steps(spec, &k3d, tools, events, opts.adopt).await?;
     if let Some(k) = kube {
         let _ = kube_cell.set(k);
     }
@@ -383,7 +383,7 @@ pub async fn up(
         kubeconfig,
         kube: kube_cell,
         events: events.clone(),
-        cancel,
+        cancel: cx.cancel.clone(),
         spec_json: serde_json::to_value(spec).unwrap_or(Value::Null),
         verify_timeout: opts.verify_timeout,
     });
@@ -428,7 +428,7 @@ fn report(
     (observe_times, observe_path, started): (
         Vec<(String, std::time::Duration)>,
         std::time::Duration,
-        std::time::Instant,
+        tokio::time::Instant,
     ),
     notes: Vec<String>,
 ) -> Result<UpReport, Error> {
@@ -462,11 +462,12 @@ fn report(
 
 /// Delete a cluster paddock owns. Standalone registry caches are kept for other clusters.
 pub async fn down(
+    cx: &crate::ops::Context,
     cluster: &str,
-    tools: &Toolchain,
     confirmed: bool,
     confirm: impl FnOnce(&str) -> bool,
-) -> Result<Value, Error> {
+) -> Result<DownReport, Error> {
+    let tools = &cx.tools;
     let k3d = K3d::new(tools.need_k3d()?);
     let _lock = lock::acquire(&tools.state_dir, cluster, "down")?;
     let found = k3d.find(cluster).await.map_err(|source| Error::Find {
@@ -474,9 +475,10 @@ pub async fn down(
         source,
     })?;
     let Some(info) = found else {
-        return Ok(
-            json!({"cluster": cluster, "deleted": false, "message": format!("cluster {cluster} does not exist; nothing to delete")}),
-        );
+        return Ok(DownReport {
+            cluster: cluster.to_string(),
+            deleted: false,
+        });
     };
     if !info.owned() {
         return Err(Error::NotOwned {
@@ -502,9 +504,28 @@ pub async fn down(
             source,
         })?;
     let _ = std::fs::remove_dir_all(tools.cluster_dir(cluster));
-    Ok(
-        json!({"cluster": cluster, "deleted": true, "message": format!("cluster {cluster} deleted; registry caches are kept for other clusters")}),
-    )
+    Ok(DownReport {
+        cluster: cluster.to_string(),
+        deleted: true,
+    })
+}
+
+/// What `down` did: deleted the cluster, or found nothing to delete.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DownReport {
+    pub cluster: String,
+    pub deleted: bool,
+}
+
+impl DownReport {
+    pub fn message(&self) -> String {
+        let cluster = &self.cluster;
+        if self.deleted {
+            format!("cluster {cluster} deleted; registry caches are kept for other clusters")
+        } else {
+            format!("cluster {cluster} does not exist; nothing to delete")
+        }
+    }
 }
 
 /// Parse workload manifests (multi-document YAML files relative to `root`).

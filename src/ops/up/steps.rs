@@ -6,8 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -90,7 +91,7 @@ pub struct Ctx {
     pub kube: OnceCell<Kube>,
     pub events: Events,
     /// Set by Ctrl-C: start no new step.
-    pub cancel: Arc<AtomicBool>,
+    pub cancel: tokio_util::sync::CancellationToken,
     /// The merged spec, recorded in the cluster.
     pub spec_json: Value,
     /// Releases observed `pending-*` (left by an interrupted helm): (name, namespace) → status.
@@ -153,7 +154,7 @@ pub async fn run(plan: &Plan, ctx: Arc<Ctx>) -> Outcome {
     let mut failure: Option<(String, StepError)> = None;
     let mut set = tokio::task::JoinSet::new();
     loop {
-        let stop = failure.is_some() || ctx.cancel.load(Ordering::SeqCst);
+        let stop = failure.is_some() || ctx.cancel.is_cancelled();
         if !stop {
             for step in &plan.steps {
                 if done.contains(&step.id) || running.contains(&step.id) {

@@ -18,9 +18,15 @@
 //! until it has a description (in the plan) and a do/check/undo (here).
 
 pub mod preflight;
+mod start;
 mod steps;
 
-use std::time::{Duration, Instant};
+pub use start::{Preview, PreviewStep, Report, Request, execute};
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use serde_json::{Value, json};
 
@@ -119,6 +125,52 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    #[error("cluster {cluster} has no Istio to upgrade")]
+    NoIstio { cluster: String },
+    /// The cluster could not be locked, found or connected to; its own error says what to do.
+    #[error(transparent)]
+    Connect(Box<crate::ops::up::Error>),
+    #[error(transparent)]
+    Journal(journal::Error),
+    #[error(transparent)]
+    Missing(crate::drivers::toolchain::Missing),
+    #[error("failed to run helm")]
+    HelmMissing(#[source] helm_cli::Error),
+    #[error(transparent)]
+    Leftover(crate::drivers::exec::LeftoverError),
+    #[error("the journal's unfinished upgrade is unreadable")]
+    UnreadableParams(#[source] serde_json::Error),
+    #[error(
+        "an upgrade of cluster {cluster} to {to} is unfinished; run `paddock upgrade {cluster}` to continue it first"
+    )]
+    OtherUnfinished { cluster: String, to: String },
+    #[error("say which version to upgrade to: --to VERSION")]
+    NoTarget,
+    #[error("Istio version {version}")]
+    BadVersion {
+        version: String,
+        #[source]
+        source: istio::VersionError,
+    },
+    #[error("--pause-after {given}: no such step; the steps are {}", steps.join(", "))]
+    NoSuchStep { given: String, steps: Vec<String> },
+    /// `step` failed and what was done is undone (`undone`, in the order it was undone): the
+    /// cluster is on Istio `from` again.
+    #[error("step {step} failed")]
+    RolledBack {
+        step: UpgradeStep,
+        undone: Vec<UpgradeStep>,
+        from: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// A step failed and could not be (fully) undone, or the journal could not record it.
+    #[error("step {at} failed")]
+    StepFailed {
+        at: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// Undoing `step` failed while rolling back from `failed` (the step error, as text).
     #[error("{failed}; undoing {step} failed too")]
     UndoFailed {
@@ -184,6 +236,8 @@ pub async fn recover_pending(ctx: &Ctx<'_>) -> Result<(), Error> {
 pub enum Outcome {
     Done,
     Paused(UpgradeStep),
+    /// Cancelled before this step started.
+    Interrupted(UpgradeStep),
     /// `step` failed; what was done is undone (`undone`, in the order it was undone).
     RolledBack {
         step: UpgradeStep,
@@ -211,6 +265,8 @@ pub struct Ctx<'a> {
     pub params: Params,
     pub step_timeout: Duration,
     pub max_concurrent: usize,
+    /// Cancelled: no further step starts; the operation stays unfinished.
+    pub cancel: CancellationToken,
 }
 
 fn repo(spec: &ClusterSpec) -> String {
@@ -446,13 +502,30 @@ pub async fn run(ctx: &Ctx<'_>, op: &str, pause_after: Option<UpgradeStep>) -> O
         Ok(d) => d,
         Err(e) => return unjournaled("journal", e),
     };
+    let interrupted = match ctx.journal.interrupted_step(op) {
+        Ok(s) => s,
+        Err(e) => return unjournaled("journal", e),
+    };
     let mut completed: Vec<UpgradeStep> = Vec::new();
     for &step in &steps {
+        if ctx.cancel.is_cancelled() {
+            return Outcome::Interrupted(step);
+        }
         if done_before.iter().any(|d| d == step.name()) && steps::of(step).check(ctx).await {
             ctx.reporter
                 .note(&format!("step {step} was done and still is; not redone"));
             completed.push(step);
             continue;
+        }
+        if interrupted.as_deref() == Some(step.name()) {
+            match finished_before(ctx, op, step).await {
+                Ok(true) => {
+                    completed.push(step);
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => return unjournaled(step.name(), e),
+            }
         }
         match forward(ctx, op, step).await {
             Ok(()) => completed.push(step),
@@ -473,6 +546,29 @@ pub async fn run(ctx: &Ctx<'_>, op: &str, pause_after: Option<UpgradeStep>) -> O
         return unjournaled("op-done", e);
     }
     Outcome::Done
+}
+
+/// `step` was running when the operation was interrupted: when its effects are all there
+/// (its check holds), it finished before the interruption and is journaled done, so it is not
+/// run a second time.
+async fn finished_before(
+    ctx: &Ctx<'_>,
+    op: &str,
+    step: UpgradeStep,
+) -> Result<bool, journal::Error> {
+    if !steps::of(step).check(ctx).await {
+        return Ok(false);
+    }
+    ctx.journal.record(
+        op,
+        "step-done",
+        Some(step.name()),
+        json!({"finishedBeforeInterruption": true}),
+    )?;
+    ctx.reporter.note(&format!(
+        "step {step} was interrupted after its work was done; not redone"
+    ));
+    Ok(true)
 }
 
 /// Run one step, journaled before and after.

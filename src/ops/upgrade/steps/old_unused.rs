@@ -3,7 +3,9 @@
 //! (a terminating pod is waited out) — and still so after the grace period. Changes nothing,
 //! so it has no undo and a resumed upgrade trusts the journal.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;

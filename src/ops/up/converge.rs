@@ -1,0 +1,79 @@
+//! `up` as users run it: an unfinished upgrade of the cluster is continued first, and a
+//! spec whose `istio.version` moved is upgraded by the spec's strategy (never reinstalled)
+//! before the rest converges.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Error, UpOptions, UpReport, up};
+use crate::ops::Context;
+use crate::ops::upgrade::{self, Report, Request};
+use crate::spec::ClusterSpec;
+
+/// What `up` did: the upgrade it ran first, if any, then the convergence.
+#[derive(Debug)]
+pub struct Converged {
+    pub upgrade: Option<Report>,
+    pub up: UpReport,
+}
+
+/// Bring `spec`'s cluster to its spec, upgrading Istio first where that is due.
+pub async fn converge(
+    cx: &Context,
+    spec: &ClusterSpec,
+    applied: &[Value],
+    opts: &UpOptions,
+) -> Result<Converged, Error> {
+    let mut upgraded = None;
+    if spec.body.istio.is_some() && unfinished_upgrade(cx, &spec.name)? {
+        upgraded = Some(upgrade_to(cx, spec, None).await?);
+    }
+    match up(cx, spec, applied, opts).await {
+        // `up` learns it from the same observation it plans from.
+        Err(Error::UpgradeDue(to)) => {
+            upgraded = Some(upgrade_to(cx, spec, Some(to)).await?);
+            let up = up(cx, spec, applied, opts).await?;
+            Ok(Converged {
+                upgrade: upgraded,
+                up,
+            })
+        }
+        other => Ok(Converged {
+            upgrade: upgraded,
+            up: other?,
+        }),
+    }
+}
+
+fn unfinished_upgrade(cx: &Context, cluster: &str) -> Result<bool, Error> {
+    let journal = cx.journal(cluster).map_err(upgrade_error)?;
+    Ok(journal
+        .unfinished()
+        .map_err(upgrade_error)?
+        .is_some_and(|(op, _)| op.starts_with("upgrade-")))
+}
+
+fn upgrade_error(e: crate::engine::journal::Error) -> Error {
+    Error::Upgrade(Box::new(upgrade::Error::Journal(e)))
+}
+
+/// Upgrade (or, with `to` unset, continue the unfinished upgrade) with the defaults of a plain
+/// `paddock upgrade`.
+async fn upgrade_to(cx: &Context, spec: &ClusterSpec, to: Option<String>) -> Result<Report, Error> {
+    let req = Request {
+        to,
+        max_concurrent: 4,
+        step_timeout: Duration::from_secs(300),
+        ..Request::default()
+    };
+    let report = upgrade::execute(cx, spec, &req)
+        .await
+        .map_err(|e| Error::Upgrade(Box::new(e)))?;
+    if matches!(report, Report::Interrupted { .. }) {
+        return Err(Error::Interrupted {
+            cluster: spec.name.clone(),
+        });
+    }
+    Ok(report)
+}
