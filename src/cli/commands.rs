@@ -2,7 +2,6 @@
 
 #![allow(clippy::result_large_err)] // the operations' errors, made once per failure
 
-use super::upgrade::{upgrade_failure, upgrade_result};
 use super::*;
 pub(super) fn up(
     args: &Args,
@@ -20,46 +19,7 @@ pub(super) fn up(
         watch_interrupts(&cx);
         crate::ops::up::converge(&cx, spec, &applied, &opts).await
     });
-    let converged = match result {
-        Ok(c) => c,
-        Err(crate::ops::up::Error::Upgrade(e)) => return Err(upgrade_failure(&rep, spec, *e)),
-        Err(e) => {
-            rep.result(
-                &format!("✗ {}", chain(&e)),
-                json!({"ok": false, "cluster": spec.name, "error": chain(&e), "hint": e.what_to_do()}),
-            );
-            return Err(e.into());
-        }
-    };
-    if let Some(u) = &converged.upgrade {
-        upgrade_result(&rep, spec, u)?;
-    }
-    let report = converged.up;
-    let s = &report.summary;
-    let summary = if report.up_to_date {
-        format!(
-            "cluster {} is up to date with its spec; nothing to do",
-            report.cluster
-        )
-    } else {
-        format!(
-            "cluster {} converged: {} steps in {:.1}s (critical path {:.1}s, {:.1}s if run one by one)",
-            report.cluster,
-            report.steps_run,
-            s.wall.as_secs_f64(),
-            s.critical_path.as_secs_f64(),
-            s.sum.as_secs_f64()
-        )
-    };
-    rep.result(
-        &summary,
-        json!({"ok": true, "cluster": report.cluster, "upToDate": report.up_to_date,
-            "stepsRun": report.steps_run, "wallMs": s.wall.as_millis() as u64,
-            "criticalPathMs": s.critical_path.as_millis() as u64, "sumMs": s.sum.as_millis() as u64,
-            "steps": s.steps.iter().map(|(k, v)| (k.clone(), json!(v.as_millis() as u64))).collect::<serde_json::Map<String, Value>>(),
-            "notes": report.notes}),
-    );
-    Ok(())
+    finish(&rep, crate::ops::outcome::of_up(&spec.name, &result))
 }
 
 pub(super) fn down(

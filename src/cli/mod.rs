@@ -374,6 +374,30 @@ impl From<crate::engine::journal::Error> for Failure {
 
 use crate::engine::chain;
 
+/// Print how an operation ended (its result lines) and turn its error into the CLI's.
+fn finish(
+    rep: &output::Renderer,
+    outcomes: Vec<crate::ops::outcome::Outcome>,
+) -> Result<(), Failure> {
+    use crate::ops::outcome::Exit;
+    for o in outcomes {
+        if let (Some(text), Some(result)) = (o.summary, o.result) {
+            rep.result(&text, result);
+        }
+        if let Some(e) = o.error {
+            return Err(match e.exit {
+                Exit::RolledBack => Failure::RolledBack(e.message),
+                exit => Failure::Op {
+                    message: e.message,
+                    hint: e.hint,
+                    code: exit.code(),
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The context operations run in: the tools, the events, the system clock, and the spec
 /// repository as the source of the operations they start.
 fn context(args: &Args, events: crate::engine::events::Events) -> crate::ops::Context {

@@ -10,35 +10,11 @@ pub(super) fn restart(
     let name = cluster_name(args, cluster)?;
     let rep = reporter(args);
     let cx = context(args, rep.events());
-    let report = runtime()?.block_on(async {
+    let result = runtime()?.block_on(async {
         watch_interrupts(&cx);
         crate::ops::restart::execute(&cx, &name, &opts).await
-    })?;
-    let mut text = format!(
-        "restarted {} workload(s); {} already current; {} Job(s) left alone",
-        report.restarted.len(),
-        report.up_to_date.len(),
-        report.jobs_left_alone.len()
-    );
-    if !report.not_started.is_empty() {
-        text.push_str(&format!(
-            "; interrupted before {} more: {}",
-            report.not_started.len(),
-            report.not_started.join(", ")
-        ));
-    }
-    let ok = report.not_started.is_empty();
-    rep.result(&text, json!({"ok": ok, "cluster": name, "report": report}));
-    if !ok {
-        return Err(Failure::Op {
-            message: format!("restart of cluster {name} interrupted"),
-            hint: Some(format!(
-                "run `paddock restart {name} --stale-only` to restart what is left"
-            )),
-            code: exit::FAILED,
-        });
-    }
-    Ok(())
+    });
+    finish(&rep, vec![crate::ops::outcome::of_restart(&name, &result)])
 }
 
 pub(super) fn history(
@@ -102,83 +78,10 @@ pub(super) fn upgrade(
     });
     match result {
         Ok(Report::Preview(p)) => print_preview(args, spec, &p, out),
-        Ok(report) => upgrade_result(&rep, spec, &report),
-        Err(e) => Err(upgrade_failure(&rep, spec, e)),
-    }
-}
-
-/// Say how an upgrade ended; an interrupted one is a failure that says how to continue.
-pub(super) fn upgrade_result(
-    rep: &output::Renderer,
-    spec: &ClusterSpec,
-    report: &Report,
-) -> Result<(), Failure> {
-    match report {
-        Report::Done { op, params } => rep.result(
-            &format!(
-                "cluster {} upgraded: Istio {} → {} ({:?})",
-                spec.name, params.from, params.to, params.strategy
-            ),
-            json!({"ok": true, "cluster": spec.name, "from": params.from, "to": params.to, "op": op}),
+        other => finish(
+            &rep,
+            vec![crate::ops::outcome::of_upgrade(&spec.name, &other)],
         ),
-        Report::Paused { op, after, .. } => rep.result(
-            &format!(
-                "paused after step {after}; check the cluster, then run `paddock upgrade {}` to continue",
-                spec.name
-            ),
-            json!({"ok": true, "cluster": spec.name, "paused": after, "op": op}),
-        ),
-        Report::Interrupted { op, next, .. } => {
-            return Err(Failure::Op {
-                message: format!(
-                    "upgrade of cluster {} interrupted before step {next}; the steps done stay done (operation {op})",
-                    spec.name
-                ),
-                hint: Some(format!("run `paddock upgrade {}` to continue", spec.name)),
-                code: exit::FAILED,
-            });
-        }
-        Report::Preview(_) => {}
-    }
-    Ok(())
-}
-
-/// An upgrade's error as the CLI reports it: a rollback says what was undone and exits with
-/// its own code.
-pub(super) fn upgrade_failure(
-    rep: &output::Renderer,
-    spec: &ClusterSpec,
-    e: crate::ops::upgrade::Error,
-) -> Failure {
-    use crate::ops::upgrade::Error;
-    match e {
-        Error::RolledBack {
-            step,
-            undone,
-            from,
-            source,
-        } => {
-            let error = chain(&*source);
-            let msg = format!(
-                "step {step} failed: {error}\nrolled back: undid {}; the cluster is on Istio {from} again",
-                if undone.is_empty() {
-                    "nothing (nothing had changed)".to_string()
-                } else {
-                    undone
-                        .iter()
-                        .map(|s| s.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
-            );
-            rep.result(
-                &format!("✗ {msg}"),
-                json!({"ok": false, "rolledBack": true, "cluster": spec.name, "step": step, "error": error, "undone": undone}),
-            );
-            Failure::RolledBack(msg)
-        }
-        Error::Connect(e) => (*e).into(),
-        e => failed(&e),
     }
 }
 

@@ -3,9 +3,7 @@
 
 use tokio::sync::broadcast;
 
-use super::model::{
-    ClusterView, Health, OperationRequest, OperationView, StreamEvent,
-};
+use super::model::{ClusterView, Health, OperationRequest, OperationView, StreamEvent};
 
 /// Why an operation was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
