@@ -254,22 +254,10 @@ impl Renderer {
 /// The NDJSON form of an event (README: "Events as NDJSON"), or `None` for events JSON output
 /// leaves out (commands without `-v`).
 pub fn ndjson(event: &Event, at_ms: u64, verbose: u8) -> Option<Value> {
-    Some(match event {
-        Event::StepStarted { step } => {
-            json!({"event": "step", "step": step, "status": "started", "at_ms": at_ms})
-        }
-        Event::StepDone { step, took } => json!({"event": "step", "step": step,
-            "status": "done", "ms": took.as_millis() as u64, "at_ms": at_ms}),
-        Event::StepFailed { step, took, error } => json!({"event": "step", "step": step,
-            "status": "failed", "ms": took.as_millis() as u64, "error": error, "at_ms": at_ms}),
-        Event::Progress { step, done, total } => json!({"event": "progress", "step": step,
-            "done": done, "total": total, "at_ms": at_ms}),
-        Event::Note { message } => json!({"event": "note", "message": message, "at_ms": at_ms}),
-        Event::Command { command } if verbose > 0 => {
-            json!({"event": "command", "command": command, "at_ms": at_ms})
-        }
-        Event::Command { .. } => return None,
-    })
+    match event {
+        Event::Command { .. } if verbose == 0 => None,
+        e => Some(e.to_json(at_ms)),
+    }
 }
 
 impl Sink for Renderer {

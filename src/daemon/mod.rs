@@ -7,3 +7,8 @@
 
 pub mod backend;
 pub mod model;
+pub mod config;
+pub mod instance;
+pub mod source;
+pub mod core;
+pub mod metrics;

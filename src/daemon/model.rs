@@ -126,24 +126,14 @@ pub struct OperationView {
     pub started_at: Option<String>,
     #[serde(default)]
     pub finished_at: Option<String>,
-    /// How it ended, as the CLI reports it: `ok`, a one-line summary, its result JSON, what
-    /// to do, and the exit code the CLI exits with.
+    /// How it ended, as the CLI reports it (empty until it ends): the result lines with their
+    /// JSON, and the error it ended with, what to do and the exit kind. `up` has two when it
+    /// upgraded Istio first.
     #[serde(default)]
-    pub outcome: Option<Outcome>,
+    pub outcomes: Vec<Outcome>,
 }
 
-/// How an operation ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Outcome {
-    pub ok: bool,
-    pub summary: String,
-    #[serde(default)]
-    pub result: Value,
-    #[serde(default)]
-    pub hint: Option<String>,
-    pub exit_code: u8,
-}
+pub use crate::ops::outcome::{Ending, Exit, Outcome};
 
 /// One event of an operation's stream (`GET /v1/operations/{id}/events`, `GET /v1/events`):
 /// the operation's id and the event in the NDJSON schema the CLI prints with `--output json`.

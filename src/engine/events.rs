@@ -32,6 +32,26 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event in the NDJSON schema (README, "Output"), `at_ms` after the operation began.
+    pub fn to_json(&self, at_ms: u64) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Event::StepStarted { step } => {
+                json!({"event": "step", "step": step, "status": "started", "at_ms": at_ms})
+            }
+            Event::StepDone { step, took } => json!({"event": "step", "step": step,
+                "status": "done", "ms": took.as_millis() as u64, "at_ms": at_ms}),
+            Event::StepFailed { step, took, error } => json!({"event": "step", "step": step,
+                "status": "failed", "ms": took.as_millis() as u64, "error": error, "at_ms": at_ms}),
+            Event::Progress { step, done, total } => json!({"event": "progress", "step": step,
+                "done": done, "total": total, "at_ms": at_ms}),
+            Event::Note { message } => json!({"event": "note", "message": message, "at_ms": at_ms}),
+            Event::Command { command } => {
+                json!({"event": "command", "command": command, "at_ms": at_ms})
+            }
+        }
+    }
+
     /// The step the event belongs to, if any.
     pub fn step(&self) -> Option<&str> {
         match self {

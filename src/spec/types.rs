@@ -357,6 +357,39 @@ pub struct RepoConfig {
     /// Specific binaries to drive instead of those on `PATH`.
     #[serde(default)]
     pub tools: ToolPaths,
+    /// Settings of the daemon, `paddock serve` (flags and `PADDOCK_*` variables override them).
+    #[serde(default, skip_serializing_if = "ServeSettings::is_empty")]
+    pub serve: ServeSettings,
+}
+
+/// `paddock.yaml` `serve:`: every field optional; the daemon's defaults fill the rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServeSettings {
+    /// A git remote to follow (instead of the repository folder itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The branch of `repo` to follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// How often `repo` is fetched (`30s`, `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<String>,
+    /// `apply` changes `up` can make in place, or only `report` them as drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The API's unix socket (default: `paddock.sock` in the state directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<std::path::PathBuf>,
+    /// A loopback address to serve `/metrics` on as well (`127.0.0.1:9464`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
+}
+
+impl ServeSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Paths of the tools paddock drives (`paddock.yaml` `tools`).

@@ -77,3 +77,21 @@ async fn upgrade_to(cx: &Context, spec: &ClusterSpec, to: Option<String>) -> Res
     }
     Ok(report)
 }
+
+/// What `up` would change on `spec`'s cluster now — the ids of the steps it would run — read
+/// and planned, not applied (the daemon's report mode). Manifests are read under `root`.
+pub async fn drift(
+    cx: &Context,
+    spec: &ClusterSpec,
+    root: &std::path::Path,
+) -> Result<Vec<String>, Error> {
+    let k3d = crate::drivers::k3d::cli::K3d::new(cx.tools.need_k3d()?);
+    let helm = crate::drivers::helm::cli::Helm::detect(cx.tools.need_helm()?)
+        .await
+        .map_err(Error::Helm)?;
+    let (state, registries, _) =
+        super::observe(spec, &k3d, &helm, &cx.tools, &cx.events, false, false).await?;
+    let applied = super::load_manifests(root, &spec.body.workloads)?;
+    let plan = crate::plan::up(spec, &state, &applied, &registries);
+    Ok(plan.steps.iter().map(|s| s.id.clone()).collect())
+}

@@ -10,7 +10,7 @@ mod converge;
 mod error;
 pub mod steps;
 
-pub use converge::{Converged, converge};
+pub use converge::{Converged, converge, drift};
 pub use error::{Error, ManifestError};
 
 use std::path::PathBuf;

@@ -1,0 +1,221 @@
+//! The daemon's configuration, from (lowest to highest precedence) its defaults, the `serve:`
+//! section of the repository's `paddock.yaml`, `PADDOCK_*` environment variables, and the
+//! flags of `paddock serve`. Merged with figment; every value checked before the daemon starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Serialized};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::types::ServeSettings;
+
+/// Whether the daemon applies what `up` would change, or only reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Apply,
+    Report,
+}
+
+/// One layer of settings: every field optional (`None` leaves the layer below in force).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Layer {
+    #[serde(skip_serializing_if = "Option::is_none", alias = "repo")]
+    pub repo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", alias = "poll_interval")]
+    pub poll_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none", alias = "metrics_address")]
+    pub metrics_address: Option<String>,
+}
+
+impl From<&ServeSettings> for Layer {
+    fn from(s: &ServeSettings) -> Self {
+        Self {
+            repo: s.repo.clone(),
+            branch: s.branch.clone(),
+            poll_interval: s.poll_interval.clone(),
+            mode: s.mode.clone(),
+            socket: s.socket.clone(),
+            metrics_address: s.metrics_address.clone(),
+        }
+    }
+}
+
+/// The merged, checked configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// A git remote to follow; `None`: the repository folder, watched.
+    pub repo: Option<String>,
+    pub branch: String,
+    pub poll_interval: Duration,
+    pub mode: Mode,
+    pub socket: PathBuf,
+    pub metrics_address: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the daemon's settings could not be read")]
+    Merge(#[source] Box<figment::Error>),
+    #[error("{field} {value:?} (from {origin}): {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        origin: String,
+        reason: String,
+    },
+}
+
+/// Where each layer comes from, named in errors.
+const ORIGINS: &str = "flags, PADDOCK_* variables or paddock.yaml `serve:`";
+
+/// Merge `file` (paddock.yaml `serve:`), the environment (`PADDOCK_REPO`, `PADDOCK_BRANCH`,
+/// `PADDOCK_POLL_INTERVAL`, `PADDOCK_MODE`, `PADDOCK_SOCKET`, `PADDOCK_METRICS_ADDRESS`) and
+/// `flags`, in that order of precedence (later wins).
+pub fn load(file: &ServeSettings, flags: &Layer, state_dir: &Path) -> Result<Config, Error> {
+    let env = Env::prefixed("PADDOCK_").only(&[
+        "repo",
+        "branch",
+        "poll_interval",
+        "mode",
+        "socket",
+        "metrics_address",
+    ]);
+    let merged: Layer = Figment::new()
+        .merge(Serialized::defaults(Layer::from(file)))
+        .merge(env)
+        .merge(Serialized::defaults(flags.clone()))
+        .extract()
+        .map_err(|e| Error::Merge(Box::new(e)))?;
+    check(merged, state_dir)
+}
+
+fn invalid(field: &'static str, value: &str, reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        field,
+        value: value.to_string(),
+        origin: ORIGINS.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn check(l: Layer, state_dir: &Path) -> Result<Config, Error> {
+    let poll = l.poll_interval.as_deref().unwrap_or("60s");
+    let poll_interval = crate::spec::validate::parse_duration(poll)
+        .ok()
+        .and_then(|d| Duration::try_from(d).ok())
+        .filter(|d| *d >= Duration::from_millis(100))
+        .ok_or_else(|| {
+            invalid(
+                "pollInterval",
+                poll,
+                "use a duration of at least 100ms, such as `30s` or `5m`",
+            )
+        })?;
+    let mode = match l.mode.as_deref().unwrap_or("apply") {
+        "apply" => Mode::Apply,
+        "report" => Mode::Report,
+        other => {
+            return Err(invalid(
+                "mode",
+                other,
+                "use `apply` (apply what `up` would change) or `report` (only report it as drift)",
+            ));
+        }
+    };
+    let metrics_address = match l.metrics_address.as_deref() {
+        None | Some("") => None,
+        Some(a) => {
+            let addr: SocketAddr = a.parse().map_err(|_| {
+                invalid("metricsAddress", a, "use an address and port, such as `127.0.0.1:9464`")
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(invalid(
+                    "metricsAddress",
+                    a,
+                    "metrics are served on loopback only; use 127.0.0.1 or [::1]",
+                ));
+            }
+            Some(addr)
+        }
+    };
+    let branch = l.branch.unwrap_or_else(|| "main".into());
+    if branch.is_empty() || branch.starts_with('-') {
+        return Err(invalid("branch", &branch, "name a branch of the repository"));
+    }
+    if let Some(repo) = &l.repo
+        && (repo.is_empty() || repo.starts_with('-'))
+    {
+        return Err(invalid("repo", repo, "give the URL or path of a git repository"));
+    }
+    Ok(Config {
+        repo: l.repo,
+        branch,
+        poll_interval,
+        mode,
+        socket: l.socket.unwrap_or_else(|| state_dir.join("paddock.sock")),
+        metrics_address,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> ServeSettings {
+        ServeSettings {
+            branch: Some("from-file".into()),
+            poll_interval: Some("5m".into()),
+            mode: Some("report".into()),
+            ..ServeSettings::default()
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PADDOCK_BRANCH", "from-env");
+            jail.set_env("PADDOCK_POLL_INTERVAL", "10s");
+            let flags = Layer {
+                poll_interval: Some("2s".into()),
+                ..Layer::default()
+            };
+            let c = load(&file(), &flags, Path::new("/state")).expect("config");
+            assert_eq!(c.branch, "from-env", "env over file");
+            assert_eq!(c.poll_interval, Duration::from_secs(2), "flag over env");
+            assert_eq!(c.mode, Mode::Report, "file over default");
+            assert_eq!(c.socket, Path::new("/state/paddock.sock"), "default");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_named_with_what_to_do() {
+        let bad = |l: Layer| load(&ServeSettings::default(), &l, Path::new("/s")).expect_err("bad");
+        let e = bad(Layer {
+            mode: Some("yolo".into()),
+            ..Layer::default()
+        });
+        assert!(e.to_string().contains("mode \"yolo\""), "{e}");
+        let e = bad(Layer {
+            metrics_address: Some("0.0.0.0:9464".into()),
+            ..Layer::default()
+        });
+        assert!(e.to_string().contains("loopback only"), "{e}");
+        let e = bad(Layer {
+            poll_interval: Some("soon".into()),
+            ..Layer::default()
+        });
+        assert!(e.to_string().contains("pollInterval \"soon\""), "{e}");
+    }
+}

@@ -1,0 +1,691 @@
+//! The daemon's state and the operations it runs: the source revision in force (or why the
+//! newest was refused), each cluster's state, and a queue of operations per cluster, each run
+//! by the same `ops` functions the CLI calls, with an event sink that feeds the API's streams.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::backend::{Backend, CancelError, SubmitError};
+use super::config::Mode;
+use super::model::{
+    ClusterView, Health, NextSchedule, OperationKind, OperationRequest, OperationState,
+    OperationView, Rejected, SourceView, StreamEvent,
+};
+use super::source::Revision;
+use crate::drivers::toolchain::Toolchain;
+use crate::engine::clock::Clock;
+use crate::engine::events::{Event, Events, Sink};
+use crate::ops::outcome::{self, Outcome};
+use crate::ops::{self, Context};
+use crate::spec::{self, Repo};
+
+/// Operations kept for the API (the journal keeps them all).
+const KEPT_OPERATIONS: usize = 500;
+/// Events kept per operation for replay.
+const KEPT_EVENTS: usize = 5_000;
+
+/// How the daemon was started.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub k3d: Option<PathBuf>,
+    pub helm: Option<PathBuf>,
+    pub mode: Mode,
+    /// `folder` or `git`, and where.
+    pub source: (&'static str, String),
+    pub version: String,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ClusterEntry {
+    state: String,
+    drift: Vec<String>,
+    last_operation: Option<String>,
+    next_schedule: Option<NextSchedule>,
+}
+
+#[derive(Debug)]
+struct OpEntry {
+    view: OperationView,
+    req: OperationRequest,
+    cancel: CancellationToken,
+    events: Vec<StreamEvent>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    revision: Option<(Revision, Repo)>,
+    rejected: Option<Rejected>,
+    clusters: BTreeMap<String, ClusterEntry>,
+    ops: VecDeque<OpEntry>,
+}
+
+pub struct Daemon {
+    me: Weak<Daemon>,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    started_at: String,
+    state: Mutex<State>,
+    events: broadcast::Sender<StreamEvent>,
+    next_id: AtomicU64,
+    /// One operation at a time per cluster; others wait their turn, queued.
+    queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Stops new operations; running ones finish their step.
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    pub metrics: super::metrics::Metrics,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rfc3339(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+impl Daemon {
+    pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Arc<Self> {
+        let started_at = rfc3339(clock.now());
+        let (events, _) = broadcast::channel(4096);
+        Arc::new_cyclic(|me| Daemon {
+            me: me.clone(),
+            settings,
+            clock,
+            started_at,
+            state: Mutex::new(State::default()),
+            events,
+            next_id: AtomicU64::new(1),
+            queues: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            metrics: super::metrics::Metrics::new(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> String {
+        rfc3339(self.clock.now())
+    }
+
+    /// The revision in force and its repository.
+    pub fn revision(&self) -> Option<(Revision, Repo)> {
+        self.state().revision.clone()
+    }
+
+    /// Take `rev` if its specs are valid: it is then in force. Otherwise the one in force
+    /// stays and `rev` is reported as rejected, with its located errors. `Ok(true)`: `rev` is
+    /// new.
+    pub fn take_revision(&self, rev: Revision) -> Result<bool, Vec<String>> {
+        let same = self
+            .state()
+            .revision
+            .as_ref()
+            .is_some_and(|(r, _)| *r == rev);
+        if same && rev.commit.is_some() {
+            return Ok(false);
+        }
+        match spec::validate_repo(&rev.root) {
+            Ok(repo) => {
+                let mut st = self.state();
+                for name in declared(&repo) {
+                    st.clusters.entry(name).or_insert_with(|| ClusterEntry {
+                        state: "unknown".into(),
+                        ..ClusterEntry::default()
+                    });
+                }
+                let names = declared(&repo);
+                st.clusters.retain(|name, _| names.contains(name));
+                st.rejected = None;
+                if let Some(commit) = &rev.commit {
+                    self.metrics.source_commit(commit, self.clock.now());
+                }
+                tracing::info!(source = %rev.label(), "specs taken");
+                st.revision = Some((rev, repo));
+                Ok(true)
+            }
+            Err(errors) => {
+                let lines: Vec<String> = errors.0.iter().map(|d| d.to_string()).collect();
+                tracing::warn!(source = %rev.label(), errors = ?lines, "specs refused; the last good ones stay in force");
+                self.state().rejected = Some(Rejected {
+                    commit: rev.commit.clone(),
+                    errors: lines.clone(),
+                });
+                Err(lines)
+            }
+        }
+    }
+
+    /// The clusters of the revision in force.
+    pub fn cluster_names(&self) -> Vec<String> {
+        self.state()
+            .revision
+            .as_ref()
+            .map(|(_, repo)| declared(repo))
+            .unwrap_or_default()
+    }
+
+    pub fn set_next_schedule(&self, cluster: &str, next: Option<NextSchedule>) {
+        if let Some(c) = self.state().clusters.get_mut(cluster) {
+            c.next_schedule = next;
+        }
+    }
+
+    /// Queue an operation; `trigger` says who asked (`api`, `source`, `resume`,
+    /// `schedule:<name>`).
+    pub fn submit_as(
+        &self,
+        req: OperationRequest,
+        trigger: &str,
+    ) -> Result<OperationView, SubmitError> {
+        if self.shutdown.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        check_request(&req)?;
+        let id = format!("op-{}", self.next_id.fetch_add(1, Ordering::SeqCst));
+        let view = {
+            let mut st = self.state();
+            let Some((rev, repo)) = &st.revision else {
+                return Err(SubmitError::Invalid(
+                    "the daemon has no valid specs yet; see its source's errors in /v1/clusters"
+                        .into(),
+                ));
+            };
+            if !declared(repo).contains(&req.cluster) {
+                return Err(SubmitError::UnknownCluster(req.cluster.clone()));
+            }
+            let view = OperationView {
+                id: id.clone(),
+                cluster: req.cluster.clone(),
+                kind: req.kind,
+                state: OperationState::Queued,
+                trigger: trigger.to_string(),
+                source: Some(rev.label()),
+                submitted_at: self.now(),
+                started_at: None,
+                finished_at: None,
+                outcomes: Vec::new(),
+            };
+            if let Some(c) = st.clusters.get_mut(&req.cluster) {
+                c.last_operation = Some(id.clone());
+            }
+            st.ops.push_back(OpEntry {
+                view: view.clone(),
+                req,
+                cancel: self.shutdown.child_token(),
+                events: Vec::new(),
+            });
+            while st.ops.len() > KEPT_OPERATIONS {
+                st.ops.pop_front();
+            }
+            view
+        };
+        tracing::info!(op = %id, cluster = %view.cluster, kind = ?view.kind, trigger, "operation queued");
+        if let Some(me) = self.me.upgrade() {
+            self.tasks.spawn(me.run(id));
+        }
+        Ok(view)
+    }
+
+    /// Is an operation of `kind` on `cluster` queued and not started yet?
+    pub fn queued(&self, cluster: &str, kind: OperationKind) -> bool {
+        self.state().ops.iter().any(|o| {
+            o.view.cluster == cluster && o.view.kind == kind && o.view.state == OperationState::Queued
+        })
+    }
+
+    /// Apply what changed (`up` on every cluster), or in report mode, record what `up`
+    /// would change as drift. Clusters with an `up` already queued are left to it.
+    pub fn reconcile_all(&self, trigger: &str) {
+        for cluster in self.cluster_names() {
+            match self.settings.mode {
+                Mode::Apply => {
+                    if self.queued(&cluster, OperationKind::Up) {
+                        continue;
+                    }
+                    let _ = self.submit_as(up_request(&cluster), trigger);
+                }
+                Mode::Report => {
+                    if let Some(me) = self.me.upgrade() {
+                        self.tasks.spawn(async move { me.check_drift(&cluster).await });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Continue every cluster's unfinished upgrade (at start: a killed daemon's work).
+    pub fn resume_unfinished(&self) {
+        for cluster in self.cluster_names() {
+            let Ok(journal) =
+                crate::engine::journal::Journal::open_read_only(&self.settings.state_dir, &cluster)
+            else {
+                continue;
+            };
+            if let Ok(Some((op, _))) = journal.unfinished()
+                && op.starts_with("upgrade-")
+            {
+                tracing::info!(%cluster, journal_op = %op, "continuing an unfinished upgrade");
+                let req = OperationRequest {
+                    kind: OperationKind::Upgrade,
+                    ..up_request(&cluster)
+                };
+                let _ = self.submit_as(req, "resume");
+            }
+        }
+    }
+
+    /// Stop: no new operation starts, running ones finish their current step (a journaled
+    /// upgrade stays unfinished, to continue at the next start); returns when all ended.
+    pub async fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn queue(&self, cluster: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(cluster.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn with_op<T>(&self, id: &str, f: impl FnOnce(&mut OpEntry) -> T) -> Option<T> {
+        self.state().ops.iter_mut().find(|o| o.view.id == id).map(f)
+    }
+
+    /// Record and broadcast one event of operation `id` (both under the state lock, so a
+    /// subscriber gets each event once: in its replay or live).
+    fn publish(&self, id: &str, event: Value) {
+        let ev = StreamEvent {
+            operation: id.to_string(),
+            event,
+        };
+        self.with_op(id, |o| {
+            if o.events.len() < KEPT_EVENTS {
+                o.events.push(ev.clone());
+            }
+            let _ = self.events.send(ev);
+        });
+    }
+
+    async fn run(self: Arc<Self>, id: String) {
+        let Some((req, cancel)) = self.with_op(&id, |o| (o.req.clone(), o.cancel.clone())) else {
+            return;
+        };
+        let queue = self.queue(&req.cluster);
+        let _turn = tokio::select! {
+            turn = queue.lock() => turn,
+            _ = cancel.cancelled() => {
+                self.finish(&id, OperationState::Cancelled, Vec::new());
+                return;
+            }
+        };
+        if cancel.is_cancelled() {
+            self.finish(&id, OperationState::Cancelled, Vec::new());
+            return;
+        }
+        let now = self.now();
+        self.with_op(&id, |o| {
+            o.view.state = OperationState::Running;
+            o.view.started_at = Some(now);
+        });
+        self.set_cluster_state(&req.cluster, "reconciling");
+        self.metrics.operation_started(kind_name(req.kind), &req.cluster);
+        let took = tokio::time::Instant::now();
+        let outcomes = self.execute(&id, &req, cancel.clone()).await;
+        let ok = outcomes.iter().all(Outcome::ok);
+        let state = match (ok, cancel.is_cancelled()) {
+            (true, _) => OperationState::Succeeded,
+            (false, true) => OperationState::Cancelled,
+            (false, false) => OperationState::Failed,
+        };
+        self.metrics.operation_finished(
+            kind_name(req.kind),
+            &req.cluster,
+            state_name(state),
+            took.elapsed(),
+        );
+        if req.kind == OperationKind::Up {
+            self.set_cluster_state(&req.cluster, if ok { "in-sync" } else { "failed" });
+            if ok {
+                self.set_drift(&req.cluster, Vec::new());
+            }
+        } else {
+            self.set_cluster_state(&req.cluster, if ok { "in-sync" } else { "failed" });
+        }
+        self.finish(&id, state, outcomes);
+    }
+
+    fn finish(&self, id: &str, state: OperationState, outcomes: Vec<Outcome>) {
+        let now = self.now();
+        let end = json!({"event": "end", "state": state, "outcomes": outcomes});
+        self.with_op(id, |o| {
+            o.view.state = state;
+            o.view.finished_at = Some(now);
+            o.view.outcomes = outcomes;
+        });
+        tracing::info!(op = %id, state = ?state, "operation ended");
+        self.publish(id, end);
+    }
+
+    fn set_cluster_state(&self, cluster: &str, state: &str) {
+        if let Some(c) = self.state().clusters.get_mut(cluster) {
+            c.state = state.to_string();
+        }
+    }
+
+    fn set_drift(&self, cluster: &str, drift: Vec<String>) {
+        self.metrics.drift(cluster, drift.len());
+        if let Some(c) = self.state().clusters.get_mut(cluster) {
+            c.drift = drift;
+        }
+    }
+
+    /// The context an operation runs in: the revision's tools, a sink feeding the API, the
+    /// daemon's clock, the operation's cancellation, the revision as its source.
+    fn context(&self, id: &str, rev: &Revision, repo: &Repo, cancel: CancellationToken) -> Context {
+        let tools = Toolchain::resolve(
+            self.settings.k3d.as_deref(),
+            self.settings.helm.as_deref(),
+            &repo.config.tools,
+            Some(&self.settings.state_dir),
+        );
+        let sink = OpSink {
+            daemon: self.me.clone(),
+            id: id.to_string(),
+            started: tokio::time::Instant::now(),
+        };
+        let mut cx = Context::new(tools, Events::new(Arc::new(sink)))
+            .with_clock(self.clock.clone())
+            .with_source(rev.label());
+        cx.cancel = cancel;
+        cx
+    }
+
+    async fn execute(
+        &self,
+        id: &str,
+        req: &OperationRequest,
+        cancel: CancellationToken,
+    ) -> Vec<Outcome> {
+        let Some((rev, repo)) = self.revision() else {
+            return vec![failed("the daemon has no valid specs".into())];
+        };
+        let spec = match repo.resolve(&req.cluster) {
+            Ok(s) => s,
+            Err(e) => return vec![failed(e.to_string())],
+        };
+        let cx = self.context(id, &rev, &repo, cancel);
+        match req.kind {
+            OperationKind::Up => {
+                let loaded = match ops::up::load_manifests_from(&rev.root, &spec.body.workloads) {
+                    Ok(l) => l,
+                    Err(e) => return vec![failed(crate::engine::chain(&e))],
+                };
+                let (origins, applied): (Vec<String>, Vec<Value>) = loaded.into_iter().unzip();
+                let opts = ops::up::UpOptions {
+                    origins,
+                    ..ops::up::UpOptions::default()
+                };
+                let r = ops::up::converge(&cx, &spec, &applied, &opts).await;
+                outcome::of_up(&spec.name, &r)
+            }
+            OperationKind::Upgrade => {
+                let r = ops::upgrade::execute(&cx, &spec, &upgrade_request(req)).await;
+                vec![outcome::of_upgrade(&spec.name, &r)]
+            }
+            OperationKind::Restart => {
+                let opts = ops::restart::Options {
+                    namespaces: req.namespaces.clone(),
+                    stale_only: req.stale_only,
+                    max_concurrent: 4,
+                    timeout: Duration::from_secs(300),
+                };
+                let r = ops::restart::execute(&cx, &spec.name, &opts).await;
+                vec![outcome::of_restart(&spec.name, &r)]
+            }
+        }
+    }
+
+    /// Report mode: what `up` would change, observed and planned but not applied.
+    async fn check_drift(&self, cluster: &str) {
+        let Some((rev, repo)) = self.revision() else {
+            return;
+        };
+        let Ok(spec) = repo.resolve(cluster) else {
+            return;
+        };
+        let cx = self.context("drift", &rev, &repo, CancellationToken::new());
+        let drift = match ops::up::drift(&cx, &spec, &rev.root).await {
+            Ok(steps) => steps,
+            Err(e) => {
+                tracing::warn!(%cluster, error = %crate::engine::chain(&e), "could not check drift");
+                self.set_cluster_state(cluster, "unknown");
+                return;
+            }
+        };
+        let state = if drift.is_empty() { "in-sync" } else { "drifted" };
+        self.set_cluster_state(cluster, state);
+        self.set_drift(cluster, drift);
+    }
+}
+
+/// The clusters a repository declares (the implicit one when it declares none).
+fn declared(repo: &Repo) -> Vec<String> {
+    if repo.clusters.is_empty() {
+        vec![crate::spec::load::IMPLICIT_CLUSTER.to_string()]
+    } else {
+        repo.clusters.keys().cloned().collect()
+    }
+}
+
+fn failed(message: String) -> Outcome {
+    Outcome {
+        summary: None,
+        result: None,
+        error: Some(outcome::Ending {
+            message,
+            hint: None,
+            exit: outcome::Exit::Failed,
+        }),
+    }
+}
+
+fn up_request(cluster: &str) -> OperationRequest {
+    OperationRequest {
+        cluster: cluster.to_string(),
+        kind: OperationKind::Up,
+        to: None,
+        strategy: None,
+        pause_after: None,
+        grace_secs: None,
+        namespaces: Vec::new(),
+        stale_only: false,
+    }
+}
+
+fn upgrade_request(req: &OperationRequest) -> ops::upgrade::Request {
+    use crate::plan::upgrade::Strategy;
+    ops::upgrade::Request {
+        to: req.to.clone(),
+        strategy: match req.strategy.as_deref() {
+            Some("canary") => Some(Strategy::Canary),
+            Some("in-place") => Some(Strategy::InPlace),
+            _ => None,
+        },
+        dry_run: false,
+        pause_after: req.pause_after.clone(),
+        grace_secs: req.grace_secs,
+        max_concurrent: 4,
+        step_timeout: Duration::from_secs(300),
+    }
+}
+
+/// Refuse what no operation could do, before anything is queued.
+fn check_request(req: &OperationRequest) -> Result<(), SubmitError> {
+    if let Some(s) = req.strategy.as_deref()
+        && !matches!(s, "canary" | "in-place")
+    {
+        return Err(SubmitError::Invalid(format!(
+            "strategy {s:?}: use `canary` or `in-place`"
+        )));
+    }
+    let upgrade_only = req.to.is_some()
+        || req.strategy.is_some()
+        || req.pause_after.is_some()
+        || req.grace_secs.is_some();
+    if upgrade_only && req.kind != OperationKind::Upgrade {
+        return Err(SubmitError::Invalid(
+            "to, strategy, pauseAfter and graceSecs are for upgrade operations".into(),
+        ));
+    }
+    if (req.stale_only || !req.namespaces.is_empty()) && req.kind != OperationKind::Restart {
+        return Err(SubmitError::Invalid(
+            "namespaces and staleOnly are for restart operations".into(),
+        ));
+    }
+    if let Some(to) = &req.to {
+        crate::mesh::istio::parse_version(to)
+            .map_err(|e| SubmitError::Invalid(format!("to {to:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn kind_name(k: OperationKind) -> &'static str {
+    match k {
+        OperationKind::Up => "up",
+        OperationKind::Upgrade => "upgrade",
+        OperationKind::Restart => "restart",
+    }
+}
+
+fn state_name(s: OperationState) -> &'static str {
+    match s {
+        OperationState::Queued => "queued",
+        OperationState::Running => "running",
+        OperationState::Succeeded => "succeeded",
+        OperationState::Failed => "failed",
+        OperationState::Cancelled => "cancelled",
+    }
+}
+
+/// An operation's events, to its API streams and the daemon's log.
+struct OpSink {
+    daemon: Weak<Daemon>,
+    id: String,
+    started: tokio::time::Instant,
+}
+
+impl Sink for OpSink {
+    fn emit(&self, event: &Event) {
+        let Some(d) = self.daemon.upgrade() else {
+            return;
+        };
+        if let Event::StepDone { step, took } = event {
+            d.metrics.step(step, *took);
+        }
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        tracing::info!(target: "paddock::daemon", op = %self.id, event = %event.to_json(at_ms));
+        if self.id != "drift" {
+            d.publish(&self.id, event.to_json(at_ms));
+        }
+    }
+}
+
+impl Backend for Daemon {
+    fn health(&self) -> Health {
+        Health {
+            ok: true,
+            pid: std::process::id(),
+            version: self.settings.version.clone(),
+            started_at: self.started_at.clone(),
+            state_dir: self.settings.state_dir.display().to_string(),
+        }
+    }
+
+    fn clusters(&self) -> Vec<ClusterView> {
+        let st = self.state();
+        let (kind, location) = self.settings.source.clone();
+        let source = SourceView {
+            kind: kind.to_string(),
+            location,
+            commit: st.revision.as_ref().and_then(|(r, _)| r.commit.clone()),
+            rejected: st.rejected.clone(),
+        };
+        st.clusters
+            .iter()
+            .map(|(name, c)| ClusterView {
+                name: name.clone(),
+                source: source.clone(),
+                state: c.state.clone(),
+                drift: c.drift.clone(),
+                last_operation: c.last_operation.clone(),
+                next_schedule: c.next_schedule.clone(),
+            })
+            .collect()
+    }
+
+    fn submit(&self, req: OperationRequest) -> Result<OperationView, SubmitError> {
+        self.submit_as(req, "api")
+    }
+
+    fn operations(&self) -> Vec<OperationView> {
+        self.state().ops.iter().rev().map(|o| o.view.clone()).collect()
+    }
+
+    fn operation(&self, id: &str) -> Option<OperationView> {
+        self.with_op(id, |o| o.view.clone())
+    }
+
+    fn cancel(&self, id: &str) -> Result<OperationView, CancelError> {
+        let found = self.with_op(id, |o| {
+            if matches!(
+                o.view.state,
+                OperationState::Queued | OperationState::Running
+            ) {
+                o.cancel.cancel();
+                Ok(o.view.clone())
+            } else {
+                Err(CancelError::Finished(id.to_string()))
+            }
+        });
+        found.unwrap_or_else(|| Err(CancelError::Unknown(id.to_string())))
+    }
+
+    fn subscribe(
+        &self,
+        id: &str,
+    ) -> Option<(Vec<StreamEvent>, broadcast::Receiver<StreamEvent>)> {
+        // Subscribe under the state lock, so no event falls between the replay and the
+        // receiver.
+        let st = self.state();
+        let op = st.ops.iter().find(|o| o.view.id == id)?;
+        Some((op.events.clone(), self.events.subscribe()))
+    }
+
+    fn subscribe_all(&self) -> broadcast::Receiver<StreamEvent> {
+        self.events.subscribe()
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
+}
