@@ -174,8 +174,29 @@ pub enum Command {
     Switchover { cluster: Option<String> },
     /// List past operations on a cluster.
     History { cluster: Option<String> },
-    /// Run the reconciling daemon.
-    Serve,
+    /// Run the daemon: keep every cluster in line with its repository, run the schedules,
+    /// answer the API on a unix socket. Settings: these flags, then `PADDOCK_*` variables,
+    /// then paddock.yaml `serve:`.
+    Serve {
+        /// A git remote to follow instead of the repository folder.
+        #[arg(long)]
+        repo: Option<String>,
+        /// The branch of --repo to follow [default: main].
+        #[arg(long)]
+        branch: Option<String>,
+        /// How often --repo is fetched (`30s`, `5m`) [default: 60s].
+        #[arg(long)]
+        poll_interval: Option<String>,
+        /// `apply` what `up` would change, or only `report` it as drift [default: apply].
+        #[arg(long)]
+        mode: Option<String>,
+        /// The API's unix socket [default: paddock.sock in the state directory].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Also serve /metrics on this loopback address (`127.0.0.1:9464`).
+        #[arg(long)]
+        metrics_address: Option<String>,
+    },
 }
 
 /// Entry point used by `main`.
@@ -194,6 +215,8 @@ pub fn main() -> ExitCode {
 fn diagnostics(args: &Args) {
     use tracing_subscriber::EnvFilter;
     let level = match args.verbose {
+        // The daemon logs what it does.
+        0 | 1 if matches!(args.command, Command::Serve { .. }) => "paddock=info,warn",
         0 | 1 => "warn",
         2 => "paddock=debug,warn",
         _ => "paddock=trace,debug",
@@ -280,7 +303,24 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
         ),
         Command::History { cluster } => history(args, cluster.as_deref(), out),
         Command::Switchover { .. } => not_yet("switchover", "blue-green switchover"),
-        Command::Serve => not_yet("serve", "the daemon"),
+        Command::Serve {
+            repo,
+            branch,
+            poll_interval,
+            mode,
+            socket,
+            metrics_address,
+        } => serve(
+            args,
+            crate::daemon::config::Layer {
+                repo: repo.clone(),
+                branch: branch.clone(),
+                poll_interval: poll_interval.clone(),
+                mode: mode.clone(),
+                socket: socket.clone(),
+                metrics_address: metrics_address.clone(),
+            },
+        ),
     };
     match result {
         Ok(()) => exit::OK,
@@ -373,6 +413,25 @@ impl From<crate::engine::journal::Error> for Failure {
 }
 
 use crate::engine::chain;
+
+/// `paddock serve`: run the daemon until SIGTERM or SIGINT.
+fn serve(args: &Args, flags: crate::daemon::config::Layer) -> Result<(), Failure> {
+    let loaded = spec::load(&args.dir);
+    let tools = toolchain(args);
+    let config = crate::daemon::config::load(&loaded.repo.config.serve, &flags, &tools.state_dir)
+        .map_err(|e| failed(&e))?;
+    let start = crate::daemon::serve::Start {
+        dir: std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone()),
+        state_dir: tools.state_dir.clone(),
+        k3d: args.k3d.clone(),
+        helm: args.helm.clone(),
+        config,
+    };
+    let clock = std::sync::Arc::new(crate::engine::clock::SystemClock);
+    runtime()?
+        .block_on(crate::daemon::serve::run(start, clock))
+        .map_err(|e| failed(&e))
+}
 
 /// Print how an operation ended (its result lines) and turn its error into the CLI's.
 fn finish(

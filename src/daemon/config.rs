@@ -137,7 +137,11 @@ fn check(l: Layer, state_dir: &Path) -> Result<Config, Error> {
         None | Some("") => None,
         Some(a) => {
             let addr: SocketAddr = a.parse().map_err(|_| {
-                invalid("metricsAddress", a, "use an address and port, such as `127.0.0.1:9464`")
+                invalid(
+                    "metricsAddress",
+                    a,
+                    "use an address and port, such as `127.0.0.1:9464`",
+                )
             })?;
             if !addr.ip().is_loopback() {
                 return Err(invalid(
@@ -151,12 +155,20 @@ fn check(l: Layer, state_dir: &Path) -> Result<Config, Error> {
     };
     let branch = l.branch.unwrap_or_else(|| "main".into());
     if branch.is_empty() || branch.starts_with('-') {
-        return Err(invalid("branch", &branch, "name a branch of the repository"));
+        return Err(invalid(
+            "branch",
+            &branch,
+            "name a branch of the repository",
+        ));
     }
     if let Some(repo) = &l.repo
         && (repo.is_empty() || repo.starts_with('-'))
     {
-        return Err(invalid("repo", repo, "give the URL or path of a git repository"));
+        return Err(invalid(
+            "repo",
+            repo,
+            "give the URL or path of a git repository",
+        ));
     }
     Ok(Config {
         repo: l.repo,
@@ -182,6 +194,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail returns its own error type
     fn flags_beat_the_environment_which_beats_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("PADDOCK_BRANCH", "from-env");

@@ -245,7 +245,9 @@ impl Daemon {
     /// Is an operation of `kind` on `cluster` queued and not started yet?
     pub fn queued(&self, cluster: &str, kind: OperationKind) -> bool {
         self.state().ops.iter().any(|o| {
-            o.view.cluster == cluster && o.view.kind == kind && o.view.state == OperationState::Queued
+            o.view.cluster == cluster
+                && o.view.kind == kind
+                && o.view.state == OperationState::Queued
         })
     }
 
@@ -262,7 +264,8 @@ impl Daemon {
                 }
                 Mode::Report => {
                     if let Some(me) = self.me.upgrade() {
-                        self.tasks.spawn(async move { me.check_drift(&cluster).await });
+                        self.tasks
+                            .spawn(async move { me.check_drift(&cluster).await });
                     }
                 }
             }
@@ -348,7 +351,8 @@ impl Daemon {
             o.view.started_at = Some(now);
         });
         self.set_cluster_state(&req.cluster, "reconciling");
-        self.metrics.operation_started(kind_name(req.kind), &req.cluster);
+        self.metrics
+            .operation_started(kind_name(req.kind), &req.cluster);
         let took = tokio::time::Instant::now();
         let outcomes = self.execute(&id, &req, cancel.clone()).await;
         let ok = outcomes.iter().all(Outcome::ok);
@@ -482,7 +486,11 @@ impl Daemon {
                 return;
             }
         };
-        let state = if drift.is_empty() { "in-sync" } else { "drifted" };
+        let state = if drift.is_empty() {
+            "in-sync"
+        } else {
+            "drifted"
+        };
         self.set_cluster_state(cluster, state);
         self.set_drift(cluster, drift);
     }
@@ -648,7 +656,12 @@ impl Backend for Daemon {
     }
 
     fn operations(&self) -> Vec<OperationView> {
-        self.state().ops.iter().rev().map(|o| o.view.clone()).collect()
+        self.state()
+            .ops
+            .iter()
+            .rev()
+            .map(|o| o.view.clone())
+            .collect()
     }
 
     fn operation(&self, id: &str) -> Option<OperationView> {
@@ -670,10 +683,7 @@ impl Backend for Daemon {
         found.unwrap_or_else(|| Err(CancelError::Unknown(id.to_string())))
     }
 
-    fn subscribe(
-        &self,
-        id: &str,
-    ) -> Option<(Vec<StreamEvent>, broadcast::Receiver<StreamEvent>)> {
+    fn subscribe(&self, id: &str) -> Option<(Vec<StreamEvent>, broadcast::Receiver<StreamEvent>)> {
         // Subscribe under the state lock, so no event falls between the replay and the
         // receiver.
         let st = self.state();

@@ -86,7 +86,10 @@ mod tests {
         let first = claim(dir.path(), &sock, "2026-12-04T21:00:00Z").expect("first");
         let e = claim(dir.path(), &sock, "later").expect_err("second");
         let msg = e.to_string();
-        assert!(msg.contains(&format!("(pid {})", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("(pid {})", std::process::id())),
+            "{msg}"
+        );
         assert!(msg.contains("since 2026-12-04T21:00:00Z"), "{msg}");
         drop(first);
         claim(dir.path(), &sock, "again").expect("free once the first is gone");

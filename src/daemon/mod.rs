@@ -5,10 +5,12 @@
 //!
 //! Uses: `ops`, `engine`, `plan`, `spec`, `drivers`; never `cli`.
 
+pub mod api;
 pub mod backend;
-pub mod model;
 pub mod config;
-pub mod instance;
-pub mod source;
 pub mod core;
+pub mod instance;
 pub mod metrics;
+pub mod model;
+pub mod serve;
+pub mod source;

@@ -3,6 +3,9 @@
 //! `git` and credentials into the state directory, each commit checked out into a tree of its
 //! own so the one in force never changes under a running operation.
 
+// An error is made once per failed fetch or start and carries its causes by value.
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -120,12 +123,13 @@ async fn newest_commit(url: &str, branch: &str, cache: &Path) -> Result<Revision
     ]))
     .await
     .map_err(fetch_failed)?;
-    let commit = exec(git(&repo).args(["rev-parse", "--verify", &format!("{tracking}^{{commit}}")]))
-        .await
-        .map_err(fetch_failed)?
-        .stdout
-        .trim()
-        .to_string();
+    let commit =
+        exec(git(&repo).args(["rev-parse", "--verify", &format!("{tracking}^{{commit}}")]))
+            .await
+            .map_err(fetch_failed)?
+            .stdout
+            .trim()
+            .to_string();
     let tree = cache.join("trees").join(&commit);
     let done = tree.join(".paddock-checked-out");
     if !done.exists() {

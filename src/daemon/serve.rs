@@ -1,0 +1,180 @@
+//! The daemon's life: claim the state directory, take the source's newest valid revision,
+//! continue unfinished upgrades, serve the API, then follow the source (watched folder or
+//! polled git branch) and the schedules until SIGTERM or SIGINT — after which no new
+//! operation starts, running ones finish their step, and the daemon exits.
+
+// An error is made once per failed fetch or start and carries its causes by value.
+#![allow(clippy::result_large_err)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{self, Config};
+use super::core::{Daemon, Settings};
+use super::instance;
+use super::source::{self, Source};
+use crate::engine::clock::Clock;
+
+/// What `paddock serve` was given besides its configuration.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The repository folder (followed itself unless a git remote is configured).
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub k3d: Option<PathBuf>,
+    pub helm: Option<PathBuf>,
+    pub config: Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error(transparent)]
+    Instance(#[from] instance::Error),
+    #[error("failed to serve the API on {}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to serve metrics on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Source(#[from] source::Error),
+    #[error("failed to listen for signals")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Run the daemon until a signal stops it.
+pub async fn run(start: Start, clock: Arc<dyn Clock>) -> Result<(), Error> {
+    let started = clock.now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let cfg = &start.config;
+    let _instance = instance::claim(&start.state_dir, &cfg.socket, &started)?;
+    let src = match &cfg.repo {
+        Some(url) => Source::Git {
+            url: url.clone(),
+            branch: cfg.branch.clone(),
+            cache: start.state_dir.join("source"),
+        },
+        None => Source::Folder(start.dir.clone()),
+    };
+    let (kind, location) = src.describe();
+    let daemon = Daemon::new(
+        Settings {
+            state_dir: start.state_dir.clone(),
+            k3d: start.k3d.clone(),
+            helm: start.helm.clone(),
+            mode: cfg.mode,
+            source: (kind, location.clone()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        clock.clone(),
+    );
+    let stop = CancellationToken::new();
+    watch_signals(stop.clone())?;
+    let listener = super::api::bind(&cfg.socket).map_err(|source| Error::Socket {
+        path: cfg.socket.clone(),
+        source,
+    })?;
+    let api_stop = CancellationToken::new();
+    let api = tokio::spawn(super::api::serve(
+        listener,
+        daemon.clone(),
+        api_stop.clone(),
+    ));
+    if let Some(addr) = cfg.metrics_address {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Metrics { addr, source })?;
+        tokio::spawn(super::api::serve_metrics(
+            l,
+            daemon.clone(),
+            api_stop.clone(),
+        ));
+    }
+    tracing::info!(source = %location, socket = %cfg.socket.display(), pid = std::process::id(), "daemon started");
+    take_newest(&daemon, &src).await;
+    daemon.resume_unfinished();
+    daemon.reconcile_all("source");
+    follow(&daemon, &src, cfg, &stop).await?;
+    tracing::info!("stopping: running operations finish their current step");
+    daemon.shut_down().await;
+    api_stop.cancel();
+    let _ = api.await;
+    let _ = std::fs::remove_file(&cfg.socket);
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT: stop.
+fn watch_signals(stop: CancellationToken) -> Result<(), Error> {
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        stop.cancel();
+    });
+    Ok(())
+}
+
+/// Take the source's newest revision if it is valid; say so either way. `true`: a new
+/// revision is in force.
+async fn take_newest(daemon: &Daemon, src: &Source) -> bool {
+    match src.newest().await {
+        Ok(rev) => daemon.take_revision(rev).unwrap_or(false),
+        Err(e) => {
+            tracing::warn!(error = %crate::engine::chain(&e), "could not read the source; the specs in force stay");
+            false
+        }
+    }
+}
+
+/// Follow the source until `stop`: a folder on each settled change, a git branch every poll
+/// interval. A new valid revision is reconciled.
+async fn follow(
+    daemon: &Arc<Daemon>,
+    src: &Source,
+    cfg: &Config,
+    stop: &CancellationToken,
+) -> Result<(), Error> {
+    match src {
+        Source::Folder(root) => {
+            let (_watcher, mut changes) = source::watch(root, Duration::from_millis(300))?;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    changed = changes.recv() => {
+                        if changed.is_none() {
+                            return Ok(());
+                        }
+                        if take_newest(daemon, src).await {
+                            daemon.reconcile_all("source");
+                        }
+                    }
+                }
+            }
+        }
+        Source::Git { .. } => loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(cfg.poll_interval) => {
+                    if take_newest(daemon, src).await {
+                        daemon.reconcile_all("source");
+                    }
+                }
+            }
+        },
+    }
+}
