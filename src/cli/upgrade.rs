@@ -28,10 +28,11 @@ pub(super) fn history(
     let journal = crate::engine::journal::Journal::open_read_only(&tools.state_dir, &name)?;
     say_opened(&journal, &reporter(args).events());
     let ops = journal.operations()?;
+    let sources = journal.sources()?;
     if args.output == Output::Json {
         let v: Vec<Value> = ops
             .iter()
-            .map(|(id, entries)| json!({"op": id, "entries": entries}))
+            .map(|(id, entries)| json!({"op": id, "source": sources.get(id), "entries": entries}))
             .collect();
         writeln!(out, "{}", json!({"cluster": name, "operations": v}))?;
         return Ok(());
@@ -48,6 +49,9 @@ pub(super) fn history(
             .unwrap_or_else(|| "unfinished".into());
         let started = entries.first().map(|e| e.at.clone()).unwrap_or_default();
         writeln!(out, "{id}  {started}  {outcome}")?;
+        if let Some(source) = sources.get(&id) {
+            writeln!(out, "  source {source}")?;
+        }
         for e in entries
             .iter()
             .filter(|e| e.step.is_some() && e.event != "step-started")

@@ -280,9 +280,7 @@ impl Daemon {
             else {
                 continue;
             };
-            if let Ok(Some((op, _))) = journal.unfinished()
-                && op.starts_with("upgrade-")
-            {
+            if let Ok(Some((op, _))) = journal.unfinished_upgrade() {
                 tracing::info!(%cluster, journal_op = %op, "continuing an unfinished upgrade");
                 let req = OperationRequest {
                     kind: OperationKind::Upgrade,

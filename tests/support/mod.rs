@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod children;
+pub mod daemon;
 pub mod mesh;
 
 use std::path::{Path, PathBuf};

@@ -116,6 +116,31 @@ fn unfinished_operations_and_their_done_steps_are_found() {
     assert_eq!(j.unfinished().expect("read"), None);
 }
 
+/// An unfinished upgrade is found even when operations of other kinds were recorded after it.
+#[test]
+fn an_unfinished_upgrade_is_not_hidden_by_later_operations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = Journal::open(dir.path(), "dev").expect("open");
+    j.record("upgrade-1", "op-started", None, json!({"to": "1.30.3"}))
+        .expect("write");
+    j.record("up-2", "op-started", None, Value::Null)
+        .expect("write");
+    j.record("up-2", "op-done", None, Value::Null)
+        .expect("write");
+    assert_eq!(
+        j.unfinished().expect("read"),
+        None,
+        "the newest operation finished"
+    );
+    assert_eq!(
+        j.unfinished_upgrade().expect("read"),
+        Some(("upgrade-1".into(), json!({"to": "1.30.3"})))
+    );
+    j.record("upgrade-1", "op-done", None, Value::Null)
+        .expect("write");
+    assert_eq!(j.unfinished_upgrade().expect("read"), None);
+}
+
 /// Record times come from the journal's clock.
 #[test]
 fn records_are_stamped_by_the_clock_given() {

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::engine::chain;
 
 use super::{Error, UpOptions, UpReport, up};
 use crate::ops::Context;
@@ -25,37 +27,43 @@ pub async fn converge(
     applied: &[Value],
     opts: &UpOptions,
 ) -> Result<Converged, Error> {
+    let journal = cx.journal(&spec.name)?;
     let mut upgraded = None;
-    if spec.body.istio.is_some() && unfinished_upgrade(cx, &spec.name)? {
+    if spec.body.istio.is_some() && unfinished_upgrade(&journal)? {
         upgraded = Some(upgrade_to(cx, spec, None).await?);
     }
-    match up(cx, spec, applied, opts).await {
+    let op = cx.operation_id("up");
+    journal.record(&op, "op-started", None, json!({"cluster": spec.name}))?;
+    let result = match up(cx, spec, applied, opts).await {
         // `up` learns it from the same observation it plans from.
-        Err(Error::UpgradeDue(to)) => {
-            upgraded = Some(upgrade_to(cx, spec, Some(to)).await?);
-            let up = up(cx, spec, applied, opts).await?;
-            Ok(Converged {
-                upgrade: upgraded,
-                up,
-            })
-        }
-        other => Ok(Converged {
-            upgrade: upgraded,
-            up: other?,
-        }),
-    }
+        Err(Error::UpgradeDue(to)) => match upgrade_to(cx, spec, Some(to)).await {
+            Ok(report) => {
+                upgraded = Some(report);
+                up(cx, spec, applied, opts).await
+            }
+            Err(e) => Err(e),
+        },
+        other => other,
+    };
+    // The operation's own error is what the user needs; a journal that cannot say how it
+    // ended too is secondary (it reads as unfinished, and `up` is rerun anyway).
+    let _ = match &result {
+        Ok(r) => journal.record(
+            &op,
+            "op-done",
+            None,
+            json!({"upToDate": r.up_to_date, "stepsRun": r.steps_run}),
+        ),
+        Err(e) => journal.record(&op, "op-failed", None, json!({"error": chain(e)})),
+    };
+    Ok(Converged {
+        upgrade: upgraded,
+        up: result?,
+    })
 }
 
-fn unfinished_upgrade(cx: &Context, cluster: &str) -> Result<bool, Error> {
-    let journal = cx.journal(cluster).map_err(upgrade_error)?;
-    Ok(journal
-        .unfinished()
-        .map_err(upgrade_error)?
-        .is_some_and(|(op, _)| op.starts_with("upgrade-")))
-}
-
-fn upgrade_error(e: crate::engine::journal::Error) -> Error {
-    Error::Upgrade(Box::new(upgrade::Error::Journal(e)))
+fn unfinished_upgrade(journal: &crate::engine::journal::Journal) -> Result<bool, Error> {
+    Ok(journal.unfinished_upgrade()?.is_some())
 }
 
 /// Upgrade (or, with `to` unset, continue the unfinished upgrade) with the defaults of a plain

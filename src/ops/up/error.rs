@@ -84,6 +84,8 @@ pub enum Error {
     /// did not succeed.
     #[error(transparent)]
     Upgrade(Box<crate::ops::upgrade::Error>),
+    #[error(transparent)]
+    Journal(#[from] crate::engine::journal::Error),
     #[error("failed to read the manifest {}", path.display())]
     Manifest {
         path: PathBuf,

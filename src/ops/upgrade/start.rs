@@ -178,7 +178,7 @@ async fn decide(
     req: &Request,
 ) -> Result<Decided, Error> {
     let unfinished = journal
-        .unfinished()
+        .unfinished_upgrade()
         .map_err(Error::Journal)?
         .filter(|(op, _)| op.starts_with("upgrade-"));
     if let Some((op, detail)) = unfinished {

@@ -1,0 +1,319 @@
+//! `paddock serve` against the sim: following a git branch (a pushed commit reaches the
+//! cluster; a bad one changes nothing and says where it is wrong), one daemon per state
+//! directory, its socket's mode, and a daemon killed in the middle of an upgrade that
+//! continues it when it starts again.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::daemon::Daemon;
+use support::{World, api, stdout};
+
+/// `git` in `dir`, as a user who commits.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=paddock tests",
+            "-c",
+            "user.email=tests@paddock.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Commit everything in `work` and push it to its origin's `main`: the new commit.
+fn push(work: &Path, message: &str) -> String {
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "--quiet", "-m", message]);
+    git(work, &["push", "--quiet", "origin", "HEAD:main"]);
+    git(work, &["rev-parse", "HEAD"])
+}
+
+/// A world with one cluster, `ci`, whose repository is also pushed to a bare git remote:
+/// (world, remote, working clone).
+fn git_world() -> (World, tempfile::TempDir) {
+    let w = World::new(false);
+    std::fs::remove_file(w.repo.path().join("clusters/dev.yaml")).expect("remove dev");
+    std::fs::write(w.repo.path().join("paddock.yaml"), "defaultCluster: ci\n").expect("write");
+    let git_dir = tempfile::tempdir().expect("tempdir");
+    let origin = git_dir.path().join("origin.git");
+    let work = git_dir.path().join("work");
+    std::fs::create_dir_all(&origin).expect("mkdir");
+    git(&origin, &["init", "--quiet", "--bare"]);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(w.repo.path())
+        .arg(&work)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    git(&work, &["init", "--quiet"]);
+    git(
+        &work,
+        &["remote", "add", "origin", &origin.display().to_string()],
+    );
+    (w, git_dir)
+}
+
+fn op_from(d: &Daemon, commit: &str) -> Option<Value> {
+    d.operations()
+        .into_iter()
+        .find(|o| o["source"].as_str() == Some(commit))
+}
+
+/// A commit pushed to the remote reaches the cluster within one poll interval — taken,
+/// validated, planned and applied by `up`, its commit recorded with the operation in
+/// `history` — and a commit with a mistake changes nothing: the daemon says which file, line
+/// and field, and keeps the last good commit in force.
+#[test]
+fn a_pushed_commit_reaches_the_cluster_and_a_bad_one_changes_nothing() {
+    let (w, git_dir) = git_world();
+    let work = git_dir.path().join("work");
+    let origin = git_dir.path().join("origin.git");
+    let first = push(&work, "ci cluster");
+    let poll = Duration::from_secs(2);
+    let mut d = Daemon::start(
+        &w,
+        &[
+            "--repo",
+            &origin.display().to_string(),
+            "--branch",
+            "main",
+            "--poll-interval",
+            "2s",
+        ],
+    );
+    d.wait_for(
+        "ci to be in sync at the first commit",
+        Duration::from_secs(240),
+        |d| {
+            let c = d.cluster("ci");
+            c["state"] == "in-sync" && c["source"]["commit"] == first.as_str()
+        },
+    );
+
+    std::fs::write(
+        work.join("clusters/ci.yaml"),
+        std::fs::read_to_string(work.join("clusters/ci.yaml")).expect("read")
+            + "  - name: pushed\n",
+    )
+    .expect("write");
+    let second = push(&work, "a namespace");
+    let pushed = Instant::now();
+    d.wait_for("an operation from the pushed commit", poll * 3, |d| {
+        op_from(d, &second).is_some()
+    });
+    let taken_after = pushed.elapsed();
+    assert!(
+        taken_after <= poll + Duration::from_millis(1500),
+        "taken {taken_after:?} after the push; the poll interval is {poll:?}"
+    );
+    d.wait_for(
+        "the pushed commit's operation to end",
+        Duration::from_secs(120),
+        |d| op_from(d, &second).is_some_and(|o| o["state"] != "queued" && o["state"] != "running"),
+    );
+    let op = op_from(&d, &second).expect("op");
+    assert_eq!(op["state"], "succeeded", "{op:#}");
+    assert_eq!(op["trigger"], "source", "{op:#}");
+    let (code, _) = api(&w, "ci", "GET", "/api/v1/namespaces/pushed", None);
+    assert_eq!(code, 200, "the pushed namespace exists in the cluster");
+    let history = w.paddock(&["history", "ci", "-o", "json"]);
+    let h: Value = serde_json::from_slice(&history.stdout).expect("history json");
+    assert!(
+        h["operations"]
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|o| {
+                o["source"] == second.as_str()
+                    && o["op"].as_str().is_some_and(|id| id.starts_with("up-"))
+                    && o["entries"]
+                        .as_array()
+                        .and_then(|e| e.last())
+                        .is_some_and(|e| e["event"] == "op-done")
+            })),
+        "history records the commit with its up: {h:#}"
+    );
+
+    // A misspelt field on line 3 of clusters/ci.yaml.
+    let text = std::fs::read_to_string(work.join("clusters/ci.yaml")).expect("read");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(2, "profil: ci");
+    std::fs::write(work.join("clusters/ci.yaml"), lines.join("\n") + "\n").expect("write");
+    let bad = push(&work, "a typo");
+    let ops_before = d.operations().len();
+    d.wait_for("the bad commit to be refused", poll * 3, |d| {
+        d.cluster("ci")["source"]["rejected"]["commit"] == bad.as_str()
+    });
+    let c = d.cluster("ci");
+    let errors = c["source"]["rejected"]["errors"].to_string();
+    assert!(
+        errors.contains("clusters/ci.yaml:3:") && errors.contains("profil"),
+        "the error names file, line and field: {errors}"
+    );
+    assert_eq!(
+        c["source"]["commit"],
+        second.as_str(),
+        "the last good commit stays: {c:#}"
+    );
+    std::thread::sleep(poll * 2);
+    assert_eq!(
+        d.operations().len(),
+        ops_before,
+        "no operation from a bad commit"
+    );
+    assert!(op_from(&d, &bad).is_none());
+    let (status, log) = d.stop();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM stops it cleanly: {log}"
+    );
+}
+
+/// One daemon per state directory: a second one refuses and names the first. The API's
+/// socket is the user's alone (0600).
+#[test]
+fn a_second_daemon_refuses_and_the_socket_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new(false);
+    let mut d = Daemon::start(&w, &["--mode", "report"]);
+    let mode = std::fs::metadata(&d.socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    let second = w.paddock(&["serve", "--mode", "report"]);
+    let text = format!("{}{}", stdout(&second), support::stderr(&second));
+    assert!(
+        !second.status.success(),
+        "the second daemon refuses: {text}"
+    );
+    assert!(
+        text.contains("another daemon serves the state directory")
+            && text.contains(&format!("(pid {})", d.pid)),
+        "it names the first: {text}"
+    );
+    assert!(d.get("/v1/health").is_some(), "the first one still serves");
+    let (status, log) = d.stop();
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    assert!(!d.socket.exists(), "the socket is removed on exit");
+}
+
+/// The daemon `kill -9`ed in the middle of an upgrade the spec asked for — its istiod helm
+/// working, the release `pending-install` — then started again: it continues the journal's
+/// unfinished upgrade (waiting for the helm the killed daemon left working), completes it and
+/// reconciles, with each effect once.
+#[test]
+fn a_daemon_killed_mid_upgrade_continues_it_when_it_starts_again() {
+    use paddock_sim::knobs::Knobs;
+    use support::children::{helm_note, helm_runs};
+    use support::mesh::{
+        assert_all_on, assert_releases_deployed, mesh_world, patches, two_workloads,
+    };
+    let w = mesh_world("1.29.6", "canary");
+    two_workloads(&w);
+    let from = w.invocations().len();
+    let web_before = patches(&w, "/namespaces/apps/deployments/web");
+    let mut d = Daemon::start(&w, &[]);
+    d.wait_for("mesh to be in sync", Duration::from_secs(120), |d| {
+        d.cluster("mesh")["state"] == "in-sync"
+    });
+    // Helm's mutating runs start late enough for the API to be slowed under them.
+    w.set_knobs(&Knobs {
+        tool_latency_ms: [("helm upgrade".to_string(), 300)].into(),
+        ..Knobs::default()
+    });
+    w.edit("clusters/mesh.yaml", |t| {
+        t.replace("version: 1.29.6", "version: 1.30.3")
+    });
+    let istiod = ["upgrade", "--install", "istiod-1-30-3"];
+    d.wait_for("the istiod helm to start", Duration::from_secs(120), |_| {
+        helm_note(&w, "mesh", &istiod).is_some()
+    });
+    w.set_knobs(&Knobs {
+        slow_verbs: [("PATCH".to_string(), 100), ("PUT".to_string(), 2_000)].into(),
+        ..Knobs::default()
+    });
+    d.wait_for(
+        "istiod to be pending-install",
+        Duration::from_secs(60),
+        |_| {
+            support::storage_status(&w, "mesh", "istio-system", "istiod-1-30-3").as_deref()
+                == Some("pending-install")
+        },
+    );
+    let orphan = helm_note(&w, "mesh", &istiod).expect("helm");
+    let log = d.kill9();
+    assert!(orphan.alive(), "the killed daemon's helm goes on: {log}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while orphan.alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.set_knobs(&Knobs::default());
+
+    let mut d = Daemon::start(&w, &[]);
+    d.wait_for(
+        "the continued upgrade to succeed",
+        Duration::from_secs(240),
+        |d| {
+            d.operations().iter().any(|o| {
+                o["trigger"] == "resume" && o["kind"] == "upgrade" && o["state"] == "succeeded"
+            })
+        },
+    );
+    d.wait_for("mesh to be in sync again", Duration::from_secs(120), |d| {
+        d.cluster("mesh")["state"] == "in-sync"
+    });
+    let (status, log) = d.stop();
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    assert_all_on(&w, "1.30.3");
+    assert_releases_deployed(&w, "1.30.3");
+    assert_eq!(
+        helm_runs(&w, from, &["upgrade", "istiod-1-30-3"]),
+        1,
+        "istiod installed once"
+    );
+    assert_eq!(
+        patches(&w, "/namespaces/apps/deployments/web") - web_before,
+        1,
+        "web restarted once"
+    );
+    let history = w.paddock(&["history", "mesh", "-o", "json"]);
+    let h: Value = serde_json::from_slice(&history.stdout).expect("history json");
+    let upgrades: Vec<&Value> = h["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .filter(|o| {
+            o["op"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("upgrade-"))
+        })
+        .collect();
+    assert_eq!(upgrades.len(), 1, "one upgrade, continued: {h:#}");
+    let last = upgrades[0]["entries"]
+        .as_array()
+        .and_then(|e| e.last())
+        .cloned();
+    assert_eq!(
+        last.map(|e| e["event"].clone()),
+        Some("op-done".into()),
+        "{h:#}"
+    );
+}
