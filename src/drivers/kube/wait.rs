@@ -82,9 +82,10 @@ impl Kube {
     }
 
     /// [`Kube::wait_rollout`], calling `progress(done, total)` with the workload's replicas
-    /// rolled out of those it wants ([`Rollout::progress`]) on the first check that finds the
-    /// workload and on every later check whose counts differ: a watch event that changes
-    /// nothing in them calls nothing.
+    /// rolled out of those it wants ([`Rollout::progress`]) from the first check that finds it
+    /// not rolled out, then on every check whose counts differ: a workload rolled out at the
+    /// first look had nothing to wait for, and a watch event that changes nothing in the
+    /// counts calls nothing.
     pub async fn wait_rollout_reporting(
         &self,
         kind: &str,
@@ -137,12 +138,14 @@ impl Kube {
             let Some(k) = items.first() else {
                 return Ok(false);
             };
+            let done = k.done();
             let now = k.progress();
-            if reported != Some(now) {
+            let waited = reported.is_some() || done != Ok(true);
+            if waited && reported != Some(now) {
                 reported = Some(now);
                 progress(now.done, now.total);
             }
-            k.done()
+            done
         })
         .await
     }
