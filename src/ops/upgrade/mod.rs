@@ -584,7 +584,7 @@ async fn finished_before(
 
 /// Run one step, journaled before and after.
 async fn forward(ctx: &Ctx<'_>, op: &str, step: UpgradeStep) -> Result<(), Stop> {
-    let id = format!("upgrade/{step}");
+    let id = steps::run_id(step);
     ctx.reporter.step_started(&id);
     ctx.journal
         .record(op, "step-started", Some(step.name()), Value::Null)
@@ -635,7 +635,7 @@ async fn roll_back(
     }
     let mut undone = Vec::new();
     for &s in completed.iter().chain([&step]).rev() {
-        let uid = format!("undo/{s}");
+        let uid = steps::undo_id(s);
         let t = Instant::now();
         match steps::of(s).undo(ctx).await {
             Ok(true) => {

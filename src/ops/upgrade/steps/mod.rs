@@ -42,12 +42,12 @@ pub(super) trait Step: Sync {
 }
 
 /// The step id `step`'s events carry while it runs (`upgrade/istiod`), as the runner names it.
-fn run_id(step: UpgradeStep) -> String {
+pub(super) fn run_id(step: UpgradeStep) -> String {
     format!("upgrade/{step}")
 }
 
 /// The step id `step`'s events carry while it is undone (`undo/istiod`).
-fn undo_id(step: UpgradeStep) -> String {
+pub(super) fn undo_id(step: UpgradeStep) -> String {
     format!("undo/{step}")
 }
 
