@@ -6,13 +6,23 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use paddock_sim::knobs::{FaultAction, Knobs, ToolFault};
+use paddock_sim::knobs::{FaultAction, Knobs, SlowPods, ToolFault};
 use support::{World, probe, result, stderr, stdout, up_fails, up_ok};
 
 fn up_from_nothing(docker: bool) {
     let w = World::new(docker);
+    // istiod's pods start slowly enough for its wait to see them come up.
+    w.set_knobs(&Knobs {
+        slow_pods: vec![SlowPods {
+            matches: "pilot".into(),
+            ms: 1_000,
+        }],
+        ..Knobs::default()
+    });
     for (cluster, port) in [("ci", w.port(9080)), ("dev", w.port(8080))] {
-        let r = up_ok(&w, cluster);
+        let events = up_events(&w, cluster);
+        assert_rollout_progress(&events, "kube.wait/istiod-1-30-3");
+        let r = events.last().cloned().unwrap_or_default();
         assert_eq!(r["ok"], true);
         assert_eq!(r["upToDate"], false);
         assert!(
@@ -35,6 +45,60 @@ fn up_from_nothing(docker: bool) {
     let list = w.tool("k3d", &["cluster", "list", "-o", "json"]);
     let clusters: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
     assert_eq!(clusters.as_array().map(Vec::len), Some(2));
+}
+
+/// `paddock up CLUSTER -o json`, which must succeed: every event it printed, its result last.
+fn up_events(w: &World, cluster: &str) -> Vec<serde_json::Value> {
+    let out = w.paddock(&["up", cluster, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "up {cluster} failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not NDJSON ({e}): {l}")))
+        .collect()
+}
+
+/// A rollout wait reported its replicas coming up, while it ran: `done` growing to `total`,
+/// each event a change.
+fn assert_rollout_progress(events: &[serde_json::Value], step: &str) {
+    let at = |status: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == "step" && e["step"] == step && e["status"] == status)
+            .unwrap_or_else(|| panic!("step {step} {status}: {events:?}"))
+    };
+    let (started, done) = (at("started"), at("done"));
+    let progress: Vec<(usize, u64, u64)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["event"] == "progress" && e["step"] == step)
+        .map(|(i, e)| {
+            let n = |k: &str| e[k].as_u64().unwrap_or_else(|| panic!("{k} in {e}"));
+            (i, n("done"), n("total"))
+        })
+        .collect();
+    let counts: Vec<(u64, u64)> = progress.iter().map(|&(_, d, t)| (d, t)).collect();
+    assert!(
+        progress.iter().all(|&(i, _, _)| started < i && i < done),
+        "progress of {step} while it runs: {events:?}"
+    );
+    assert!(
+        counts.len() >= 2 && counts[0].0 < counts[0].1,
+        "{step} saw its replicas come up: {counts:?}"
+    );
+    assert!(
+        counts.windows(2).all(|w| w[0] != w[1] && w[0].0 <= w[1].0),
+        "only changes, done never going back: {counts:?}"
+    );
+    let last = counts[counts.len() - 1];
+    assert!(
+        last.1 > 0 && last.0 == last.1,
+        "{step} ends rolled out: {counts:?}"
+    );
 }
 
 #[test]

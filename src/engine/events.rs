@@ -7,7 +7,7 @@
 //! daemon streams it to its API clients. Every event is also a `tracing` event (target
 //! `paddock::events`), so `RUST_LOG=paddock=debug` shows them in diagnostics.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Something an operation reports.
@@ -23,7 +23,9 @@ pub enum Event {
         took: Duration,
         error: String,
     },
-    /// How far a long step is (workloads restarted, replicas ready): `done` of `total`.
+    /// How far a long step is: `done` of `total` (workloads restarted; replicas rolled out,
+    /// summed over the workloads a wait has reached so far — its `total` grows as it moves on
+    /// to the next one).
     Progress { step: String, done: u64, total: u64 },
     /// Something the user should know (a repair, a decision, an interruption).
     Note { message: String },
@@ -163,6 +165,15 @@ impl Events {
         });
     }
 
+    /// Progress of `step` reported in parts, emitted as their sum and only when it changes.
+    pub fn step_progress(&self, step: &str) -> StepProgress {
+        StepProgress {
+            events: self.clone(),
+            step: step.into(),
+            state: Mutex::new(PartsState::default()),
+        }
+    }
+
     pub fn note(&self, message: &str) {
         self.emit(Event::Note {
             message: message.into(),
@@ -173,6 +184,48 @@ impl Events {
         self.emit(Event::Command {
             command: command.into(),
         });
+    }
+}
+
+/// One step's progress made of parts (the workloads a wait goes through one after another,
+/// each `done` of `total`), emitted as a [`Event::Progress`] of their sums. Only a change of
+/// the sums is emitted, and nothing while the total is 0: waits re-check on every watch
+/// event, and most events change nothing a user would see. A part not reported yet counts
+/// 0 of 0, so the total grows as the step reaches its later parts.
+#[derive(Debug)]
+pub struct StepProgress {
+    events: Events,
+    step: String,
+    state: Mutex<PartsState>,
+}
+
+#[derive(Debug, Default)]
+struct PartsState {
+    parts: Vec<(u64, u64)>,
+    emitted: Option<(u64, u64)>,
+}
+
+impl StepProgress {
+    /// Part `part` (counted from 0) is `done` of `total`.
+    pub fn report(&self, part: usize, done: u64, total: u64) {
+        let mut state = match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if state.parts.len() <= part {
+            state.parts.resize(part + 1, (0, 0));
+        }
+        state.parts[part] = (done, total);
+        let sum = state
+            .parts
+            .iter()
+            .fold((0, 0), |(d, t), (pd, pt)| (d + pd, t + pt));
+        if sum.1 == 0 || state.emitted == Some(sum) {
+            return;
+        }
+        state.emitted = Some(sum);
+        // Emitted under the lock: concurrent reports reach the sink in the order of their sums.
+        self.events.progress(&self.step, sum.0, sum.1);
     }
 }
 
@@ -208,5 +261,38 @@ mod tests {
         );
         assert_eq!(rec.events()[1].step(), Some("a"));
         assert_eq!(rec.events()[3].step(), None);
+    }
+
+    fn progress(done: u64, total: u64) -> Event {
+        Event::Progress {
+            step: "kube.wait/web".into(),
+            done,
+            total,
+        }
+    }
+
+    #[test]
+    fn step_progress_sums_its_parts_and_emits_only_changes() {
+        let rec = Arc::new(Recorder::default());
+        let p = Events::new(rec.clone()).step_progress("kube.wait/web");
+        p.report(0, 0, 0);
+        p.report(0, 0, 2);
+        p.report(0, 0, 2);
+        p.report(0, 1, 2);
+        p.report(0, 2, 2);
+        p.report(1, 0, 0);
+        p.report(1, 0, 1);
+        p.report(1, 1, 1);
+        p.report(1, 1, 1);
+        assert_eq!(
+            rec.events(),
+            vec![
+                progress(0, 2),
+                progress(1, 2),
+                progress(2, 2),
+                progress(2, 3),
+                progress(3, 3),
+            ]
+        );
     }
 }

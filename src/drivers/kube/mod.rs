@@ -5,7 +5,7 @@
 mod typed;
 mod wait;
 
-pub use wait::{daemonset_done, deployment_done, statefulset_done};
+pub use wait::{Replicas, Rollout, WaitFailure, daemonset_done, deployment_done, statefulset_done};
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -60,8 +60,13 @@ pub enum Error {
     },
     #[error("timed out after {}s waiting for {what}", timeout.as_secs())]
     Timeout { what: String, timeout: Duration },
-    #[error("{what} failed: {reason}")]
-    Failed { what: String, reason: String },
+    /// A wait that stopped before its timeout: what it waited for will not come by itself.
+    #[error("gave up waiting for {what}: {reason}")]
+    Failed {
+        what: String,
+        #[source]
+        reason: Box<WaitFailure>,
+    },
     #[error("cannot apply {what}: {reason}")]
     BadObject { what: String, reason: String },
 }

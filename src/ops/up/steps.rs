@@ -259,16 +259,20 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), StepError> {
             .wait_nodes_ready(Duration::from_secs(300))
             .await
             .map_err(StepError::from),
-        Action::WaitCoreDns => kube(ctx)
-            .await?
-            .wait_rollout(
-                "Deployment",
-                "kube-system",
-                "coredns",
-                Duration::from_secs(300),
-            )
-            .await
-            .map_err(StepError::from),
+        Action::WaitCoreDns => {
+            let progress = ctx.events.step_progress(&step.id);
+            kube(ctx)
+                .await?
+                .wait_rollout_reporting(
+                    "Deployment",
+                    "kube-system",
+                    "coredns",
+                    Duration::from_secs(300),
+                    &|done, total| progress.report(0, done, total),
+                )
+                .await
+                .map_err(StepError::from)
+        }
         Action::HelmInstall { release } => helm_install(ctx, release).await,
         Action::ApplyTags {
             repo,
@@ -300,6 +304,7 @@ async fn run_step(step: &Step, ctx: &Ctx) -> Result<(), StepError> {
         } => {
             wait_ready(
                 ctx,
+                &step.id,
                 namespace,
                 workloads,
                 ca_bundles,
@@ -412,9 +417,11 @@ async fn helm_install(ctx: &Ctx, release: &crate::drivers::helm::Release) -> Res
 }
 
 /// Wait until a release's workloads are rolled out, its webhooks have their CA bundles and
-/// its Services have endpoints.
+/// its Services have endpoints. How far the rollouts are is step `id`'s progress: replicas
+/// rolled out, summed over the workloads waited for so far.
 async fn wait_ready(
     ctx: &Ctx,
+    id: &str,
     namespace: &str,
     workloads: &[crate::plan::WorkloadRef],
     ca_bundles: &[String],
@@ -423,13 +430,17 @@ async fn wait_ready(
 ) -> Result<(), StepError> {
     let k = kube(ctx).await?;
     let timeout = Duration::from_secs(timeout_secs);
-    for w in workloads {
+    let progress = ctx.events.step_progress(id);
+    for (i, w) in workloads.iter().enumerate() {
         let kind = match w.kind {
             WorkloadKind::Deployment => "Deployment",
             WorkloadKind::StatefulSet => "StatefulSet",
             WorkloadKind::DaemonSet => "DaemonSet",
         };
-        k.wait_rollout(kind, namespace, &w.name, timeout).await?;
+        k.wait_rollout_reporting(kind, namespace, &w.name, timeout, &|done, total| {
+            progress.report(i, done, total)
+        })
+        .await?;
     }
     for hook in ca_bundles {
         k.wait_webhook_ca(hook, timeout).await?;

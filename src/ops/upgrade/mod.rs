@@ -436,8 +436,8 @@ impl Ctx<'_> {
     }
 
     /// istiod of revision `rev` serves: rolled out, reachable, its injector patched, and it
-    /// injects the proxy of `version`.
-    async fn wait_istiod(&self, rev: &str, version: &str) -> Result<(), Error> {
+    /// injects the proxy of `version`. Its rollout is the progress of step `step`, if given.
+    async fn wait_istiod(&self, rev: &str, version: &str, step: Option<&str>) -> Result<(), Error> {
         let (name, hook) = if rev.is_empty() {
             ("istiod".to_string(), "istio-sidecar-injector".to_string())
         } else {
@@ -452,8 +452,19 @@ impl Ctx<'_> {
                 source,
             }
         };
+        let progress = step.map(|s| self.reporter.step_progress(s));
         self.kube
-            .wait_rollout("Deployment", "istio-system", &name, self.step_timeout)
+            .wait_rollout_reporting(
+                "Deployment",
+                "istio-system",
+                &name,
+                self.step_timeout,
+                &|done, total| {
+                    if let Some(p) = &progress {
+                        p.report(0, done, total);
+                    }
+                },
+            )
             .await
             .map_err(waited(format!("the rollout of {name}")))?;
         // Injection calls istiod through its Service: endpoints lag behind ready pods.
@@ -573,7 +584,7 @@ async fn finished_before(
 
 /// Run one step, journaled before and after.
 async fn forward(ctx: &Ctx<'_>, op: &str, step: UpgradeStep) -> Result<(), Stop> {
-    let id = format!("upgrade/{step}");
+    let id = steps::run_id(step);
     ctx.reporter.step_started(&id);
     ctx.journal
         .record(op, "step-started", Some(step.name()), Value::Null)
@@ -624,7 +635,7 @@ async fn roll_back(
     }
     let mut undone = Vec::new();
     for &s in completed.iter().chain([&step]).rev() {
-        let uid = format!("undo/{s}");
+        let uid = steps::undo_id(s);
         let t = Instant::now();
         match steps::of(s).undo(ctx).await {
             Ok(true) => {

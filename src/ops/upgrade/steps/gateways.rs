@@ -5,9 +5,11 @@
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::Step;
+use super::{Step, run_id, undo_id};
 use crate::drivers::helm::Release;
+use crate::engine::events::StepProgress;
 use crate::ops::upgrade::{Ctx, Error};
+use crate::plan::upgrade::UpgradeStep;
 
 #[derive(Debug)]
 pub(super) struct Gateways;
@@ -33,9 +35,21 @@ fn gateways(releases: Vec<Release>) -> Vec<Release> {
         .collect()
 }
 
-async fn wait_rollout(ctx: &Ctx<'_>, gw: &Release) -> Result<(), Error> {
+/// Wait for gateway `gw`'s rollout, reported as part `part` of `progress`.
+async fn wait_rollout(
+    ctx: &Ctx<'_>,
+    gw: &Release,
+    progress: &StepProgress,
+    part: usize,
+) -> Result<(), Error> {
     ctx.kube
-        .wait_rollout("Deployment", &gw.namespace, &gw.name, ctx.step_timeout)
+        .wait_rollout_reporting(
+            "Deployment",
+            &gw.namespace,
+            &gw.name,
+            ctx.step_timeout,
+            &|done, total| progress.report(part, done, total),
+        )
         .await
         .map_err(|source| Error::Kube {
             action: format!(
@@ -49,9 +63,10 @@ async fn wait_rollout(ctx: &Ctx<'_>, gw: &Release) -> Result<(), Error> {
 async fn run(ctx: &Ctx<'_>) -> Result<Value, Error> {
     let p = &ctx.params;
     let gateways = gateways(ctx.desired(&p.to, &p.to_rev));
-    for gw in &gateways {
+    let progress = ctx.reporter.step_progress(&run_id(UpgradeStep::Gateways));
+    for (i, gw) in gateways.iter().enumerate() {
         ctx.helm_install(gw).await?;
-        wait_rollout(ctx, gw).await?;
+        wait_rollout(ctx, gw, &progress, i).await?;
     }
     let namespaces = gateways.iter().map(|r| r.namespace.clone()).collect();
     let left = ctx.stale(namespaces).await?;
@@ -64,7 +79,11 @@ async fn run(ctx: &Ctx<'_>) -> Result<Value, Error> {
 async fn undo(ctx: &Ctx<'_>) -> Result<bool, Error> {
     let p = &ctx.params;
     let moved_to = format!("gateway-{}", p.to);
-    for gw in gateways(ctx.desired(&p.from, &p.from_rev)) {
+    let progress = ctx.reporter.step_progress(&undo_id(UpgradeStep::Gateways));
+    for (i, gw) in gateways(ctx.desired(&p.from, &p.from_rev))
+        .iter()
+        .enumerate()
+    {
         // Only a gateway that did move is rolled back.
         let moved = ctx
             .release_chart(&gw.name)
@@ -78,7 +97,7 @@ async fn undo(ctx: &Ctx<'_>) -> Result<bool, Error> {
             &["rollback", &gw.name, "-n", &gw.namespace],
         )
         .await?;
-        wait_rollout(ctx, &gw).await?;
+        wait_rollout(ctx, gw, &progress, i).await?;
     }
     Ok(true)
 }

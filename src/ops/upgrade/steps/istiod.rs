@@ -8,9 +8,9 @@
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::Step;
+use super::{Step, run_id, undo_id};
 use crate::ops::upgrade::{Ctx, Error};
-use crate::plan::upgrade::Strategy;
+use crate::plan::upgrade::{Strategy, UpgradeStep};
 
 #[derive(Debug)]
 pub(super) struct Istiod;
@@ -35,7 +35,8 @@ async fn run(ctx: &Ctx<'_>) -> Result<Value, Error> {
     let p = &ctx.params;
     let istiod = ctx.release(&p.to, &p.to_rev, "istiod")?;
     ctx.helm_install(&istiod).await?;
-    ctx.wait_istiod(&p.to_rev, &p.to).await?;
+    ctx.wait_istiod(&p.to_rev, &p.to, Some(&run_id(UpgradeStep::Istiod)))
+        .await?;
     Ok(Value::Null)
 }
 
@@ -47,7 +48,7 @@ async fn check(ctx: &Ctx<'_>) -> bool {
         ctx.release_chart(&format!("istiod-{}", p.to_rev)).await,
         Ok(Some((chart, status))) if chart == want && status == "deployed"
     );
-    deployed && ctx.wait_istiod(&p.to_rev, &p.to).await.is_ok()
+    deployed && ctx.wait_istiod(&p.to_rev, &p.to, None).await.is_ok()
 }
 
 async fn undo(ctx: &Ctx<'_>) -> Result<bool, Error> {
@@ -72,7 +73,8 @@ async fn undo(ctx: &Ctx<'_>) -> Result<bool, Error> {
                 &["rollback", &release, "-n", "istio-system"],
             )
             .await?;
-            ctx.wait_istiod(&p.from_rev, &p.from).await?;
+            ctx.wait_istiod(&p.from_rev, &p.from, Some(&undo_id(UpgradeStep::Istiod)))
+                .await?;
             ctx.restart(Vec::new()).await?;
             Ok(true)
         }

@@ -41,6 +41,16 @@ pub(super) trait Step: Sync {
     }
 }
 
+/// The step id `step`'s events carry while it runs (`upgrade/istiod`), as the runner names it.
+pub(super) fn run_id(step: UpgradeStep) -> String {
+    format!("upgrade/{step}")
+}
+
+/// The step id `step`'s events carry while it is undone (`undo/istiod`).
+pub(super) fn undo_id(step: UpgradeStep) -> String {
+    format!("undo/{step}")
+}
+
 /// The behaviour of a step.
 pub(super) fn of(step: UpgradeStep) -> &'static dyn Step {
     match step {
