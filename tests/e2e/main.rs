@@ -8,6 +8,8 @@
 //!
 //! The tests share the machine's k3d cluster `ci` and its host ports: they run one at a time.
 
+mod kill;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
