@@ -8,6 +8,10 @@
 //! long enough for the API to be slowed (`slowVerbs`) before the real helm writes anything;
 //! helm then records its release pending, applies its objects slowly and takes its time to
 //! record the outcome (PUT, which only helm uses).
+//!
+//! An orphaned tool must also be able to finish writing its output: paddock gives its tools
+//! files, not pipes it alone reads, so a tool writing after paddock died does not die of
+//! SIGPIPE mid-work.
 
 mod support;
 
@@ -557,5 +561,75 @@ fn an_upgrade_interrupted_inside_a_step_finishes_that_step_and_stops_then_contin
         1,
         "istiod installed once: {:#?}",
         helm_log(&w, from)
+
+/// A tool for paddock to run: it says it started (its pid in `<itself>.started`), works a
+/// while, then writes more than a pipe holds to stdout and to stderr, and leaves
+/// `<itself>.done` only if every write succeeded.
+const SLOW_WRITER: &str = r#"#!/bin/sh
+set -e
+echo $$ > "$0.pid"
+mv "$0.pid" "$0.started"
+sleep 1
+head -c 200000 /dev/zero | tr '\0' o
+head -c 200000 /dev/zero | tr '\0' e >&2
+touch "$0.done"
+"#;
+
+/// paddock (`doctor`, which asks k3d its version) SIGKILLed alone while the tool it runs
+/// works: the orphaned tool still writes all it has to say and finishes.
+#[test]
+fn a_tool_paddock_killed_alone_left_working_writes_all_its_output_and_finishes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tool = dir.path().join("k3d");
+    std::fs::write(&tool, SLOW_WRITER).expect("write the tool");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (started, done) = (dir.path().join("k3d.started"), dir.path().join("k3d.done"));
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).expect("repo");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .arg("-C")
+        .arg(&repo)
+        .arg("--k3d")
+        .arg(&tool)
+        .args(["doctor", "-o", "json"])
+        .env("HOME", dir.path())
+        .env("PADDOCK_STATE_DIR", dir.path().join("state"))
+        .env_remove("PADDOCK_DIR")
+        .env_remove("PADDOCK_K3D")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("paddock starts");
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+            panic!("paddock never ran the tool: {}", stop(child, out, err));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("SIGKILL paddock");
+    let output = stop(child, out, err);
+    assert!(
+        !done.exists(),
+        "paddock was killed while the tool worked, before it wrote: {output}"
+    );
+    let pid = std::fs::read_to_string(&started).expect("the tool's pid");
+    let tool_runs = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|stat| {
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tool_runs() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        done.exists(),
+        "the orphaned tool wrote its output and finished (a write that failed stopped it)"
     );
 }

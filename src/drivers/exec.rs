@@ -1,8 +1,16 @@
 //! Running external tools (`k3d`, `helm`): a command line is a value with `Display`, and one
 //! [`exec`] turns a non-zero exit into an error that quotes the command, its exit status and
 //! its stderr. Commands run off the async threads.
+//!
+//! A tool reads its stdin from, and writes its stdout and stderr to, anonymous files (unlinked
+//! temporary files), never pipes: paddock reads them back once the tool has exited. A pipe's
+//! other end is paddock alone; killed alone, paddock leaves its tools running, and an orphaned
+//! helm writing to a pipe nobody reads any more dies of SIGPIPE, mid-work if unlucky, its
+//! release left `pending-*`. A file takes whatever the tool writes, whoever is left to read it.
 
 use std::fmt;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 
 /// A command line to run: program, arguments, optional stdin.
@@ -10,7 +18,7 @@ use std::path::PathBuf;
 pub struct Cmd {
     pub program: PathBuf,
     pub args: Vec<String>,
-    /// Text piped to stdin (k3d's `--config -`), not shown in `Display`.
+    /// Text given on stdin (k3d's `--config -`, helm's `-f -`), not shown in `Display`.
     pub stdin: Option<String>,
 }
 
@@ -83,6 +91,12 @@ pub enum ExecError {
         stdout: String,
         stderr: String,
     },
+    #[error("could not read the output of `{cmd}`: {source}")]
+    Read {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ExecError {
@@ -90,7 +104,7 @@ impl ExecError {
     pub fn stderr(&self) -> &str {
         match self {
             ExecError::Failed { stderr, .. } => stderr,
-            ExecError::Spawn { .. } => "",
+            ExecError::Spawn { .. } | ExecError::Read { .. } => "",
         }
     }
 }
@@ -114,29 +128,99 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// The duct expression of a command: output captured, stdin given or closed.
-fn expression(cmd: &Cmd) -> duct::Expression {
+/// A started tool process and the anonymous files its stdout and stderr go to.
+struct Started {
+    handle: duct::Handle,
+    stdout: File,
+    stderr: File,
+}
+
+/// Start a command: stdin from an anonymous file holding its text (or closed), stdout and
+/// stderr to anonymous files of their own.
+fn start(cmd: &Cmd) -> Result<Started, ExecError> {
+    let spawn_err = |source| ExecError::Spawn {
+        cmd: cmd.to_string(),
+        source,
+    };
+    let stdout = tempfile::tempfile().map_err(spawn_err)?;
+    let stderr = tempfile::tempfile().map_err(spawn_err)?;
     // An OsString (not a Path) so a bare name is looked up on PATH.
     let program = cmd.program.clone().into_os_string();
     let expr = duct::cmd(program, &cmd.args)
-        .stdout_capture()
-        .stderr_capture()
+        .stdout_file(stdout.try_clone().map_err(spawn_err)?)
+        .stderr_file(stderr.try_clone().map_err(spawn_err)?)
         .unchecked();
-    match &cmd.stdin {
-        Some(input) => expr.stdin_bytes(input.clone().into_bytes()),
+    let expr = match &cmd.stdin {
+        Some(input) => expr.stdin_file(text_file(input).map_err(spawn_err)?),
         None => expr.stdin_null(),
+    };
+    let handle = expr.start().map_err(spawn_err)?;
+    Ok(Started {
+        handle,
+        stdout,
+        stderr,
+    })
+}
+
+/// An anonymous file holding `text`, positioned at its start.
+fn text_file(text: &str) -> std::io::Result<File> {
+    let mut f = tempfile::tempfile()?;
+    f.write_all(text.as_bytes())?;
+    f.rewind()?;
+    Ok(f)
+}
+
+impl Started {
+    fn pids(&self) -> Vec<u32> {
+        self.handle.pids()
+    }
+
+    /// Wait for the process to exit.
+    fn wait(self, cmd: &Cmd) -> Result<Ended, ExecError> {
+        let out = self
+            .handle
+            .into_output()
+            .map_err(|source| ExecError::Spawn {
+                cmd: cmd.to_string(),
+                source,
+            })?;
+        Ok(Ended {
+            status: out.status,
+            stdout: self.stdout,
+            stderr: self.stderr,
+        })
     }
 }
 
+/// A tool process that exited, what it wrote still in its files.
+struct Ended {
+    status: std::process::ExitStatus,
+    stdout: File,
+    stderr: File,
+}
+
+/// The text written to an output file, from its start.
+fn written(mut f: File) -> std::io::Result<String> {
+    f.rewind()?;
+    let mut raw = Vec::new();
+    f.read_to_end(&mut raw)?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
 /// A finished run: its output, or the error quoting command, status and stderr.
-fn finished(cmd: &Cmd, out: std::process::Output) -> Result<Output, ExecError> {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    tracing::debug!(command = %cmd, status = ?out.status.code(), stderr = %stderr.trim(), "command finished");
-    if out.status.success() {
+fn finished(cmd: &Cmd, ended: Ended) -> Result<Output, ExecError> {
+    let read_err = |source| ExecError::Read {
+        cmd: cmd.to_string(),
+        source,
+    };
+    let stdout = written(ended.stdout).map_err(read_err)?;
+    let stderr = written(ended.stderr).map_err(read_err)?;
+    let status = ended.status;
+    tracing::debug!(command = %cmd, status = ?status.code(), stderr = %stderr.trim(), "command finished");
+    if status.success() {
         Ok(Output { stdout, stderr })
     } else {
-        let status = match out.status.code() {
+        let status = match status.code() {
             Some(c) => format!("exit status {c}"),
             None => "a signal".to_string(),
         };
@@ -152,11 +236,8 @@ fn finished(cmd: &Cmd, out: std::process::Output) -> Result<Output, ExecError> {
 /// Run a command to completion (blocking).
 pub fn exec_blocking(cmd: &Cmd) -> Result<Output, ExecError> {
     tracing::debug!(command = %cmd, "run");
-    let out = expression(cmd).run().map_err(|source| ExecError::Spawn {
-        cmd: cmd.to_string(),
-        source,
-    })?;
-    finished(cmd, out)
+    let ended = start(cmd)?.wait(cmd)?;
+    finished(cmd, ended)
 }
 
 /// The tool processes paddock runs for one cluster, each noted by a file in a directory of the
@@ -186,16 +267,12 @@ impl Children {
     /// Run a command to completion (blocking), noted while it runs.
     pub fn exec_blocking(&self, cmd: &Cmd) -> Result<Output, ExecError> {
         tracing::debug!(command = %cmd, "run");
-        let spawn_err = |source| ExecError::Spawn {
-            cmd: cmd.to_string(),
-            source,
-        };
-        let handle = expression(cmd).start().map_err(spawn_err)?;
+        let started = start(cmd)?;
         let mut notes = Vec::new();
         if std::fs::create_dir_all(&self.dir).is_ok() {
             let mut argv = vec![cmd.program.display().to_string()];
             argv.extend(cmd.args.iter().cloned());
-            for pid in handle.pids() {
+            for pid in started.pids() {
                 let note = Note {
                     pid,
                     argv: argv.clone(),
@@ -209,11 +286,11 @@ impl Children {
                 }
             }
         }
-        let out = handle.into_output().map_err(spawn_err);
+        let ended = started.wait(cmd);
         for n in notes {
             let _ = std::fs::remove_file(n);
         }
-        finished(cmd, out?)
+        finished(cmd, ended?)
     }
 
     /// Wait for the processes an earlier, killed run left working (their notes are still
@@ -323,6 +400,42 @@ mod tests {
         assert!(msg.contains("`sh -c 'echo boom >&2; exit 3'`"), "{msg}");
         assert!(msg.contains("exit status 3"), "{msg}");
         assert!(msg.ends_with("boom"), "{msg}");
+    }
+
+    /// More than a pipe holds, on stdout and on stderr, with the stdin text echoed back.
+    fn big_output() -> Cmd {
+        Cmd::new("sh")
+            .args([
+                "-c",
+                r"cat; head -c 200000 /dev/zero | tr '\0' o; head -c 150000 /dev/zero | tr '\0' e >&2",
+            ])
+            .stdin("values: {}\n")
+    }
+
+    fn assert_big_output(out: &Output) {
+        assert!(out.stdout.starts_with("values: {}\n"), "stdin read back");
+        assert_eq!(out.stdout.len(), "values: {}\n".len() + 200_000);
+        assert_eq!(out.stderr.len(), 150_000);
+        assert!(out.stderr.chars().all(|c| c == 'e'));
+    }
+
+    #[test]
+    fn output_larger_than_a_pipe_holds_is_read_back_whole() {
+        assert_big_output(&exec_blocking(&big_output()).expect("runs"));
+    }
+
+    #[test]
+    fn noted_runs_read_their_output_back_whole_and_leave_no_note() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let children = Children::new(dir.path().join("running"));
+        assert_big_output(&children.exec_blocking(&big_output()).expect("runs"));
+        let notes = std::fs::read_dir(dir.path().join("running")).expect("notes dir");
+        assert_eq!(notes.count(), 0, "the note goes when the run ends");
+        let err = children
+            .exec_blocking(&Cmd::new("sh").args(["-c", "echo boom >&2; exit 3"]))
+            .expect_err("fails");
+        assert_eq!(err.stderr().trim(), "boom");
+        assert!(err.to_string().contains("exit status 3"), "{err}");
     }
 
     #[test]

@@ -5,11 +5,22 @@
 //! ```sh
 //! PADDOCK_E2E=1 cargo test --test e2e -- --nocapture
 //! ```
+//!
+//! The tests share the machine's k3d cluster `ci` and its host ports: they run one at a time.
+
+mod kill;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
+
+/// Held by a test while it uses the machine's cluster `ci`.
+fn machine() -> MutexGuard<'static, ()> {
+    static MACHINE: Mutex<()> = Mutex::new(());
+    MACHINE.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn enabled() -> bool {
     if std::env::var("PADDOCK_E2E").is_ok_and(|v| v == "1") {
@@ -58,6 +69,7 @@ fn ci_cluster_up_status_down_on_a_real_machine() {
     if !enabled() {
         return;
     }
+    let _machine = machine();
     ok(&paddock(&["doctor"]), "doctor");
     let _cleanup = Cleanup("ci");
     let up = ok(&paddock(&["up", "ci", "-o", "json"]), "up");
@@ -110,10 +122,11 @@ fn ci_cluster_up_status_down_on_a_real_machine() {
     );
 }
 
-/// A copy of the repository whose `ci` cluster a test changes; `ci` is deleted when it goes,
-/// even when the test fails.
+/// A copy of the repository whose `ci` cluster a test changes, with a state directory of its
+/// own; `ci` is deleted when it goes, even when the test fails.
 struct CiCopy {
     dir: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl CiCopy {
@@ -128,7 +141,8 @@ impl CiCopy {
         }
         std::fs::copy(repo().join("paddock.yaml"), dir.path().join("paddock.yaml"))
             .expect("paddock.yaml");
-        Self { dir }
+        let state = tempfile::tempdir().expect("state dir");
+        Self { dir, state }
     }
 
     fn edit_ci(&self, f: impl FnOnce(String) -> String) {
@@ -137,13 +151,31 @@ impl CiCopy {
         std::fs::write(&ci, f(text)).expect("write");
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_paddock"))
-            .arg("-C")
+    /// paddock with `args` on this copy and its state directory.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_paddock"));
+        c.arg("-C")
             .arg(self.dir.path())
             .args(args)
+            .env("PADDOCK_STATE_DIR", self.state.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("paddock runs")
+    }
+
+    /// A kubeconfig file for `ci`, as `k3d kubeconfig get` prints it.
+    fn kubeconfig(&self) -> PathBuf {
+        let out = Command::new("k3d")
+            .args(["kubeconfig", "get", "ci"])
             .output()
-            .expect("paddock runs")
+            .expect("k3d");
+        ok(&out, "k3d kubeconfig get ci");
+        let path = self.dir.path().join("kubeconfig");
+        std::fs::write(&path, &out.stdout).expect("kubeconfig");
+        path
     }
 }
 
@@ -158,6 +190,7 @@ fn canary_upgrade_on_a_real_machine() {
     if !enabled() {
         return;
     }
+    let _machine = machine();
     let copy = CiCopy::new();
     copy.edit_ci(|text| {
         format!("{text}istio:\n  version: 1.29.6\n  upgrade:\n    strategy: canary\n    gracePeriod: 10s\n")
@@ -183,6 +216,7 @@ fn a_namespace_label_removed_from_the_spec_goes_on_a_real_machine() {
     if !enabled() {
         return;
     }
+    let _machine = machine();
     let copy = CiCopy::new();
     copy.edit_ci(|text| {
         text.replace(
@@ -194,12 +228,7 @@ fn a_namespace_label_removed_from_the_spec_goes_on_a_real_machine() {
     ok(&run(&["up", "ci"]), "up with the label");
     copy.edit_ci(|text| text.replace(", tier: front", ""));
     ok(&run(&["up", "ci"]), "up without it");
-    let kubeconfig = copy.dir.path().join("kubeconfig");
-    let kc = Command::new("k3d")
-        .args(["kubeconfig", "get", "ci"])
-        .output()
-        .expect("k3d");
-    std::fs::write(&kubeconfig, &kc.stdout).expect("kubeconfig");
+    let kubeconfig = copy.kubeconfig();
     let ns = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&kubeconfig)

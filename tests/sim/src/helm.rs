@@ -393,10 +393,11 @@ fn install(s: &mut Store, r: &Request) -> Response {
         .first()
         .map(|f| f["info"]["first_deployed"].clone())
         .unwrap_or(json!(now()));
-    let pending = if history.is_empty() {
-        "pending-install"
+    // helm's descriptions of a release it is working on.
+    let (pending, underway) = if history.is_empty() {
+        ("pending-install", "Initial install underway")
     } else {
-        "pending-upgrade"
+        ("pending-upgrade", "Preparing upgrade")
     };
     let manifest: Vec<Value> = objects.iter().map(|o| ref_of(o, &r.namespace)).collect();
     let app_version = if matches!(r.chart.as_str(), "base" | "istiod" | "gateway") {
@@ -406,7 +407,7 @@ fn install(s: &mut Store, r: &Request) -> Response {
     };
     let mut rel = json!({
         "name": r.release, "namespace": r.namespace, "version": version_n,
-        "info": {"first_deployed": first, "last_deployed": now(), "deleted": "", "description": "", "status": pending},
+        "info": {"first_deployed": first, "last_deployed": now(), "deleted": "", "description": underway, "status": pending},
         "chart": {"metadata": {"name": r.chart, "version": version, "appVersion": app_version}},
         "config": values, "manifest": manifest, "rendered": objects, "apply_method": method.name(),
     });
@@ -500,8 +501,15 @@ fn finish(s: &mut Store, f: &Finish) -> Response {
                 let earlier = h["version"].as_u64().unwrap_or(0) != f.version;
                 if earlier && (h["info"]["status"] == "deployed" || h["info"]["status"] == "failed")
                 {
+                    // helm keeps a superseded revision's description.
                     let mut h = h.clone();
-                    set_status(s, &mut h, "superseded", "Superseded");
+                    let description = h["info"]["description"].clone();
+                    set_status(
+                        s,
+                        &mut h,
+                        "superseded",
+                        description.as_str().unwrap_or_default(),
+                    );
                 }
             }
             set_status(s, &mut rel, "deployed", &f.description);
