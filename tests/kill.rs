@@ -561,6 +561,8 @@ fn an_upgrade_interrupted_inside_a_step_finishes_that_step_and_stops_then_contin
         1,
         "istiod installed once: {:#?}",
         helm_log(&w, from)
+    );
+}
 
 /// A tool for paddock to run: it says it started (its pid in `<itself>.started`), works a
 /// while, then writes more than a pipe holds to stdout and to stderr, and leaves
