@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod model;
 pub mod serve;
 pub mod source;
+pub mod client;

@@ -54,6 +54,40 @@ impl Event {
         }
     }
 
+    /// An event read back from [`Event::to_json`]'s form (a daemon's stream); `None` for what
+    /// is not an event.
+    pub fn from_json(v: &serde_json::Value) -> Option<Event> {
+        let text = |k: &str| v[k].as_str().map(str::to_string);
+        let took = || Duration::from_millis(v["ms"].as_u64().unwrap_or(0));
+        Some(match v["event"].as_str()? {
+            "step" => {
+                let step = text("step")?;
+                match v["status"].as_str()? {
+                    "started" => Event::StepStarted { step },
+                    "done" => Event::StepDone { step, took: took() },
+                    "failed" => Event::StepFailed {
+                        step,
+                        took: took(),
+                        error: text("error").unwrap_or_default(),
+                    },
+                    _ => return None,
+                }
+            }
+            "progress" => Event::Progress {
+                step: text("step")?,
+                done: v["done"].as_u64()?,
+                total: v["total"].as_u64()?,
+            },
+            "note" => Event::Note {
+                message: text("message")?,
+            },
+            "command" => Event::Command {
+                command: text("command")?,
+            },
+            _ => return None,
+        })
+    }
+
     /// The step the event belongs to, if any.
     pub fn step(&self) -> Option<&str> {
         match self {
@@ -294,5 +328,41 @@ mod tests {
                 progress(3, 3),
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn every_event_reads_back_from_its_json() {
+        let all = [
+            Event::StepStarted { step: "a".into() },
+            Event::StepDone {
+                step: "a".into(),
+                took: Duration::from_millis(1500),
+            },
+            Event::StepFailed {
+                step: "a".into(),
+                took: Duration::from_millis(2),
+                error: "boom".into(),
+            },
+            Event::Progress {
+                step: "restart".into(),
+                done: 1,
+                total: 3,
+            },
+            Event::Note {
+                message: "n".into(),
+            },
+            Event::Command {
+                command: "helm list".into(),
+            },
+        ];
+        for e in all {
+            assert_eq!(Event::from_json(&e.to_json(7)), Some(e.clone()), "{e:?}");
+        }
+        assert_eq!(Event::from_json(&serde_json::json!({"event": "end"})), None);
     }
 }
