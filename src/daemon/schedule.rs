@@ -3,7 +3,9 @@
 //! its [`Clock`](crate::engine::clock::Clock), starts the operations the returned [`Fire`]s ask
 //! for, stores each fire's `decided` instant, and sleeps until [`Scheduler::next_wake`]. Nothing
 //! here reads a clock, sleeps or stores anything: every function takes `now`, so tests drive it
-//! with a [`ManualClock`](crate::engine::clock::ManualClock) or plain timestamps.
+//! with a [`ManualClock`](crate::engine::clock::ManualClock) or plain timestamps. For an
+//! upgrade with `track: patch`, [`track`] reads the version to upgrade to from the chart
+//! repository when the run starts.
 //!
 //! # Rules
 //!
@@ -32,6 +34,8 @@
 //!   the run: a run that cannot start by then should be reported, not started.
 //! - **One run at a time.** When several instants are due at once, one run stands for all of
 //!   them ([`Run::coalesced`]), for the latest instant.
+
+pub mod track;
 
 #[cfg(test)]
 mod tests;
