@@ -2,10 +2,9 @@
 //!
 //! The folders are the layers, in the order data flows through them:
 //!
-//! - [`cli`]: arguments, rendering of events (terminal, plain lines, NDJSON), exit codes; the
-//!   client of a running daemon.
-//! - [`daemon`]: `paddock serve` — sources it follows, schedules, the API, metrics; it runs the
-//!   same operations as the CLI.
+//! - [`cli`]: arguments, rendering of events (terminal, plain lines, NDJSON), exit codes.
+//! - [`daemon`]: `paddock serve` — what starts operations without a person typing a command
+//!   (spec sources, schedules), over the same operations the CLI runs.
 //! - [`spec`]: files → typed, merged, validated cluster specs with located errors.
 //! - [`plan`]: pure planning — a spec and what was observed → a DAG of typed steps.
 //! - [`ops`]: the operations (`up`, `down`, `upgrade`, `restart`, `status`, `doctor`), each an
@@ -15,9 +14,9 @@
 //! - [`mesh`]: Istio's rules — revisions, tags, injection resolution, staleness. Pure.
 //! - [`drivers`]: the outside world — commands as values, k3d, helm, the Kubernetes API, Docker.
 //!
-//! A layer uses the layers below it in this list, never one above: `cli` uses `daemon` (its
-//! API types and client) and `ops`; `daemon` uses `ops` and what is below; `ops`
-//! uses `engine`, `mesh`, `plan`, `spec` and `drivers`; `engine` never uses `ops` or `cli`.
+//! A layer uses the layers below it in this list, never one above: `cli` uses `daemon` and
+//! `ops`; `daemon` uses `ops`, `engine` and `spec`, and never `cli`; `ops` uses `engine`,
+//! `mesh`, `plan`, `spec` and `drivers`; `engine` never uses `ops`, `daemon` or `cli`.
 //! The one exception points at values, not actions: `drivers` take the value types of `spec`
 //! and `plan` (a cluster's k3d config, a release, the in-cluster record) and `mesh`'s reading
 //! of webhooks, and never use `ops`, `engine` or `cli`.

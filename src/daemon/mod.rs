@@ -12,6 +12,7 @@ pub mod core;
 pub mod instance;
 pub mod metrics;
 pub mod model;
+pub mod schedule;
 pub mod serve;
 pub mod source;
 pub mod client;

@@ -225,13 +225,43 @@ pub enum Injection {
     Disabled,
 }
 
+/// A recurring operation run by `paddock serve`. The daemon reads these through
+/// `daemon::schedule`, which documents how instants, time zones, missed runs and windows behave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Schedule {
     pub name: String,
-    /// Five-field crontab expression (minute hour day-of-month month day-of-week, Sunday = 0).
+    /// Five-field crontab expression (minute hour day-of-month month day-of-week, Sunday = 0
+    /// or 7), read on the wall clock of `time_zone`.
     pub cron: String,
     pub action: ScheduleAction,
+    /// IANA time zone of the cron fields, e.g. `Europe/Berlin`; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Instants missed while the daemon was down get one run when it starts, instead of only
+    /// being reported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catch_up: bool,
+    /// How late after its instant a run may still start, e.g. `30m`; [`DEFAULT_WINDOW`] when
+    /// absent. A run that cannot start in time is reported as missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// For `action: upgrade`: which Istio version to upgrade to. Absent: the spec's
+    /// `istio.version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<Track>,
+}
+
+/// How late a scheduled run may start when the schedule sets no `window`.
+pub const DEFAULT_WINDOW: &str = "1h";
+
+/// The version a scheduled upgrade moves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Track {
+    /// The newest patch release of the minor that `istio.version` pins, read from the chart
+    /// repository's `index.yaml` (pre-releases ignored, never lower than `istio.version`).
+    Patch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
