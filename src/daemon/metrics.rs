@@ -11,6 +11,7 @@ impl Metrics {
     pub fn operation_finished(&self, _k: &str, _c: &str, _s: &str, _d: Duration) {}
     pub fn step(&self, _s: &str, _d: Duration) {}
     pub fn drift(&self, _c: &str, _n: usize) {}
+    pub fn next_schedule(&self, _c: &str, _s: &str, _t: jiff::Timestamp) {}
     pub fn encode(&self) -> String {
         String::new()
     }

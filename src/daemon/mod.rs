@@ -16,3 +16,4 @@ pub mod schedule;
 pub mod serve;
 pub mod source;
 pub mod client;
+pub mod timetable;

@@ -17,6 +17,7 @@ use super::config::{self, Config};
 use super::core::{Daemon, Settings};
 use super::instance;
 use super::source::{self, Source};
+use super::timetable::Timetable;
 use crate::engine::clock::Clock;
 
 /// What `paddock serve` was given besides its configuration.
@@ -105,7 +106,7 @@ pub async fn run(start: Start, clock: Arc<dyn Clock>) -> Result<(), Error> {
     take_newest(&daemon, &src).await;
     daemon.resume_unfinished();
     daemon.reconcile_all("source");
-    follow(&daemon, &src, cfg, &stop).await?;
+    follow(&daemon, &src, cfg, &stop, &clock, &start.state_dir).await?;
     tracing::info!("stopping: running operations finish their current step");
     daemon.shut_down().await;
     api_stop.cancel();
@@ -141,40 +142,54 @@ async fn take_newest(daemon: &Daemon, src: &Source) -> bool {
     }
 }
 
-/// Follow the source until `stop`: a folder on each settled change, a git branch every poll
-/// interval. A new valid revision is reconciled.
+/// What wakes the daemon between signals.
+enum Wake {
+    Stop,
+    /// The folder changed, or the poll interval passed: look at the source again.
+    Source,
+    /// A schedule is due.
+    Schedule,
+}
+
+/// Follow the source and the schedules until `stop`: a folder on each settled change, a git
+/// branch every poll interval; a new valid revision is reconciled and its schedules served.
 async fn follow(
     daemon: &Arc<Daemon>,
     src: &Source,
     cfg: &Config,
     stop: &CancellationToken,
+    clock: &Arc<dyn Clock>,
+    state_dir: &std::path::Path,
 ) -> Result<(), Error> {
-    match src {
-        Source::Folder(root) => {
-            let (_watcher, mut changes) = source::watch(root, Duration::from_millis(300))?;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
-                    changed = changes.recv() => {
-                        if changed.is_none() {
-                            return Ok(());
-                        }
-                        if take_newest(daemon, src).await {
-                            daemon.reconcile_all("source");
-                        }
+    let mut timetable = Timetable::new(state_dir, clock.now());
+    timetable.take(daemon, clock.now());
+    let mut changes = match src {
+        Source::Folder(root) => Some(source::watch(root, Duration::from_millis(300))?),
+        Source::Git { .. } => None,
+    };
+    loop {
+        let wake = tokio::select! {
+            _ = stop.cancelled() => Wake::Stop,
+            changed = async {
+                match &mut changes {
+                    Some((_, rx)) => rx.recv().await.is_some(),
+                    None => {
+                        tokio::time::sleep(cfg.poll_interval).await;
+                        true
                     }
                 }
+            } => if changed { Wake::Source } else { Wake::Stop },
+            _ = tokio::time::sleep(timetable.sleep_for(clock.now())) => Wake::Schedule,
+        };
+        match wake {
+            Wake::Stop => return Ok(()),
+            Wake::Source => {
+                if take_newest(daemon, src).await {
+                    timetable.take(daemon, clock.now());
+                    daemon.reconcile_all("source");
+                }
             }
+            Wake::Schedule => timetable.fire(daemon, clock.now()).await,
         }
-        Source::Git { .. } => loop {
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(cfg.poll_interval) => {
-                    if take_newest(daemon, src).await {
-                        daemon.reconcile_all("source");
-                    }
-                }
-            }
-        },
     }
 }

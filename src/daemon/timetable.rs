@@ -1,0 +1,211 @@
+//! The schedules' side of the daemon: which schedules the revision in force declares, the
+//! instants each last decided (kept in `<state>/schedules.json`, so a restart neither repeats
+//! a run nor reports a miss twice), and what a firing runs: `reconcile` is `up`, `restart`
+//! restarts stale workloads, `upgrade` upgrades to the spec's Istio version (or, with
+//! `track: patch`, the newest patch of its minor in the chart repository's index).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::core::Daemon;
+use super::model::{NextSchedule, OperationKind, OperationRequest};
+use super::schedule::{Fire, MissReason, Scheduler, track};
+use crate::spec::types::{ScheduleAction, Track};
+
+/// Cluster → schedule → the instant it last decided.
+type Decided = BTreeMap<String, BTreeMap<String, Timestamp>>;
+
+pub struct Timetable {
+    scheduler: Scheduler,
+    store: PathBuf,
+    decided: Decided,
+}
+
+impl std::fmt::Debug for Timetable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timetable")
+            .field("store", &self.store)
+            .field("decided", &self.decided)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Timetable {
+    pub fn new(state_dir: &std::path::Path, started: Timestamp) -> Self {
+        let store = state_dir.join("schedules.json");
+        let decided = std::fs::read(&store)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self {
+            scheduler: Scheduler::new(started),
+            store,
+            decided,
+        }
+    }
+
+    /// Serve the schedules of the revision in force.
+    pub fn take(&mut self, daemon: &Daemon, now: Timestamp) {
+        let Some((_, repo)) = daemon.revision() else {
+            return;
+        };
+        let names = daemon.cluster_names();
+        for cluster in &names {
+            let schedules = repo
+                .resolve(cluster)
+                .map(|s| s.body.schedules)
+                .unwrap_or_default();
+            let stored = self.decided.get(cluster).cloned().unwrap_or_default();
+            if let Err(e) = self.scheduler.set_cluster(cluster, &schedules, &stored, now) {
+                tracing::warn!(%cluster, error = %e, "schedules not served");
+            }
+        }
+        for (cluster, _) in self.decided.clone() {
+            if !names.contains(&cluster) {
+                self.scheduler.remove_cluster(&cluster);
+            }
+        }
+        self.show(daemon);
+    }
+
+    /// How long to sleep before [`fire`](Self::fire) has something to do.
+    pub fn sleep_for(&self, now: Timestamp) -> Duration {
+        self.scheduler.sleep_for(now)
+    }
+
+    /// Run what is due at `now`, report what was missed, and remember both.
+    pub async fn fire(&mut self, daemon: &Daemon, now: Timestamp) {
+        let fires = self.scheduler.poll(now);
+        if fires.is_empty() {
+            return;
+        }
+        for fire in fires {
+            if let Some(at) = fire.decision.decided {
+                self.decided
+                    .entry(fire.cluster.clone())
+                    .or_default()
+                    .insert(fire.schedule.clone(), at);
+            }
+            report_missed(&fire);
+            if let Some(run) = &fire.decision.run {
+                tracing::info!(cluster = %fire.cluster, schedule = %fire.schedule, instant = %run.instant, "schedule fired");
+                start(daemon, &fire).await;
+            }
+        }
+        self.save();
+        self.show(daemon);
+    }
+
+    fn save(&self) {
+        let Ok(text) = serde_json::to_vec_pretty(&self.decided) else {
+            return;
+        };
+        let tmp = self.store.with_extension("json.tmp");
+        if std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.store)).is_err() {
+            tracing::warn!(file = %self.store.display(), "could not keep the schedules' last instants");
+        }
+    }
+
+    /// Each cluster's next schedule, for the API.
+    fn show(&self, daemon: &Daemon) {
+        let repo = daemon.revision().map(|(_, r)| r);
+        let action = |cluster: &str, name: &str| {
+            repo.as_ref()
+                .and_then(|r| r.resolve(cluster).ok())
+                .and_then(|s| s.body.schedules.into_iter().find(|s| s.name == name))
+                .and_then(|s| serde_json::to_value(s.action).ok())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        let mut next: BTreeMap<String, NextSchedule> = BTreeMap::new();
+        for u in self.scheduler.upcoming() {
+            let Some(at) = u.next else { continue };
+            let sooner = next
+                .get(&u.cluster)
+                .is_none_or(|n| n.at.parse::<Timestamp>().is_ok_and(|t| at < t));
+            if sooner {
+                next.insert(
+                    u.cluster.clone(),
+                    NextSchedule {
+                        name: u.schedule.clone(),
+                        action: action(&u.cluster, &u.schedule),
+                        at: at.to_string(),
+                    },
+                );
+            }
+            daemon.metrics.next_schedule(&u.cluster, &u.schedule, at);
+        }
+        for cluster in daemon.cluster_names() {
+            daemon.set_next_schedule(&cluster, next.remove(&cluster));
+        }
+    }
+}
+
+fn report_missed(fire: &Fire) {
+    for m in &fire.decision.missed {
+        let why = match m.reason {
+            MissReason::DaemonDown => "the daemon was not running (catchUp is off)",
+            MissReason::OutsideWindow => "it was later than the schedule's window allows",
+        };
+        let instants: Vec<String> = m.instants.iter().map(Timestamp::to_string).collect();
+        tracing::warn!(cluster = %fire.cluster, schedule = %fire.schedule, ?instants, "runs missed: {why}");
+    }
+}
+
+/// Queue the operation a schedule's firing asks for.
+async fn start(daemon: &Daemon, fire: &Fire) {
+    let trigger = format!("schedule:{}", fire.schedule);
+    let mut req = OperationRequest {
+        cluster: fire.cluster.clone(),
+        kind: OperationKind::Up,
+        to: None,
+        strategy: None,
+        pause_after: None,
+        grace_secs: None,
+        namespaces: Vec::new(),
+        stale_only: false,
+    };
+    match fire.action {
+        ScheduleAction::Reconcile => {}
+        ScheduleAction::Restart => {
+            req.kind = OperationKind::Restart;
+            req.stale_only = true;
+        }
+        ScheduleAction::Upgrade => {
+            req.kind = OperationKind::Upgrade;
+            let Some(to) = upgrade_target(daemon, &fire.cluster, fire.track).await else {
+                return;
+            };
+            req.to = Some(to);
+        }
+        ScheduleAction::Switchover => {
+            tracing::warn!(cluster = %fire.cluster, schedule = %fire.schedule, "switchover is not available in this build; nothing was run");
+            return;
+        }
+    }
+    if let Err(e) = daemon.submit_as(req, &trigger) {
+        tracing::warn!(cluster = %fire.cluster, schedule = %fire.schedule, error = %e, "the scheduled operation was not queued");
+    }
+}
+
+/// The version a scheduled upgrade goes to: the spec's, or with `track: patch` the newest
+/// patch of its minor that the chart repository's index lists.
+async fn upgrade_target(daemon: &Daemon, cluster: &str, track: Option<Track>) -> Option<String> {
+    let (_, repo) = daemon.revision()?;
+    let istio = repo.resolve(cluster).ok()?.body.istio?;
+    if track != Some(Track::Patch) {
+        return Some(istio.version);
+    }
+    let pinned = semver::Version::parse(&istio.version).ok()?;
+    match track::newest_patch_in_repo(&istio.repo, &pinned).await {
+        Ok(Some(v)) => Some(v.to_string()),
+        Ok(None) => Some(istio.version),
+        Err(e) => {
+            tracing::warn!(%cluster, error = %crate::engine::chain(&e), "could not read the chart repository's index; no upgrade");
+            None
+        }
+    }
+}
