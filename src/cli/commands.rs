@@ -13,9 +13,15 @@ pub(super) fn up(
             .into_iter()
             .unzip();
     opts.origins = origins;
+    let rt = runtime()?;
+    if let Some(daemon) = remote::daemon(args, &rt) {
+        let mut req = remote::request(&spec.name, crate::daemon::model::OperationKind::Up);
+        req.adopt = opts.adopt;
+        return remote::run(args, &rt, &daemon, req);
+    }
     let rep = reporter(args);
     let cx = context(args, rep.events());
-    let result = runtime()?.block_on(async {
+    let result = rt.block_on(async {
         watch_interrupts(&cx);
         crate::ops::up::converge(&cx, spec, &applied, &opts).await
     });

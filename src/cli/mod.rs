@@ -2,6 +2,7 @@
 
 mod commands;
 mod inspect;
+mod remote;
 pub mod output;
 mod upgrade;
 
@@ -63,6 +64,9 @@ pub struct Args {
     /// Print only errors.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Run `up`, `upgrade` and `restart` here even when a daemon serves the state directory.
+    #[arg(long, global = true, env = "PADDOCK_NO_DAEMON")]
+    pub no_daemon: bool,
     /// Also print the commands paddock runs; repeated, more diagnostics on stderr (-vv debug,
     /// -vvv trace). `RUST_LOG` overrides the diagnostics filter.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]

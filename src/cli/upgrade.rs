@@ -8,9 +8,16 @@ pub(super) fn restart(
     opts: crate::ops::restart::Options,
 ) -> Result<(), Failure> {
     let name = cluster_name(args, cluster)?;
+    let rt = runtime()?;
+    if let Some(daemon) = remote::daemon(args, &rt) {
+        let mut req = remote::request(&name, crate::daemon::model::OperationKind::Restart);
+        req.namespaces.clone_from(&opts.namespaces);
+        req.stale_only = opts.stale_only;
+        return remote::run(args, &rt, &daemon, req);
+    }
     let rep = reporter(args);
     let cx = context(args, rep.events());
-    let result = runtime()?.block_on(async {
+    let result = rt.block_on(async {
         watch_interrupts(&cx);
         crate::ops::restart::execute(&cx, &name, &opts).await
     });
@@ -74,9 +81,23 @@ pub(super) fn upgrade(
     req: crate::ops::upgrade::Request,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
+    let rt = runtime()?;
+    if !req.dry_run
+        && let Some(daemon) = remote::daemon(args, &rt)
+    {
+        let mut r = remote::request(&spec.name, crate::daemon::model::OperationKind::Upgrade);
+        r.to.clone_from(&req.to);
+        r.strategy = req.strategy.map(|s| match s {
+            crate::plan::upgrade::Strategy::Canary => "canary".to_string(),
+            crate::plan::upgrade::Strategy::InPlace => "in-place".to_string(),
+        });
+        r.pause_after.clone_from(&req.pause_after);
+        r.grace_secs = req.grace_secs;
+        return remote::run(args, &rt, &daemon, r);
+    }
     let rep = reporter(args);
     let cx = context(args, rep.events());
-    let result = runtime()?.block_on(async {
+    let result = rt.block_on(async {
         watch_interrupts(&cx);
         crate::ops::upgrade::execute(&cx, spec, &req).await
     });

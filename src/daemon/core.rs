@@ -428,6 +428,20 @@ impl Daemon {
         req: &OperationRequest,
         cancel: CancellationToken,
     ) -> Vec<Outcome> {
+        // A folder is read again as the operation starts: an edit made just before asking is
+        // not missed while the watcher waits for the folder to settle.
+        if self.settings.source.0 == "folder" {
+            let rev = Revision {
+                root: PathBuf::from(&self.settings.source.1),
+                commit: None,
+            };
+            if let Err(errors) = self.take_revision(rev) {
+                return vec![failed(format!(
+                    "the repository's specs are not valid; nothing was changed:\n{}",
+                    errors.join("\n")
+                ))];
+            }
+        }
         let Some((rev, repo)) = self.revision() else {
             return vec![failed("the daemon has no valid specs".into())];
         };
@@ -445,6 +459,7 @@ impl Daemon {
                 let (origins, applied): (Vec<String>, Vec<Value>) = loaded.into_iter().unzip();
                 let opts = ops::up::UpOptions {
                     origins,
+                    adopt: req.adopt,
                     ..ops::up::UpOptions::default()
                 };
                 let r = ops::up::converge(&cx, &spec, &applied, &opts).await;
@@ -525,6 +540,7 @@ fn up_request(cluster: &str) -> OperationRequest {
         grace_secs: None,
         namespaces: Vec::new(),
         stale_only: false,
+        adopt: false,
     }
 }
 
@@ -562,6 +578,9 @@ fn check_request(req: &OperationRequest) -> Result<(), SubmitError> {
         return Err(SubmitError::Invalid(
             "to, strategy, pauseAfter and graceSecs are for upgrade operations".into(),
         ));
+    }
+    if req.adopt && req.kind != OperationKind::Up {
+        return Err(SubmitError::Invalid("adopt is for up operations".into()));
     }
     if (req.stale_only || !req.namespaces.is_empty()) && req.kind != OperationKind::Restart {
         return Err(SubmitError::Invalid(

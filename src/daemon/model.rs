@@ -93,6 +93,9 @@ pub struct OperationRequest {
     /// `restart`: only workloads with a stale proxy.
     #[serde(default)]
     pub stale_only: bool,
+    /// `up`: manage a cluster paddock did not create.
+    #[serde(default)]
+    pub adopt: bool,
 }
 
 /// Where an operation is.

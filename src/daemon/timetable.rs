@@ -167,6 +167,7 @@ async fn start(daemon: &Daemon, fire: &Fire) {
         grace_secs: None,
         namespaces: Vec::new(),
         stale_only: false,
+        adopt: false,
     };
     match fire.action {
         ScheduleAction::Reconcile => {}
