@@ -5,5 +5,7 @@
 //!
 //! Uses: `ops`, `engine`, `plan`, `spec`, `drivers`; never `cli`.
 
+pub mod api;
 pub mod backend;
+pub mod metrics;
 pub mod model;
