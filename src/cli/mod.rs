@@ -2,8 +2,8 @@
 
 mod commands;
 mod inspect;
-mod remote;
 pub mod output;
+mod remote;
 mod upgrade;
 
 use commands::{doctor, down, status, up};

@@ -62,7 +62,10 @@ pub(super) fn run(
 }
 
 /// An operation request for `cluster` of `kind`, the rest empty.
-pub(super) fn request(cluster: &str, kind: crate::daemon::model::OperationKind) -> OperationRequest {
+pub(super) fn request(
+    cluster: &str,
+    kind: crate::daemon::model::OperationKind,
+) -> OperationRequest {
     OperationRequest {
         cluster: cluster.to_string(),
         kind,

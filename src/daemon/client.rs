@@ -88,7 +88,11 @@ impl Client {
 
     /// Follow operation `id`: each event (in the NDJSON schema) to `seen`, until its `end`
     /// event, whose outcomes are returned.
-    pub async fn follow(&self, id: &str, mut seen: impl FnMut(&Value)) -> Result<Vec<Outcome>, Error> {
+    pub async fn follow(
+        &self,
+        id: &str,
+        mut seen: impl FnMut(&Value),
+    ) -> Result<Vec<Outcome>, Error> {
         let stream = connect(&self.socket).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -107,7 +111,12 @@ impl Client {
             .map_err(|source| self.http(source))?;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             return Err(Error::Refused {
                 status,
                 message: error_text(&body),

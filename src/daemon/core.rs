@@ -99,6 +99,7 @@ fn rfc3339(t: jiff::Timestamp) -> String {
 impl Daemon {
     pub fn new(settings: Settings, clock: Arc<dyn Clock>) -> Arc<Self> {
         let started_at = rfc3339(clock.now());
+        let metrics = super::metrics::Metrics::new(clock.now().as_second());
         let (events, _) = broadcast::channel(4096);
         Arc::new_cyclic(|me| Daemon {
             me: me.clone(),
@@ -111,7 +112,7 @@ impl Daemon {
             queues: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            metrics: super::metrics::Metrics::new(),
+            metrics,
         })
     }
 
@@ -153,7 +154,8 @@ impl Daemon {
                 st.clusters.retain(|name, _| names.contains(name));
                 st.rejected = None;
                 if let Some(commit) = &rev.commit {
-                    self.metrics.source_commit(commit, self.clock.now());
+                    self.metrics
+                        .set_source_commit(commit, self.clock.now().as_second());
                 }
                 tracing::info!(source = %rev.label(), "specs taken");
                 st.revision = Some((rev, repo));
@@ -349,8 +351,7 @@ impl Daemon {
             o.view.started_at = Some(now);
         });
         self.set_cluster_state(&req.cluster, "reconciling");
-        self.metrics
-            .operation_started(kind_name(req.kind), &req.cluster);
+        self.metrics.operation_started(req.kind, &req.cluster);
         let took = tokio::time::Instant::now();
         let outcomes = self.execute(&id, &req, cancel.clone()).await;
         let ok = outcomes.iter().all(Outcome::ok);
@@ -359,12 +360,8 @@ impl Daemon {
             (false, true) => OperationState::Cancelled,
             (false, false) => OperationState::Failed,
         };
-        self.metrics.operation_finished(
-            kind_name(req.kind),
-            &req.cluster,
-            state_name(state),
-            took.elapsed(),
-        );
+        self.metrics
+            .operation_finished(req.kind, &req.cluster, state, took.elapsed());
         if req.kind == OperationKind::Up {
             self.set_cluster_state(&req.cluster, if ok { "in-sync" } else { "failed" });
             if ok {
@@ -395,7 +392,7 @@ impl Daemon {
     }
 
     fn set_drift(&self, cluster: &str, drift: Vec<String>) {
-        self.metrics.drift(cluster, drift.len());
+        self.metrics.set_drift(cluster, Some(drift.len()));
         if let Some(c) = self.state().clusters.get_mut(cluster) {
             c.drift = drift;
         }
@@ -594,24 +591,6 @@ fn check_request(req: &OperationRequest) -> Result<(), SubmitError> {
     Ok(())
 }
 
-fn kind_name(k: OperationKind) -> &'static str {
-    match k {
-        OperationKind::Up => "up",
-        OperationKind::Upgrade => "upgrade",
-        OperationKind::Restart => "restart",
-    }
-}
-
-fn state_name(s: OperationState) -> &'static str {
-    match s {
-        OperationState::Queued => "queued",
-        OperationState::Running => "running",
-        OperationState::Succeeded => "succeeded",
-        OperationState::Failed => "failed",
-        OperationState::Cancelled => "cancelled",
-    }
-}
-
 /// An operation's events, to its API streams and the daemon's log.
 struct OpSink {
     daemon: Weak<Daemon>,
@@ -625,7 +604,7 @@ impl Sink for OpSink {
             return;
         };
         if let Event::StepDone { step, took } = event {
-            d.metrics.step(step, *took);
+            d.metrics.step_finished(step, *took);
         }
         let at_ms = self.started.elapsed().as_millis() as u64;
         tracing::info!(target: "paddock::daemon", op = %self.id, event = %event.to_json(at_ms));

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod instance;
@@ -15,5 +16,4 @@ pub mod model;
 pub mod schedule;
 pub mod serve;
 pub mod source;
-pub mod client;
 pub mod timetable;

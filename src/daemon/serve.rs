@@ -93,10 +93,10 @@ pub async fn run(start: Start, clock: Arc<dyn Clock>) -> Result<(), Error> {
         api_stop.clone(),
     ));
     if let Some(addr) = cfg.metrics_address {
-        let l = tokio::net::TcpListener::bind(addr)
+        let l = super::metrics::bind_metrics(addr)
             .await
             .map_err(|source| Error::Metrics { addr, source })?;
-        tokio::spawn(super::api::serve_metrics(
+        tokio::spawn(super::metrics::serve_metrics_on(
             l,
             daemon.clone(),
             api_stop.clone(),

@@ -59,7 +59,10 @@ impl Timetable {
                 .map(|s| s.body.schedules)
                 .unwrap_or_default();
             let stored = self.decided.get(cluster).cloned().unwrap_or_default();
-            if let Err(e) = self.scheduler.set_cluster(cluster, &schedules, &stored, now) {
+            if let Err(e) = self
+                .scheduler
+                .set_cluster(cluster, &schedules, &stored, now)
+            {
                 tracing::warn!(%cluster, error = %e, "schedules not served");
             }
         }
@@ -104,7 +107,10 @@ impl Timetable {
             return;
         };
         let tmp = self.store.with_extension("json.tmp");
-        if std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.store)).is_err() {
+        if std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &self.store))
+            .is_err()
+        {
             tracing::warn!(file = %self.store.display(), "could not keep the schedules' last instants");
         }
     }
@@ -136,7 +142,9 @@ impl Timetable {
                     },
                 );
             }
-            daemon.metrics.next_schedule(&u.cluster, &u.schedule, at);
+            daemon
+                .metrics
+                .set_next_schedule(&u.cluster, &u.schedule, Some(at.as_second()));
         }
         for cluster in daemon.cluster_names() {
             daemon.set_next_schedule(&cluster, next.remove(&cluster));
