@@ -317,3 +317,84 @@ fn a_daemon_killed_mid_upgrade_continues_it_when_it_starts_again() {
         "{h:#}"
     );
 }
+
+/// The lines of a JSON run without the times: the events and the result, to compare a run in
+/// the daemon with one here.
+fn shape(out: &std::process::Output) -> Vec<String> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] != "note")
+        .map(|mut v| {
+            for k in [
+                "at_ms",
+                "ms",
+                "wallMs",
+                "criticalPathMs",
+                "sumMs",
+                "steps",
+                "op",
+            ] {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove(k);
+                }
+            }
+            v.to_string()
+        })
+        .collect()
+}
+
+/// With a daemon serving the state directory, `up`, `upgrade` and `restart` run in it: the
+/// same events, result and exit code as running here (`--no-daemon`), on success and on
+/// failure.
+#[test]
+fn the_cli_runs_operations_in_the_daemon_with_the_same_output_and_exit_codes() {
+    let w = World::new(false);
+    std::fs::remove_file(w.repo.path().join("clusters/dev.yaml")).expect("remove dev");
+    std::fs::write(w.repo.path().join("paddock.yaml"), "defaultCluster: ci\n").expect("write");
+    // Report mode: the daemon changes nothing by itself, so every change below is asked for.
+    let mut d = Daemon::start(&w, &["--mode", "report"]);
+    let first = w.paddock(&["up", "ci", "-o", "json"]);
+    let text = format!("{}{}", stdout(&first), support::stderr(&first));
+    assert!(first.status.success(), "{text}");
+    assert!(text.contains("running in the daemon (pid"), "{text}");
+    assert_eq!(support::result(&first)["ok"], true, "{text}");
+    let ops = d.operations();
+    assert!(
+        ops.iter()
+            .any(|o| o["kind"] == "up" && o["trigger"] == "api" && o["state"] == "succeeded"),
+        "the daemon ran it: {ops:#?}"
+    );
+    let remote = w.paddock(&["up", "ci", "-o", "json"]);
+    let local = w.paddock(&["up", "ci", "-o", "json", "--no-daemon"]);
+    assert_eq!(remote.status.code(), local.status.code());
+    assert!(!stdout(&local).contains("running in the daemon"));
+    assert_eq!(
+        shape(&remote),
+        shape(&local),
+        "an up to date cluster reads the same"
+    );
+    assert_eq!(support::result(&remote)["upToDate"], true);
+
+    // A failure: ci is on Istio 1.30.3 already; preflight refuses, nothing changes.
+    let args = ["upgrade", "ci", "--to", "1.30.3", "-o", "json"];
+    let remote = w.paddock(&args);
+    let local = w.paddock(&[&args[..], &["--no-daemon"]].concat());
+    assert!(!remote.status.success(), "{}", support::stderr(&remote));
+    assert_eq!(remote.status.code(), local.status.code(), "same exit code");
+    let error = |o: &std::process::Output| {
+        support::stderr(o)
+            .lines()
+            .filter(|l| l.starts_with("error:") || l.trim_start().starts_with("what to do:"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(error(&remote), error(&local), "same error");
+    assert_eq!(shape(&remote), shape(&local));
+
+    let restart = w.paddock(&["restart", "ci", "--stale-only", "-o", "json"]);
+    assert!(restart.status.success(), "{}", support::stderr(&restart));
+    assert!(stdout(&restart).contains("running in the daemon"));
+    let (status, log) = d.stop();
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+}
