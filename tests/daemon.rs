@@ -215,12 +215,33 @@ fn a_second_daemon_refuses_and_the_socket_is_private() {
     assert!(!d.socket.exists(), "the socket is removed on exit");
 }
 
-/// The daemon `kill -9`ed in the middle of an upgrade the spec asked for — its istiod helm
-/// working, the release `pending-install` — then started again: it continues the journal's
-/// unfinished upgrade (waiting for the helm the killed daemon left working), completes it and
-/// reconciles, with each effect once.
+/// How the daemon is stopped in the middle of an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// `kill -9`: its helm child goes on, orphaned.
+    Kill,
+    /// SIGTERM: it lets the running step finish, journals, and exits 0.
+    Term,
+}
+
+/// `kill -9` in the middle of an upgrade (see [`stopped_mid_upgrade`]).
 #[test]
 fn a_daemon_killed_mid_upgrade_continues_it_when_it_starts_again() {
+    stopped_mid_upgrade(Stop::Kill);
+}
+
+/// SIGTERM in the middle of an upgrade (see [`stopped_mid_upgrade`]).
+#[test]
+fn a_daemon_terminated_mid_upgrade_finishes_the_step_and_continues_at_start() {
+    stopped_mid_upgrade(Stop::Term);
+}
+
+/// The daemon stopped `how` in the middle of an upgrade the spec asked for — its istiod helm
+/// working, the release `pending-install` — then started again: it continues the journal's
+/// unfinished upgrade (after a kill, waiting for the helm the killed daemon left working;
+/// after SIGTERM, from the step after istiod, which it let finish), completes it and
+/// reconciles, with each effect once.
+fn stopped_mid_upgrade(how: Stop) {
     use paddock_sim::knobs::Knobs;
     use support::children::{helm_note, helm_runs};
     use support::mesh::{
@@ -259,13 +280,31 @@ fn a_daemon_killed_mid_upgrade_continues_it_when_it_starts_again() {
         },
     );
     let orphan = helm_note(&w, "mesh", &istiod).expect("helm");
-    let log = d.kill9();
-    assert!(orphan.alive(), "the killed daemon's helm goes on: {log}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while orphan.alive() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    match how {
+        Stop::Kill => {
+            let log = d.kill9();
+            assert!(orphan.alive(), "the killed daemon's helm goes on: {log}");
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while orphan.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            w.set_knobs(&Knobs::default());
+        }
+        Stop::Term => {
+            let (status, log) = d.stop();
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "SIGTERM: exit 0: {log}"
+            );
+            assert!(!orphan.alive(), "the daemon waited for its helm: {log}");
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("upgrade/istiod") && l.contains("\"status\":\"done\"")),
+                "the running step finished: {log}"
+            );
+            w.set_knobs(&Knobs::default());
+        }
     }
-    w.set_knobs(&Knobs::default());
 
     let mut d = Daemon::start(&w, &[]);
     d.wait_for(
@@ -395,6 +434,72 @@ fn the_cli_runs_operations_in_the_daemon_with_the_same_output_and_exit_codes() {
     let restart = w.paddock(&["restart", "ci", "--stale-only", "-o", "json"]);
     assert!(restart.status.success(), "{}", support::stderr(&restart));
     assert!(stdout(&restart).contains("running in the daemon"));
+    let (status, log) = d.stop();
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+}
+
+/// CPU time (user + system, clock ticks → ms) and resident memory (kB: now, peak) of `pid`.
+fn footprint(pid: u32) -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command: state is field 3; utime and stime are 14 and 15 (1-based).
+    let ticks: u64 =
+        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    let hz = 100; // USER_HZ on Linux
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (ticks * 1000 / hz, kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// The daemon at rest: three clusters in sync, nothing to do, for 60 s (`PADDOCK_IDLE_SECS`
+/// to change it). Prints its CPU time and memory; run with the release build:
+/// `cargo build --release && PADDOCK_TEST_BIN=target/release/paddock cargo test --test daemon
+/// idle -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: about 90 s; run it by name"]
+fn idle_daemon_with_three_clusters_cpu_and_memory() {
+    let w = World::new(false);
+    std::fs::write(
+        w.repo.path().join("clusters/third.yaml"),
+        "name: third\nprofile: minimal\n",
+    )
+    .expect("third cluster");
+    let mut d = Daemon::start(&w, &["--poll-interval", "60s"]);
+    d.wait_for("three clusters in sync", Duration::from_secs(400), |d| {
+        ["dev", "ci", "third"]
+            .iter()
+            .all(|c| d.cluster(c)["state"] == "in-sync")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let secs: u64 = std::env::var("PADDOCK_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let (cpu0, _, _) = footprint(d.pid);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let (cpu1, rss, peak) = footprint(d.pid);
+    let wall = t.elapsed();
+    let cpu = cpu1 - cpu0;
+    println!(
+        "idle daemon, 3 clusters, {:.0} s: CPU {cpu} ms ({:.3}% of one core), RSS {} kB now ({:.1} MB), peak {} kB ({:.1} MB)",
+        wall.as_secs_f64(),
+        cpu as f64 / wall.as_millis() as f64 * 100.0,
+        rss,
+        rss as f64 / 1024.0,
+        peak,
+        peak as f64 / 1024.0
+    );
     let (status, log) = d.stop();
     assert!(status.is_some_and(|s| s.success()), "{log}");
 }

@@ -304,7 +304,10 @@ impl World {
     }
 
     pub fn paddock_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_paddock"));
+        // PADDOCK_TEST_BIN: another build to run (measurements use the release build).
+        let bin = std::env::var_os("PADDOCK_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_paddock").into());
+        let mut c = Command::new(bin);
         c.arg("-C").arg(self.repo.path()).args(args);
         self.env(&mut c);
         c.stdin(Stdio::null());
