@@ -205,7 +205,7 @@ async fn a_client_of_another_user_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_10_mb_body_gets_413_and_the_daemon_carries_on() {
+async fn a_10_mb_body_gets_413_a_huge_head_431_and_the_daemon_carries_on() {
     let d = Daemon::start();
     let big = vec![b'a'; 10 * 1024 * 1024];
     let mut declared = format!("POST /v1/operations HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
@@ -233,6 +233,22 @@ async fn a_10_mb_body_gets_413_and_the_daemon_carries_on() {
             "{text}"
         );
     }
+    // A route that reads no body answers, and the connection closes: the body is not read.
+    let mut ignored = format!(
+        "POST /v1/operations/op-1/cancel HTTP/1.1\r\nHost: d\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    ignored.extend_from_slice(&big);
+    let answer = raw(&d.socket, &ignored, false, Duration::from_secs(5)).await;
+    assert_eq!(answer.status(), Some(409), "{answer:?}");
+    // A head over 64 KiB.
+    let head = format!(
+        "GET /v1/health HTTP/1.1\r\nHost: d\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(100 * 1024)
+    );
+    let answer = raw(&d.socket, head.as_bytes(), false, Duration::from_secs(5)).await;
+    assert_eq!(answer.status(), Some(431), "{answer:?}");
     d.assert_healthy().await;
     d.stop().await;
 }
