@@ -377,6 +377,7 @@ async fn unknown_paths_and_methods_get_json_404_and_405() {
     }
     let r = call(&d.socket, "DELETE", "/v1/health", &[], vec![]).await;
     assert_eq!(r.error(), "method DELETE is not allowed on /v1/health");
+    assert_eq!(r.header("allow"), Some("GET,HEAD"));
     d.stop().await;
 }
 
