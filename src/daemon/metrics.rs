@@ -316,6 +316,35 @@ fn step_label(step: &str) -> String {
     first[..end].to_string()
 }
 
+/// The Prometheus text format (version 0.0.4) of an OpenMetrics text page such as
+/// [`Metrics::encode`] writes: a counter family is named with its `_total` suffix (as its
+/// samples are), and the `# UNIT` and `# EOF` lines, which that format lacks, are left out.
+/// Text already in that format passes unchanged.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            (counters.contains(name) && !name.ends_with("_total"))
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match described {
+            Some(l) => out.push_str(l.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Serve `GET /metrics` (the backend's [`Backend::metrics`]) on a loopback TCP address until
 /// `shutdown`. Any other address is refused: the metrics name clusters and commits, and the
 /// endpoint has no authentication.
@@ -382,6 +411,32 @@ mod tests {
             text.contains("paddock_source_commit_taken_timestamp_seconds 20"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_prometheus_text_names_counters_with_their_suffix_and_has_no_openmetrics_lines() {
+        let m = Metrics::new(7);
+        m.operation_started(OperationKind::Up, "dev");
+        let text = prometheus_text(&m.encode());
+        assert!(
+            text.contains(
+                "# HELP paddock_operations_started_total Operations started, by kind and cluster.\n\
+                 # TYPE paddock_operations_started_total counter\n\
+                 paddock_operations_started_total{kind=\"up\",cluster=\"dev\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# TYPE paddock_start_time_seconds gauge\npaddock_start_time_seconds 7\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        assert_eq!(prometheus_text(&text), text);
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //! deadline (408). Backend methods are called on the async threads, so they must answer from
 //! memory, quickly.
 //!
-//! Shutdown: when the token is cancelled the listener closes, event streams end, requests in
-//! flight get [`Limits::shutdown_grace`] to finish, and the socket file is removed.
+//! Shutdown: when the token is cancelled the listener closes, event streams end, and requests
+//! in flight get [`Limits::shutdown_grace`] to finish before their connections are cut. The
+//! socket file stays (its bound name is the staging path, so the listener cannot tell where it
+//! was moved); the next [`bind`] replaces it, as nothing answers on it.
 
 mod events;
 mod routes;

@@ -187,8 +187,8 @@ async fn cancel(ctx: Ctx, id: Result<Path<String>, PathRejection>) -> Result<Res
     }
 }
 
-/// The media type of the Prometheus text format; what `/metrics` answers unless the scraper
-/// asks for OpenMetrics.
+/// The media type of the Prometheus text format: what `/metrics` answers unless the scraper
+/// asks for OpenMetrics, which is what the backend's page is.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -198,14 +198,18 @@ async fn metrics(ctx: Ctx, headers: HeaderMap) -> Response {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    let content_type = if openmetrics {
-        OPENMETRICS_TEXT
+    let page = ctx.backend.metrics();
+    let (content_type, page) = if openmetrics {
+        (OPENMETRICS_TEXT, page)
     } else {
-        PROMETHEUS_TEXT
+        (
+            PROMETHEUS_TEXT,
+            crate::daemon::metrics::prometheus_text(&page),
+        )
     };
     (
         [(CONTENT_TYPE, HeaderValue::from_static(content_type))],
-        ctx.backend.metrics(),
+        page,
     )
         .into_response()
 }

@@ -34,6 +34,7 @@ pub(crate) async fn run<L>(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
+        .max_header_size(limits.max_head_bytes)
         .max_buf_size(limits.max_head_bytes.max(8192));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
