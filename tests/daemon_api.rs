@@ -71,7 +71,7 @@ fn operation(id: &str, state: OperationState) -> OperationView {
         submitted_at: "2026-05-01T10:00:00Z".into(),
         started_at: None,
         finished_at: None,
-        outcome: None,
+        outcomes: Vec::new(),
     }
 }
 
@@ -85,7 +85,7 @@ fn step(op: &str, name: &str, status: &str) -> StreamEvent {
 fn end(op: &str, ok: bool) -> StreamEvent {
     StreamEvent {
         operation: op.into(),
-        event: json!({"event": "end", "ok": ok, "exitCode": if ok { 0 } else { 1 }}),
+        event: json!({"event": "end", "state": if ok { "succeeded" } else { "failed" }, "outcomes": []}),
     }
 }
 
@@ -113,13 +113,11 @@ impl TestBackend {
         done.source = Some("4b825dc".into());
         done.started_at = Some("2026-05-01T10:00:01Z".into());
         done.finished_at = Some("2026-05-01T10:00:09Z".into());
-        done.outcome = Some(Outcome {
-            ok: true,
-            summary: "dev is up to date".into(),
-            result: json!({"upToDate": true, "stepsRun": 0}),
-            hint: None,
-            exit_code: 0,
-        });
+        done.outcomes = vec![Outcome {
+            summary: Some("dev is up to date".into()),
+            result: Some(json!({"upToDate": true, "stepsRun": 0})),
+            error: None,
+        }];
         let mut running = operation("op-2", OperationState::Running);
         running.trigger = "schedule:nightly".into();
         running.started_at = Some("2026-05-01T11:00:00Z".into());

@@ -56,7 +56,7 @@ async fn health_clusters_and_operations_answer_as_documented() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["outcome"]["exitCode"], 0);
+    assert_eq!(r.json()["outcomes"][0]["error"], serde_json::Value::Null);
     let r = checked(
         &d,
         "GET",
@@ -481,6 +481,7 @@ fn the_model_types_match_their_schemas() {
                 grace_secs: Some(5),
                 namespaces: vec!["a".into()],
                 stale_only: true,
+                adopt: false,
             })
             .expect("json"),
         ),
