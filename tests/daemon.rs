@@ -3,6 +3,8 @@
 //! directory, its socket's mode, and a daemon killed in the middle of an upgrade that
 //! continues it when it starts again.
 
+#[path = "support/api.rs"]
+mod api_support;
 mod support;
 
 use std::path::Path;
@@ -69,6 +71,31 @@ fn git_world() -> (World, tempfile::TempDir) {
         &["remote", "add", "origin", &origin.display().to_string()],
     );
     (w, git_dir)
+}
+
+/// What the daemon answers conforms to the OpenAPI description (docs/api/openapi.yaml):
+/// health, every cluster and every operation.
+fn assert_documented(d: &Daemon) {
+    let api = api_support::openapi();
+    let (_, health) = d.get("/v1/health").expect("health");
+    let mut checked = vec![("Health", health)];
+    let (_, clusters) = d.get("/v1/clusters").expect("clusters");
+    checked.extend(
+        clusters
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| ("ClusterView", c.clone())),
+    );
+    checked.extend(d.operations().into_iter().map(|o| ("OperationView", o)));
+    for (schema, value) in checked {
+        let errors: Vec<String> = api
+            .schema(schema)
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{schema}: {errors:?}\n{value:#}");
+    }
 }
 
 fn op_from(d: &Daemon, commit: &str) -> Option<Value> {
@@ -357,10 +384,10 @@ fn stopped_mid_upgrade(how: Stop) {
     );
 }
 
-/// The lines of a JSON run without the times: the events and the result, to compare a run in
-/// the daemon with one here.
+/// The lines of a JSON run without the times, sorted (concurrent steps end in any order): the
+/// events and the result, to compare a run in the daemon with one here.
 fn shape(out: &std::process::Output) -> Vec<String> {
-    stdout(out)
+    let mut lines: Vec<String> = stdout(out)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["event"] != "note")
@@ -380,7 +407,9 @@ fn shape(out: &std::process::Output) -> Vec<String> {
             }
             v.to_string()
         })
-        .collect()
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// With a daemon serving the state directory, `up`, `upgrade` and `restart` run in it: the
@@ -434,6 +463,23 @@ fn the_cli_runs_operations_in_the_daemon_with_the_same_output_and_exit_codes() {
     let restart = w.paddock(&["restart", "ci", "--stale-only", "-o", "json"]);
     assert!(restart.status.success(), "{}", support::stderr(&restart));
     assert!(stdout(&restart).contains("running in the daemon"));
+
+    // Report mode: an edit of the spec is planned, not applied, and shown as drift.
+    w.edit("clusters/ci.yaml", |t| t + "  - name: drifted\n");
+    d.wait_for("the edit to show as drift", Duration::from_secs(60), |d| {
+        let c = d.cluster("ci");
+        c["state"] == "drifted"
+            && c["drift"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s == "kube.namespace/drifted"))
+    });
+    let (code, _) = api(&w, "ci", "GET", "/api/v1/namespaces/drifted", None);
+    assert_eq!(code, 404, "report mode changes nothing");
+    assert!(
+        d.operations().iter().all(|o| o["trigger"] == "api"),
+        "the daemon ran nothing by itself"
+    );
+    assert_documented(&d);
     let (status, log) = d.stop();
     assert!(status.is_some_and(|s| s.success()), "{log}");
 }

@@ -218,3 +218,108 @@ async fn upgrade_target(daemon: &Daemon, cluster: &str, track: Option<Track>) ->
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::daemon::backend::Backend;
+    use crate::daemon::config::Mode;
+    use crate::daemon::core::Settings;
+    use crate::daemon::source::Revision;
+    use crate::engine::clock::{Clock, ManualClock};
+
+    /// A copy of the shipped repository: `dev` reconciles at 03:00 UTC daily and restarts at
+    /// 04:30 on Saturdays.
+    fn repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for sub in ["profiles", "clusters", "addons", "manifests"] {
+            let to = dir.path().join(sub);
+            std::fs::create_dir_all(&to).expect("mkdir");
+            for e in std::fs::read_dir(root.join(sub)).expect("read").flatten() {
+                std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+            }
+        }
+        std::fs::copy(root.join("paddock.yaml"), dir.path().join("paddock.yaml")).expect("copy");
+        dir
+    }
+
+    fn daemon(state: &std::path::Path, clock: Arc<ManualClock>) -> Arc<Daemon> {
+        Daemon::new(
+            Settings {
+                state_dir: state.to_path_buf(),
+                // No k3d here: a queued operation fails at once, which is all this needs.
+                k3d: Some("/nonexistent/k3d".into()),
+                helm: Some("/nonexistent/helm".into()),
+                mode: Mode::Report,
+                source: ("git", "test".into()),
+                version: "test".into(),
+            },
+            clock,
+        )
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("a timestamp")
+    }
+
+    /// The daemon's schedules under a set clock: nothing before 03:00, the nightly reconcile
+    /// queued as `up` right after it, the next one shown, and after a restart (the instants
+    /// read back from the state directory) not queued again.
+    #[tokio::test]
+    async fn a_due_schedule_queues_its_operation_once_across_restarts() {
+        let (repo, state) = (repo(), tempfile::tempdir().expect("tempdir"));
+        let clock = Arc::new(ManualClock::new(at("2026-12-04T02:58:00Z")));
+        let d = daemon(state.path(), clock.clone());
+        let rev = Revision {
+            root: repo.path().to_path_buf(),
+            commit: Some("c1".into()),
+        };
+        d.take_revision(rev.clone()).expect("valid specs");
+        let mut t = Timetable::new(state.path(), clock.now());
+        t.take(&d, clock.now());
+        assert_eq!(
+            t.sleep_for(clock.now()),
+            Duration::from_secs(60),
+            "capped sleep"
+        );
+        let next = d
+            .cluster("dev")
+            .and_then(|c| c.next_schedule)
+            .expect("next");
+        assert_eq!(
+            (next.name.as_str(), next.action.as_str(), next.at.as_str()),
+            ("nightly-reconcile", "reconcile", "2026-12-04T03:00:00Z")
+        );
+        t.fire(&d, clock.now()).await;
+        assert!(d.operations().is_empty(), "nothing due at 02:58");
+
+        clock.set(at("2026-12-04T03:00:05Z"));
+        t.fire(&d, clock.now()).await;
+        let ops = d.operations();
+        assert_eq!(ops.len(), 1, "{ops:#?}");
+        assert_eq!(ops[0].trigger, "schedule:nightly-reconcile");
+        assert_eq!(ops[0].kind, OperationKind::Up);
+        assert_eq!(ops[0].cluster, "dev");
+        t.fire(&d, clock.now()).await;
+        assert_eq!(d.operations().len(), 1, "fired once");
+        d.shut_down().await;
+
+        // A restart a minute later: the 03:00 run is remembered, not run again.
+        clock.set(at("2026-12-04T03:01:00Z"));
+        let d = daemon(state.path(), clock.clone());
+        d.take_revision(rev).expect("valid specs");
+        let mut t = Timetable::new(state.path(), clock.now());
+        t.take(&d, clock.now());
+        t.fire(&d, clock.now()).await;
+        assert!(d.operations().is_empty(), "{:#?}", d.operations());
+        let next = d
+            .cluster("dev")
+            .and_then(|c| c.next_schedule)
+            .expect("next");
+        assert_eq!(next.at, "2026-12-05T03:00:00Z");
+        d.shut_down().await;
+    }
+}
