@@ -15,7 +15,10 @@ pub(super) fn up(
     opts.origins = origins;
     let rt = runtime()?;
     if let Some(daemon) = remote::daemon(args, &rt) {
-        let mut req = remote::request(&spec.name, crate::daemon::model::OperationKind::Up);
+        let mut req = crate::daemon::model::OperationRequest::new(
+            &spec.name,
+            crate::daemon::model::OperationKind::Up,
+        );
         req.adopt = opts.adopt;
         return remote::run(args, &rt, &daemon, req);
     }

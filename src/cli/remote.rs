@@ -60,21 +60,3 @@ pub(super) fn run(
     })?;
     finish(&rep, outcomes)
 }
-
-/// An operation request for `cluster` of `kind`, the rest empty.
-pub(super) fn request(
-    cluster: &str,
-    kind: crate::daemon::model::OperationKind,
-) -> OperationRequest {
-    OperationRequest {
-        cluster: cluster.to_string(),
-        kind,
-        to: None,
-        strategy: None,
-        pause_after: None,
-        grace_secs: None,
-        namespaces: Vec::new(),
-        stale_only: false,
-        adopt: false,
-    }
-}

@@ -10,7 +10,10 @@ pub(super) fn restart(
     let name = cluster_name(args, cluster)?;
     let rt = runtime()?;
     if let Some(daemon) = remote::daemon(args, &rt) {
-        let mut req = remote::request(&name, crate::daemon::model::OperationKind::Restart);
+        let mut req = crate::daemon::model::OperationRequest::new(
+            &name,
+            crate::daemon::model::OperationKind::Restart,
+        );
         req.namespaces.clone_from(&opts.namespaces);
         req.stale_only = opts.stale_only;
         return remote::run(args, &rt, &daemon, req);
@@ -85,7 +88,10 @@ pub(super) fn upgrade(
     if !req.dry_run
         && let Some(daemon) = remote::daemon(args, &rt)
     {
-        let mut r = remote::request(&spec.name, crate::daemon::model::OperationKind::Upgrade);
+        let mut r = crate::daemon::model::OperationRequest::new(
+            &spec.name,
+            crate::daemon::model::OperationKind::Upgrade,
+        );
         r.to.clone_from(&req.to);
         r.strategy = req.strategy.map(|s| match s {
             crate::plan::upgrade::Strategy::Canary => "canary".to_string(),

@@ -262,7 +262,8 @@ impl Daemon {
                     if self.queued(&cluster, OperationKind::Up) {
                         continue;
                     }
-                    let _ = self.submit_as(up_request(&cluster), trigger);
+                    let _ =
+                        self.submit_as(OperationRequest::new(&cluster, OperationKind::Up), trigger);
                 }
                 Mode::Report => {
                     if let Some(me) = self.me.upgrade() {
@@ -284,10 +285,7 @@ impl Daemon {
             };
             if let Ok(Some((op, _))) = journal.unfinished_upgrade() {
                 tracing::info!(%cluster, journal_op = %op, "continuing an unfinished upgrade");
-                let req = OperationRequest {
-                    kind: OperationKind::Upgrade,
-                    ..up_request(&cluster)
-                };
+                let req = OperationRequest::new(&cluster, OperationKind::Upgrade);
                 let _ = self.submit_as(req, "resume");
             }
         }
@@ -524,20 +522,6 @@ fn failed(message: String) -> Outcome {
             hint: None,
             exit: outcome::Exit::Failed,
         }),
-    }
-}
-
-fn up_request(cluster: &str) -> OperationRequest {
-    OperationRequest {
-        cluster: cluster.to_string(),
-        kind: OperationKind::Up,
-        to: None,
-        strategy: None,
-        pause_after: None,
-        grace_secs: None,
-        namespaces: Vec::new(),
-        stale_only: false,
-        adopt: false,
     }
 }
 

@@ -98,6 +98,23 @@ pub struct OperationRequest {
     pub adopt: bool,
 }
 
+impl OperationRequest {
+    /// An operation of `kind` on `cluster`, everything else as its defaults.
+    pub fn new(cluster: &str, kind: OperationKind) -> Self {
+        Self {
+            cluster: cluster.to_string(),
+            kind,
+            to: None,
+            strategy: None,
+            pause_after: None,
+            grace_secs: None,
+            namespaces: Vec::new(),
+            stale_only: false,
+            adopt: false,
+        }
+    }
+}
+
 /// Where an operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -166,17 +166,7 @@ fn report_missed(fire: &Fire) {
 /// Queue the operation a schedule's firing asks for.
 async fn start(daemon: &Daemon, fire: &Fire) {
     let trigger = format!("schedule:{}", fire.schedule);
-    let mut req = OperationRequest {
-        cluster: fire.cluster.clone(),
-        kind: OperationKind::Up,
-        to: None,
-        strategy: None,
-        pause_after: None,
-        grace_secs: None,
-        namespaces: Vec::new(),
-        stale_only: false,
-        adopt: false,
-    };
+    let mut req = OperationRequest::new(&fire.cluster, OperationKind::Up);
     match fire.action {
         ScheduleAction::Reconcile => {}
         ScheduleAction::Restart => {
