@@ -24,17 +24,17 @@ pub enum Mode {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Layer {
-    #[serde(skip_serializing_if = "Option::is_none", alias = "repo")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", alias = "poll_interval")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_interval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none", alias = "metrics_address")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<String>,
 }
 
@@ -83,14 +83,17 @@ const ORIGINS: &str = "flags, PADDOCK_* variables or paddock.yaml `serve:`";
 /// `PADDOCK_POLL_INTERVAL`, `PADDOCK_MODE`, `PADDOCK_SOCKET`, `PADDOCK_METRICS_ADDRESS`) and
 /// `flags`, in that order of precedence (later wins).
 pub fn load(file: &ServeSettings, flags: &Layer, state_dir: &Path) -> Result<Config, Error> {
-    let env = Env::prefixed("PADDOCK_").only(&[
-        "repo",
-        "branch",
-        "poll_interval",
-        "mode",
-        "socket",
-        "metrics_address",
-    ]);
+    // PADDOCK_POLL_INTERVAL → pollInterval, as the file and the flags spell it.
+    let env = Env::prefixed("PADDOCK_")
+        .only(&[
+            "repo",
+            "branch",
+            "poll_interval",
+            "mode",
+            "socket",
+            "metrics_address",
+        ])
+        .map(|key| camel(key.as_str()).into());
     let merged: Layer = Figment::new()
         .merge(Serialized::defaults(Layer::from(file)))
         .merge(env)
@@ -98,6 +101,23 @@ pub fn load(file: &ServeSettings, flags: &Layer, state_dir: &Path) -> Result<Con
         .extract()
         .map_err(|e| Error::Merge(Box::new(e)))?;
     check(merged, state_dir)
+}
+
+/// `poll_interval` → `pollInterval`.
+fn camel(key: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in key.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            c => out.extend(c.to_lowercase()),
+        }
+    }
+    out
 }
 
 fn invalid(field: &'static str, value: &str, reason: impl Into<String>) -> Error {

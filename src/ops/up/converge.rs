@@ -27,6 +27,8 @@ pub async fn converge(
     applied: &[Value],
     opts: &UpOptions,
 ) -> Result<Converged, Error> {
+    // Without its tools nothing can happen: say so before anything is written.
+    cx.tools.need_k3d()?;
     let journal = cx.journal(&spec.name)?;
     let mut upgraded = None;
     if spec.body.istio.is_some() && unfinished_upgrade(&journal)? {
