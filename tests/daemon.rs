@@ -337,7 +337,7 @@ fn stopped_mid_upgrade(how: Stop) {
     let mut d = Daemon::start(&w, &[]);
     d.wait_for(
         "the continued upgrade to succeed",
-        Duration::from_secs(240),
+        Duration::from_secs(120),
         |d| {
             d.operations().iter().any(|o| {
                 o["trigger"] == "resume" && o["kind"] == "upgrade" && o["state"] == "succeeded"
