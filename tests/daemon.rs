@@ -147,7 +147,9 @@ fn a_pushed_commit_reaches_the_cluster_and_a_bad_one_changes_nothing() {
         op_from(d, &second).is_some()
     });
     let taken_after = pushed.elapsed();
-    println!("the pushed commit's operation appeared {taken_after:?} after the push (poll interval {poll:?})");
+    println!(
+        "the pushed commit's operation appeared {taken_after:?} after the push (poll interval {poll:?})"
+    );
     assert!(
         taken_after <= poll + Duration::from_millis(1500),
         "taken {taken_after:?} after the push; the poll interval is {poll:?}"

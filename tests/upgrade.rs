@@ -516,7 +516,17 @@ fn paused_after_tags() -> (World, Vec<u8>, usize) {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let history = w.paddock(&["history", "mesh", "-o", "json"]);
     let h: Value = serde_json::from_slice(&history.stdout).expect("history json");
-    let ops = h["operations"].as_array().expect("operations");
+    // The `up` that made the cluster is journaled too; the upgrade is one operation.
+    let ops: Vec<&Value> = h["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .filter(|o| {
+            o["op"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("upgrade-"))
+        })
+        .collect();
     assert_eq!(ops.len(), 1, "{h}");
     let mut lines: Vec<String> = ops[0]["entries"]
         .as_array()
@@ -603,7 +613,16 @@ fn a_journal_cut_anywhere_in_its_last_record_resumes_correctly() {
         assert_all_on(&w, "1.30.3");
         let history = w.paddock(&["history", "mesh", "-o", "json"]);
         let h: Value = serde_json::from_slice(&history.stdout).expect("history json");
-        let ops = h["operations"].as_array().expect("operations");
+        let ops: Vec<&Value> = h["operations"]
+            .as_array()
+            .expect("operations")
+            .iter()
+            .filter(|o| {
+                o["op"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("upgrade-"))
+            })
+            .collect();
         assert_eq!(ops.len(), 1, "the same operation continued: {h}");
         assert!(
             ops[0]["entries"]
@@ -633,10 +652,16 @@ fn history_reads_the_journal_while_an_upgrade_records() {
         let history = w.paddock(&["history", "mesh", "-o", "json"]);
         assert!(history.status.success(), "{}", stderr(&history));
         let h: Value = serde_json::from_slice(&history.stdout).expect("whole history json");
+        // The upgrade's records (the `up` that made the cluster is journaled too).
         let n = h["operations"]
             .as_array()
             .expect("operations")
             .iter()
+            .filter(|op| {
+                op["op"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("upgrade-"))
+            })
             .map(|op| op["entries"].as_array().expect("entries").len())
             .sum();
         assert!(
@@ -661,7 +686,8 @@ fn history_reads_the_journal_while_an_upgrade_records() {
     let db = rusqlite::Connection::open(w.state.path().join("journal.db")).expect("journal.db");
     let row: (String, String, String, String, bool) = db
         .query_row(
-            "SELECT cluster, kind, status, source, finished_at IS NOT NULL FROM operations",
+            "SELECT cluster, kind, status, source, finished_at IS NOT NULL FROM operations \
+             WHERE kind = 'upgrade'",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
