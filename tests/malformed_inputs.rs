@@ -644,6 +644,42 @@ const CASES: &[Case] = &[
         message: "invalid cluster name",
         help: "at most 32 characters",
     },
+    Case {
+        name: "daemon mode that is neither apply nor report",
+        files: &[("paddock.yaml", "serve:\n  mode: yolo\n")],
+        file: "paddock.yaml",
+        line: 2,
+        field: "serve.mode",
+        message: "invalid mode `yolo`",
+        help: "use `apply`",
+    },
+    Case {
+        name: "daemon poll interval that is not a duration",
+        files: &[("paddock.yaml", "serve:\n  repo: /srv/clusters.git\n  pollInterval: often\n")],
+        file: "paddock.yaml",
+        line: 3,
+        field: "serve.pollInterval",
+        message: "invalid pollInterval `often`",
+        help: "at least 100ms",
+    },
+    Case {
+        name: "daemon metrics address off loopback",
+        files: &[("paddock.yaml", "serve:\n  metricsAddress: 0.0.0.0:9464\n")],
+        file: "paddock.yaml",
+        line: 2,
+        field: "serve.metricsAddress",
+        message: "invalid metricsAddress `0.0.0.0:9464`",
+        help: "loopback only",
+    },
+    Case {
+        name: "unknown daemon setting",
+        files: &[("paddock.yaml", "serve:\n  pollIntervall: 5m\n")],
+        file: "paddock.yaml",
+        line: 2,
+        field: "serve.pollIntervall",
+        message: "unknown field `pollIntervall`",
+        help: "pollInterval",
+    },
 ];
 
 fn find<'a>(problems: &'a [Diagnostic], case: &Case) -> Option<&'a Diagnostic> {

@@ -12,13 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::types::ServeSettings;
 
-/// Whether the daemon applies what `up` would change, or only reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    Apply,
-    Report,
-}
+pub use crate::spec::types::ServeMode as Mode;
 
 /// One layer of settings: every field optional (`None` leaves the layer below in force).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -130,65 +124,22 @@ fn invalid(field: &'static str, value: &str, reason: impl Into<String>) -> Error
 }
 
 fn check(l: Layer, state_dir: &Path) -> Result<Config, Error> {
+    use crate::spec::validate::serve;
     let poll = l.poll_interval.as_deref().unwrap_or("60s");
-    let poll_interval = crate::spec::validate::parse_duration(poll)
-        .ok()
-        .and_then(|d| Duration::try_from(d).ok())
-        .filter(|d| *d >= Duration::from_millis(100))
-        .ok_or_else(|| {
-            invalid(
-                "pollInterval",
-                poll,
-                "use a duration of at least 100ms, such as `30s` or `5m`",
-            )
-        })?;
-    let mode = match l.mode.as_deref().unwrap_or("apply") {
-        "apply" => Mode::Apply,
-        "report" => Mode::Report,
-        other => {
-            return Err(invalid(
-                "mode",
-                other,
-                "use `apply` (apply what `up` would change) or `report` (only report it as drift)",
-            ));
-        }
-    };
+    let poll_interval =
+        serve::poll_interval(poll).map_err(|help| invalid("pollInterval", poll, help))?;
+    let mode = l.mode.as_deref().unwrap_or("apply");
+    let mode = serve::mode(mode).map_err(|help| invalid("mode", mode, help))?;
     let metrics_address = match l.metrics_address.as_deref() {
         None | Some("") => None,
         Some(a) => {
-            let addr: SocketAddr = a.parse().map_err(|_| {
-                invalid(
-                    "metricsAddress",
-                    a,
-                    "use an address and port, such as `127.0.0.1:9464`",
-                )
-            })?;
-            if !addr.ip().is_loopback() {
-                return Err(invalid(
-                    "metricsAddress",
-                    a,
-                    "metrics are served on loopback only; use 127.0.0.1 or [::1]",
-                ));
-            }
-            Some(addr)
+            Some(serve::metrics_address(a).map_err(|help| invalid("metricsAddress", a, help))?)
         }
     };
     let branch = l.branch.unwrap_or_else(|| "main".into());
-    if branch.is_empty() || branch.starts_with('-') {
-        return Err(invalid(
-            "branch",
-            &branch,
-            "name a branch of the repository",
-        ));
-    }
-    if let Some(repo) = &l.repo
-        && (repo.is_empty() || repo.starts_with('-'))
-    {
-        return Err(invalid(
-            "repo",
-            repo,
-            "give the URL or path of a git repository",
-        ));
+    serve::not_an_option(&branch).map_err(|help| invalid("branch", &branch, help))?;
+    if let Some(repo) = &l.repo {
+        serve::not_an_option(repo).map_err(|help| invalid("repo", repo, help))?;
     }
     Ok(Config {
         repo: l.repo,

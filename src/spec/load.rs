@@ -84,7 +84,10 @@ pub fn load(root: &Path) -> Loaded {
         && let Some(doc) = read_doc(root, &config_path, &mut problems)
     {
         match typed::<RepoConfig>(&doc, &FieldPath::root(), &[]) {
-            Ok(c) => repo.config = c,
+            Ok(c) => {
+                super::validate::serve::settings(&doc, &c.serve, &mut problems);
+                repo.config = c;
+            }
             Err(d) => problems.push(d),
         }
     }

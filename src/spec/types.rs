@@ -416,6 +416,14 @@ pub struct ServeSettings {
     pub metrics_address: Option<String>,
 }
 
+/// Whether the daemon applies what `up` would change, or only reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServeMode {
+    Apply,
+    Report,
+}
+
 impl ServeSettings {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()

@@ -16,6 +16,7 @@ use crate::drivers::k3d;
 use crate::mesh::istio;
 
 mod schedules;
+pub mod serve;
 
 use schedules::schedules;
 pub use schedules::{parse_cron, parse_time_zone, parse_window};
