@@ -19,7 +19,7 @@ use paddock::daemon::api::{self, Limits};
 use paddock::daemon::backend::{Backend, CancelError, SubmitError};
 use paddock::daemon::metrics::Metrics;
 use paddock::daemon::model::{
-    ClusterView, Health, NextSchedule, OperationKind, OperationRequest, OperationState,
+    ClusterView, Health, MissedRuns, NextSchedule, OperationKind, OperationRequest, OperationState,
     OperationView, Outcome, Rejected, SourceView, StreamEvent,
 };
 use serde_json::{Value, json};
@@ -57,6 +57,7 @@ fn cluster(name: &str) -> ClusterView {
         drift: vec![],
         last_operation: None,
         next_schedule: None,
+        missed: vec![],
     }
 }
 
@@ -102,6 +103,11 @@ impl TestBackend {
             }),
         };
         ci.state = "drifted".into();
+        ci.missed = vec![MissedRuns {
+            schedule: "nightly".into(),
+            reason: "daemon-down".into(),
+            instants: vec!["2026-05-01T02:00:00Z".into()],
+        }];
         ci.drift = vec!["install addon kiali".into()];
         ci.last_operation = Some("op-1".into());
         ci.next_schedule = Some(NextSchedule {

@@ -655,7 +655,10 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "daemon poll interval that is not a duration",
-        files: &[("paddock.yaml", "serve:\n  repo: /srv/clusters.git\n  pollInterval: often\n")],
+        files: &[(
+            "paddock.yaml",
+            "serve:\n  repo: /srv/clusters.git\n  pollInterval: often\n",
+        )],
         file: "paddock.yaml",
         line: 3,
         field: "serve.pollInterval",

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::backend::{Backend, CancelError, SubmitError};
 use super::config::Mode;
 use super::model::{
-    ClusterView, Health, NextSchedule, OperationKind, OperationRequest, OperationState,
+    ClusterView, Health, MissedRuns, NextSchedule, OperationKind, OperationRequest, OperationState,
     OperationView, Rejected, SourceView, StreamEvent,
 };
 use super::source::Revision;
@@ -50,6 +50,7 @@ struct ClusterEntry {
     drift: Vec<String>,
     last_operation: Option<String>,
     next_schedule: Option<NextSchedule>,
+    missed: VecDeque<MissedRuns>,
 }
 
 #[derive(Debug)]
@@ -180,6 +181,16 @@ impl Daemon {
             .as_ref()
             .map(|(_, repo)| declared(repo))
             .unwrap_or_default()
+    }
+
+    /// Keep a report of runs a schedule missed (the newest 20 per cluster).
+    pub fn report_missed(&self, cluster: &str, missed: MissedRuns) {
+        if let Some(c) = self.state().clusters.get_mut(cluster) {
+            c.missed.push_back(missed);
+            while c.missed.len() > 20 {
+                c.missed.pop_front();
+            }
+        }
     }
 
     pub fn set_next_schedule(&self, cluster: &str, next: Option<NextSchedule>) {
@@ -627,6 +638,7 @@ impl Backend for Daemon {
                 drift: c.drift.clone(),
                 last_operation: c.last_operation.clone(),
                 next_schedule: c.next_schedule.clone(),
+                missed: c.missed.iter().cloned().collect(),
             })
             .collect()
     }

@@ -23,6 +23,20 @@ pub struct ClusterView {
     /// The next schedule to fire.
     #[serde(default)]
     pub next_schedule: Option<NextSchedule>,
+    /// Scheduled runs that did not run (the newest reports), oldest first.
+    #[serde(default)]
+    pub missed: Vec<MissedRuns>,
+}
+
+/// Instants of a schedule that passed without a run, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MissedRuns {
+    pub schedule: String,
+    /// `daemon-down` or `outside-window`.
+    pub reason: String,
+    /// RFC 3339.
+    pub instants: Vec<String>,
 }
 
 /// The spec source the daemon follows.

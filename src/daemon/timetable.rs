@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::core::Daemon;
-use super::model::{NextSchedule, OperationKind, OperationRequest};
+use super::model::{MissedRuns, NextSchedule, OperationKind, OperationRequest};
 use super::schedule::{Fire, MissReason, Scheduler, track};
 use crate::spec::types::{ScheduleAction, Track};
 
@@ -92,7 +92,7 @@ impl Timetable {
                     .or_default()
                     .insert(fire.schedule.clone(), at);
             }
-            report_missed(&fire);
+            report_missed(daemon, &fire);
             if let Some(run) = &fire.decision.run {
                 tracing::info!(cluster = %fire.cluster, schedule = %fire.schedule, instant = %run.instant, "schedule fired");
                 start(daemon, &fire).await;
@@ -152,14 +152,28 @@ impl Timetable {
     }
 }
 
-fn report_missed(fire: &Fire) {
+/// Say which runs a firing missed: in the log, and in the cluster's status (`missed`).
+fn report_missed(daemon: &Daemon, fire: &Fire) {
     for m in &fire.decision.missed {
-        let why = match m.reason {
-            MissReason::DaemonDown => "the daemon was not running (catchUp is off)",
-            MissReason::OutsideWindow => "it was later than the schedule's window allows",
+        let (reason, why) = match m.reason {
+            MissReason::DaemonDown => {
+                ("daemon-down", "the daemon was not running (catchUp is off)")
+            }
+            MissReason::OutsideWindow => (
+                "outside-window",
+                "it was later than the schedule's window allows",
+            ),
         };
         let instants: Vec<String> = m.instants.iter().map(Timestamp::to_string).collect();
         tracing::warn!(cluster = %fire.cluster, schedule = %fire.schedule, ?instants, "runs missed: {why}");
+        daemon.report_missed(
+            &fire.cluster,
+            MissedRuns {
+                schedule: fire.schedule.clone(),
+                reason: reason.to_string(),
+                instants,
+            },
+        );
     }
 }
 
@@ -300,16 +314,38 @@ mod tests {
         // A restart a minute later: the 03:00 run is remembered, not run again.
         clock.set(at("2026-12-04T03:01:00Z"));
         let d = daemon(state.path(), clock.clone());
-        d.take_revision(rev).expect("valid specs");
+        d.take_revision(rev.clone()).expect("valid specs");
         let mut t = Timetable::new(state.path(), clock.now());
         t.take(&d, clock.now());
         t.fire(&d, clock.now()).await;
         assert!(d.operations().is_empty(), "{:#?}", d.operations());
+        assert!(d.cluster("dev").is_some_and(|c| c.missed.is_empty()));
         let next = d
             .cluster("dev")
             .and_then(|c| c.next_schedule)
             .expect("next");
         assert_eq!(next.at, "2026-12-05T03:00:00Z");
+        d.shut_down().await;
+
+        // Down for two nights (no catchUp): the runs are reported in the cluster's status,
+        // not run.
+        clock.set(at("2026-12-06T03:30:00Z"));
+        let d = daemon(state.path(), clock.clone());
+        d.take_revision(rev).expect("valid specs");
+        let mut t = Timetable::new(state.path(), clock.now());
+        t.take(&d, clock.now());
+        t.fire(&d, clock.now()).await;
+        assert!(d.operations().is_empty(), "{:#?}", d.operations());
+        let missed = d.cluster("dev").map(|c| c.missed).unwrap_or_default();
+        assert_eq!(missed.len(), 1, "{missed:#?}");
+        assert_eq!(
+            (missed[0].schedule.as_str(), missed[0].reason.as_str()),
+            ("nightly-reconcile", "daemon-down")
+        );
+        assert_eq!(
+            missed[0].instants,
+            ["2026-12-05T03:00:00Z", "2026-12-06T03:00:00Z"]
+        );
         d.shut_down().await;
     }
 }
