@@ -208,6 +208,17 @@ fn a_pushed_commit_reaches_the_cluster_and_a_bad_one_changes_nothing() {
         "no operation from a bad commit"
     );
     assert!(op_from(&d, &bad).is_none());
+    assert_documented(&d);
+    // Checked-out trees: the commit in force and the newest; the first one is gone.
+    let mut trees: Vec<String> = std::fs::read_dir(w.state.path().join("source/trees"))
+        .expect("trees")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    trees.sort();
+    let mut want = vec![second.clone(), bad.clone()];
+    want.sort();
+    assert_eq!(trees, want, "the first commit's tree ({first}) is removed");
     let (status, log) = d.stop();
     assert!(
         status.is_some_and(|s| s.success()),

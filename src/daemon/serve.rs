@@ -134,7 +134,17 @@ fn watch_signals(stop: CancellationToken) -> Result<(), Error> {
 /// revision is in force.
 async fn take_newest(daemon: &Daemon, src: &Source) -> bool {
     match src.newest().await {
-        Ok(rev) => daemon.take_revision(rev).unwrap_or(false),
+        Ok(rev) => {
+            let newest = rev.commit.clone();
+            let taken = daemon.take_revision(rev).unwrap_or(false);
+            let in_force = daemon.revision().and_then(|(r, _)| r.commit);
+            let keep: Vec<&str> = [&newest, &in_force]
+                .into_iter()
+                .filter_map(|c| c.as_deref())
+                .collect();
+            src.prune(&keep).await;
+            taken
+        }
         Err(e) => {
             tracing::warn!(error = %crate::engine::chain(&e), "could not read the source; the specs in force stay");
             false

@@ -91,6 +91,34 @@ impl Source {
     }
 }
 
+impl Source {
+    /// Remove the checked-out trees of commits other than `keep` (the one in force and the
+    /// newest): operations read their specs when they start, so older trees are not in use.
+    pub async fn prune(&self, keep: &[&str]) {
+        let Source::Git { cache, .. } = self else {
+            return;
+        };
+        let repo = cache.join("repo");
+        let Ok(trees) = std::fs::read_dir(cache.join("trees")) else {
+            return;
+        };
+        let mut removed = false;
+        for tree in trees.flatten() {
+            let name = tree.file_name().to_string_lossy().into_owned();
+            if keep.contains(&name.as_str()) {
+                continue;
+            }
+            let path = tree.path().display().to_string();
+            let _ = exec(git(&repo).args(["worktree", "remove", "--force", &path])).await;
+            let _ = std::fs::remove_dir_all(tree.path());
+            removed = true;
+        }
+        if removed {
+            let _ = exec(git(&repo).args(["worktree", "prune"])).await;
+        }
+    }
+}
+
 fn git(repo: &Path) -> Cmd {
     Cmd::new("git").args(["-C".to_string(), repo.display().to_string()])
 }
