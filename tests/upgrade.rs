@@ -514,6 +514,15 @@ fn paused_after_tags() -> (World, Vec<u8>, usize) {
         "tags",
     ]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // Paused for a person's check: `up` leaves the cluster alone and says how to go on.
+    let up = w.paddock(&["up", "mesh"]);
+    assert_eq!(up.status.code(), Some(1), "{}", stderr(&up));
+    assert!(
+        stderr(&up).contains("is paused for a check")
+            && stderr(&up).contains("run `paddock upgrade mesh` to continue"),
+        "{}",
+        stderr(&up)
+    );
     let history = w.paddock(&["history", "mesh", "-o", "json"]);
     let h: Value = serde_json::from_slice(&history.stdout).expect("history json");
     // The `up` that made the cluster is journaled too; the upgrade is one operation.

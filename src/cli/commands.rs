@@ -14,7 +14,10 @@ pub(super) fn up(
             .unzip();
     opts.origins = origins;
     let rt = runtime()?;
-    if let Some(daemon) = remote::daemon(args, &rt) {
+    // The daemon runs with its own timeouts: a run that asks for others runs here.
+    if opts.verify_timeout == crate::ops::up::UpOptions::default().verify_timeout
+        && let Some(daemon) = remote::daemon(args, &rt)
+    {
         let mut req = crate::daemon::model::OperationRequest::new(
             &spec.name,
             crate::daemon::model::OperationKind::Up,

@@ -7,6 +7,11 @@ use super::*;
 use crate::daemon::client::Client;
 use crate::daemon::model::OperationRequest;
 
+/// The limits the daemon runs `upgrade` and `restart` with (the CLI's defaults); a command
+/// given others runs here.
+pub(super) const MAX_CONCURRENT: usize = 4;
+pub(super) const TIMEOUT_SECS: u64 = 300;
+
 /// The daemon serving this state directory, if one answers and `--no-daemon` was not given.
 pub(super) fn daemon(args: &Args, rt: &tokio::runtime::Runtime) -> Option<Client> {
     if args.no_daemon {
@@ -17,7 +22,26 @@ pub(super) fn daemon(args: &Args, rt: &tokio::runtime::Runtime) -> Option<Client
     let socket = crate::daemon::config::load(&file, &Default::default(), &tools.state_dir)
         .map(|c| c.socket)
         .unwrap_or_else(|_| tools.state_dir.join("paddock.sock"));
-    rt.block_on(Client::find(&socket))
+    let client = rt.block_on(Client::find(&socket))?;
+    // The daemon runs its own specs: only when they are this repository's is that the same as
+    // running here. Otherwise run here; the cluster locks keep the two apart.
+    let here = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    match rt.block_on(client.source()) {
+        Some((kind, location)) if kind == "folder" && std::path::Path::new(&location) == here => {
+            Some(client)
+        }
+        other => {
+            let follows = other.map_or("no valid specs".to_string(), |(k, l)| {
+                format!("the {k} {l}")
+            });
+            tracing::warn!(
+                "a daemon (pid {}) serves this state directory but follows {follows}, not {}; running here",
+                client.health.pid,
+                here.display()
+            );
+            None
+        }
+    }
 }
 
 /// Run `req` in the daemon behind `client`; Ctrl-C asks it to cancel (no further step
@@ -44,8 +68,13 @@ pub(super) fn run(
         let (canceller, id, said) = (client.clone(), view.id.clone(), events.clone());
         let interrupt = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                said.note("interrupted: the daemon finishes the steps already running");
+                said.note(
+                    "interrupted: the daemon finishes the steps already running (Ctrl-C again to stop following it)",
+                );
                 let _ = canceller.cancel(&id).await;
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
             }
         });
         let outcomes = client

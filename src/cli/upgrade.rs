@@ -9,7 +9,11 @@ pub(super) fn restart(
 ) -> Result<(), Failure> {
     let name = cluster_name(args, cluster)?;
     let rt = runtime()?;
-    if let Some(daemon) = remote::daemon(args, &rt) {
+    // The daemon runs with its own limits: a run that asks for others runs here.
+    if opts.max_concurrent == remote::MAX_CONCURRENT
+        && opts.timeout.as_secs() == remote::TIMEOUT_SECS
+        && let Some(daemon) = remote::daemon(args, &rt)
+    {
         let mut req = crate::daemon::model::OperationRequest::new(
             &name,
             crate::daemon::model::OperationKind::Restart,
@@ -86,6 +90,8 @@ pub(super) fn upgrade(
 ) -> Result<(), Failure> {
     let rt = runtime()?;
     if !req.dry_run
+        && req.max_concurrent == remote::MAX_CONCURRENT
+        && req.step_timeout.as_secs() == remote::TIMEOUT_SECS
         && let Some(daemon) = remote::daemon(args, &rt)
     {
         let mut r = crate::daemon::model::OperationRequest::new(

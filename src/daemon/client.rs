@@ -66,6 +66,20 @@ impl Client {
         })
     }
 
+    /// The daemon's source: (`folder` or `git`, where), from its clusters; `None` when it has
+    /// no valid specs (so no cluster) or does not say.
+    pub async fn source(&self) -> Option<(String, String)> {
+        let (status, body) = call(&self.socket, Method::GET, "/v1/clusters", None)
+            .await
+            .ok()?;
+        if status != StatusCode::OK {
+            return None;
+        }
+        let clusters: Vec<super::model::ClusterView> = serde_json::from_slice(&body).ok()?;
+        let c = clusters.into_iter().next()?;
+        Some((c.source.kind, c.source.location))
+    }
+
     /// Queue an operation.
     pub async fn submit(&self, req: &OperationRequest) -> Result<OperationView, Error> {
         let body = serde_json::to_vec(req).map_err(|e| Error::Garbled(e.to_string()))?;
@@ -123,16 +137,17 @@ impl Client {
             });
         }
         let mut body = resp.into_body();
-        let mut pending = String::new();
+        // Bytes until a whole message is in: a character may be split across frames.
+        let mut pending: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|source| self.http(source))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            pending.push_str(&String::from_utf8_lossy(&data));
-            while let Some(end) = pending.find("\n\n") {
-                let message: String = pending.drain(..end + 2).collect();
-                for line in message.lines() {
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                let message: Vec<u8> = pending.drain(..end + 2).collect();
+                for line in String::from_utf8_lossy(&message).lines() {
                     let Some(json) = line.strip_prefix("data:") else {
                         continue;
                     };

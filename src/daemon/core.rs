@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -77,8 +77,9 @@ pub struct Daemon {
     state: Mutex<State>,
     events: broadcast::Sender<StreamEvent>,
     next_id: AtomicU64,
-    /// One operation at a time per cluster; others wait their turn, queued.
-    queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One operation at a time per cluster, in the order they were submitted: the receiver
+    /// that ends when the last one submitted has ended.
+    queues: Mutex<HashMap<String, oneshot::Receiver<()>>>,
     /// Stops new operations; running ones finish their step.
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -243,16 +244,35 @@ impl Daemon {
                 cancel: self.shutdown.child_token(),
                 events: Vec::new(),
             });
+            // Only finished operations make room: a running one keeps its record (and its
+            // stream's end).
             while st.ops.len() > KEPT_OPERATIONS {
-                st.ops.pop_front();
+                let Some(i) = st.ops.iter().position(|o| o.view.finished_at.is_some()) else {
+                    break;
+                };
+                st.ops.remove(i);
             }
             view
         };
         tracing::info!(op = %id, cluster = %view.cluster, kind = ?view.kind, trigger, "operation queued");
+        // Its turn comes after the operation submitted before it on the same cluster.
+        let (done, turn) = self.take_turn(&view.cluster);
         if let Some(me) = self.me.upgrade() {
-            self.tasks.spawn(me.run(id));
+            self.tasks.spawn(me.run(id, turn, done));
         }
         Ok(view)
+    }
+
+    /// The turn of an operation on `cluster`: a receiver that ends when the operation
+    /// submitted before it has ended, and a sender to drop when this one has.
+    fn take_turn(&self, cluster: &str) -> (oneshot::Sender<()>, Option<oneshot::Receiver<()>>) {
+        let (done, next) = oneshot::channel();
+        let before = self
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cluster.to_string(), next);
+        (done, before)
     }
 
     /// Is an operation of `kind` on `cluster` queued and not started yet?
@@ -295,6 +315,11 @@ impl Daemon {
                 continue;
             };
             if let Ok(Some((op, _))) = journal.unfinished_upgrade() {
+                // A paused upgrade waits for the person who paused it.
+                if journal.status(&op).ok().flatten().as_deref() == Some("paused") {
+                    tracing::info!(%cluster, journal_op = %op, "an upgrade is paused for a check; not continued");
+                    continue;
+                }
                 tracing::info!(%cluster, journal_op = %op, "continuing an unfinished upgrade");
                 let req = OperationRequest::new(&cluster, OperationKind::Upgrade);
                 let _ = self.submit_as(req, "resume");
@@ -310,15 +335,6 @@ impl Daemon {
         self.tasks.wait().await;
     }
 
-    fn queue(&self, cluster: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.queues
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(cluster.to_string())
-            .or_default()
-            .clone()
-    }
-
     fn with_op<T>(&self, id: &str, f: impl FnOnce(&mut OpEntry) -> T) -> Option<T> {
         self.state().ops.iter_mut().find(|o| o.view.id == id).map(f)
     }
@@ -331,27 +347,42 @@ impl Daemon {
             event,
         };
         self.with_op(id, |o| {
-            if o.events.len() < KEPT_EVENTS {
+            // The end is always kept: a late reader's stream ends with it.
+            if o.events.len() < KEPT_EVENTS || ev.event["event"] == "end" {
                 o.events.push(ev.clone());
             }
             let _ = self.events.send(ev);
         });
     }
 
-    async fn run(self: Arc<Self>, id: String) {
+    /// Run operation `id` when its `turn` comes; drop `done` when it has ended, so the next
+    /// one on its cluster can start. Cancelled while it waits, it ends at once, and still
+    /// passes the turn on only after the operation before it.
+    async fn run(
+        self: Arc<Self>,
+        id: String,
+        turn: Option<oneshot::Receiver<()>>,
+        done: oneshot::Sender<()>,
+    ) {
         let Some((req, cancel)) = self.with_op(&id, |o| (o.req.clone(), o.cancel.clone())) else {
             return;
         };
-        let queue = self.queue(&req.cluster);
-        let _turn = tokio::select! {
-            turn = queue.lock() => turn,
-            _ = cancel.cancelled() => {
-                self.finish(&id, OperationState::Cancelled, Vec::new());
-                return;
+        let before = async {
+            if let Some(t) = turn {
+                let _ = t.await;
             }
         };
-        if cancel.is_cancelled() {
-            self.finish(&id, OperationState::Cancelled, Vec::new());
+        tokio::pin!(before);
+        let waited = tokio::select! {
+            () = &mut before => true,
+            () = cancel.cancelled() => false,
+        };
+        if !waited || cancel.is_cancelled() {
+            self.finish(&id, OperationState::Cancelled, vec![not_started(&id)]);
+            if !waited {
+                before.await;
+            }
+            drop(done);
             return;
         }
         let now = self.now();
@@ -380,6 +411,7 @@ impl Daemon {
             self.set_cluster_state(&req.cluster, if ok { "in-sync" } else { "failed" });
         }
         self.finish(&id, state, outcomes);
+        drop(done);
     }
 
     fn finish(&self, id: &str, state: OperationState, outcomes: Vec<Outcome>) {
@@ -522,6 +554,13 @@ fn declared(repo: &Repo) -> Vec<String> {
     } else {
         repo.clusters.keys().cloned().collect()
     }
+}
+
+/// How an operation cancelled before it started ended: a failure that says nothing changed.
+fn not_started(id: &str) -> Outcome {
+    failed(format!(
+        "operation {id} was cancelled before it started; nothing was changed"
+    ))
 }
 
 fn failed(message: String) -> Outcome {

@@ -106,14 +106,17 @@ pub async fn run(start: Start, clock: Arc<dyn Clock>) -> Result<(), Error> {
     take_newest(&daemon, &src).await;
     daemon.resume_unfinished();
     daemon.reconcile_all("source");
-    follow(&daemon, &src, cfg, &stop, &clock, &start.state_dir).await?;
+    let followed = follow(&daemon, &src, cfg, &stop, &clock, &start.state_dir).await;
+    if let Err(e) = &followed {
+        tracing::error!(error = %crate::engine::chain(e), "cannot follow the source; stopping");
+    }
     tracing::info!("stopping: running operations finish their current step");
     daemon.shut_down().await;
     api_stop.cancel();
     let _ = api.await;
     let _ = std::fs::remove_file(&cfg.socket);
     tracing::info!("daemon stopped");
-    Ok(())
+    followed
 }
 
 /// SIGTERM or SIGINT: stop.
@@ -126,6 +129,15 @@ fn watch_signals(stop: CancellationToken) -> Result<(), Error> {
             _ = int.recv() => {}
         }
         stop.cancel();
+        // A second signal: stop now, as a second Ctrl-C does for the CLI.
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!(
+            "stopped at once by a second signal; an unfinished upgrade continues at the next start"
+        );
+        std::process::exit(130);
     });
     Ok(())
 }

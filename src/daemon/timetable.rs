@@ -66,7 +66,13 @@ impl Timetable {
                 tracing::warn!(%cluster, error = %e, "schedules not served");
             }
         }
-        for (cluster, _) in self.decided.clone() {
+        let served: std::collections::BTreeSet<String> = self
+            .scheduler
+            .upcoming()
+            .into_iter()
+            .map(|u| u.cluster)
+            .collect();
+        for cluster in served {
             if !names.contains(&cluster) {
                 self.scheduler.remove_cluster(&cluster);
             }
@@ -85,20 +91,23 @@ impl Timetable {
         if fires.is_empty() {
             return;
         }
-        for fire in fires {
+        // Kept before anything starts: a crash in between must not run a schedule twice.
+        for fire in &fires {
             if let Some(at) = fire.decision.decided {
                 self.decided
                     .entry(fire.cluster.clone())
                     .or_default()
                     .insert(fire.schedule.clone(), at);
             }
+        }
+        self.save();
+        for fire in fires {
             report_missed(daemon, &fire);
             if let Some(run) = &fire.decision.run {
                 tracing::info!(cluster = %fire.cluster, schedule = %fire.schedule, instant = %run.instant, "schedule fired");
                 start(daemon, &fire).await;
             }
         }
-        self.save();
         self.show(daemon);
     }
 

@@ -628,6 +628,15 @@ impl Journal {
         }
     }
 
+    /// The status of operation `op` (`running`, `paused`, `done`…), `None` when unknown.
+    pub fn status(&self, op: &str) -> Result<Option<String>, Error> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT status FROM operations WHERE cluster = ?1 AND op = ?2")?
+                .query_row((&self.cluster, op), |r| r.get(0))
+                .optional()
+        })
+    }
+
     /// Where each operation's spec came from (`operations.source`): the repository's path or
     /// a commit.
     pub fn sources(&self) -> Result<std::collections::BTreeMap<String, String>, Error> {

@@ -31,7 +31,7 @@ pub async fn converge(
     cx.tools.need_k3d()?;
     let journal = cx.journal(&spec.name)?;
     let mut upgraded = None;
-    if spec.body.istio.is_some() && unfinished_upgrade(&journal)? {
+    if spec.body.istio.is_some() && unfinished_upgrade(&journal, &spec.name)? {
         upgraded = Some(upgrade_to(cx, spec, None).await?);
     }
     let op = cx.operation_id("up");
@@ -64,8 +64,22 @@ pub async fn converge(
     })
 }
 
-fn unfinished_upgrade(journal: &crate::engine::journal::Journal) -> Result<bool, Error> {
-    Ok(journal.unfinished_upgrade()?.is_some())
+/// Is there an upgrade to continue first? One paused for a person's check is theirs to
+/// continue: `up` refuses until they do.
+fn unfinished_upgrade(
+    journal: &crate::engine::journal::Journal,
+    cluster: &str,
+) -> Result<bool, Error> {
+    let Some((op, _)) = journal.unfinished_upgrade()? else {
+        return Ok(false);
+    };
+    if journal.status(&op)?.as_deref() == Some("paused") {
+        return Err(Error::UpgradePaused {
+            cluster: cluster.to_string(),
+            op,
+        });
+    }
+    Ok(true)
 }
 
 /// Upgrade (or, with `to` unset, continue the unfinished upgrade) with the defaults of a plain

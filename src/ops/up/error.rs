@@ -86,6 +86,11 @@ pub enum Error {
     Upgrade(Box<crate::ops::upgrade::Error>),
     #[error(transparent)]
     Journal(#[from] crate::engine::journal::Error),
+    /// An upgrade paused for a person's check: `up` leaves the cluster alone until it goes on.
+    #[error(
+        "the upgrade {op} of cluster {cluster} is paused for a check; `up` changes nothing until it is continued"
+    )]
+    UpgradePaused { cluster: String, op: String },
     #[error("failed to read the manifest {}", path.display())]
     Manifest {
         path: PathBuf,
@@ -118,6 +123,9 @@ impl Error {
             }
             Error::Step { cluster, .. } => Some(format!(
                 "nothing is lost: fix the cause and run `paddock up {cluster}` again to continue"
+            )),
+            Error::UpgradePaused { cluster, .. } => Some(format!(
+                "check the cluster, then run `paddock upgrade {cluster}` to continue the upgrade"
             )),
             Error::Interrupted { cluster } => {
                 Some(format!("run `paddock up {cluster}` again to continue"))
