@@ -257,6 +257,10 @@ struct Note {
     /// argv as started, to tell the process from a later one that reuses its pid.
     argv: Vec<String>,
     shown: String,
+    /// Written before the child starts: `pid` is then paddock's own, and a paddock killed
+    /// between starting the child and noting its pid leaves only this behind.
+    #[serde(default)]
+    starting: bool,
 }
 
 impl Children {
@@ -267,16 +271,27 @@ impl Children {
     /// Run a command to completion (blocking), noted while it runs.
     pub fn exec_blocking(&self, cmd: &Cmd) -> Result<Output, ExecError> {
         tracing::debug!(command = %cmd, "run");
-        let started = start(cmd)?;
+        let mut argv = vec![cmd.program.display().to_string()];
+        argv.extend(cmd.args.iter().cloned());
+        let intent = self.note_starting(cmd, &argv);
+        let started = start(cmd);
+        let started = match started {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(p) = intent {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e);
+            }
+        };
         let mut notes = Vec::new();
         if std::fs::create_dir_all(&self.dir).is_ok() {
-            let mut argv = vec![cmd.program.display().to_string()];
-            argv.extend(cmd.args.iter().cloned());
             for pid in started.pids() {
                 let note = Note {
                     pid,
                     argv: argv.clone(),
                     shown: cmd.to_string(),
+                    starting: false,
                 };
                 let path = self.dir.join(pid.to_string());
                 if let Ok(text) = serde_json::to_vec(&note)
@@ -286,11 +301,32 @@ impl Children {
                 }
             }
         }
+        if let Some(p) = intent {
+            let _ = std::fs::remove_file(p);
+        }
         let ended = started.wait(cmd);
         for n in notes {
             let _ = std::fs::remove_file(n);
         }
         finished(cmd, ended?)
+    }
+
+    /// Note, before the child starts, that this process is about to start `argv`.
+    fn note_starting(&self, cmd: &Cmd, argv: &[String]) -> Option<PathBuf> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        std::fs::create_dir_all(&self.dir).ok()?;
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = self
+            .dir
+            .join(format!("starting-{}-{n}", std::process::id()));
+        let note = Note {
+            pid: std::process::id(),
+            argv: argv.to_vec(),
+            shown: cmd.to_string(),
+            starting: true,
+        };
+        std::fs::write(&path, serde_json::to_vec(&note).ok()?).ok()?;
+        Some(path)
     }
 
     /// Wait for the processes an earlier, killed run left working (their notes are still
@@ -309,10 +345,25 @@ impl Children {
             let note: Option<Note> = std::fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            let Some(note) = note else {
+            let Some(mut note) = note else {
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
+            if note.starting {
+                // Its paddock still runs: not a leftover.
+                if note.pid != std::process::id() && alive(note.pid) {
+                    continue;
+                }
+                // Killed between starting the child and noting it: find the child by its
+                // command line.
+                match find_by_argv(&note.argv) {
+                    Some(pid) => note.pid = pid,
+                    None => {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                }
+            }
             if running(&note) {
                 said(&format!(
                     "`{}` (pid {}) from an interrupted run is still working; waiting for it to finish",
@@ -336,6 +387,30 @@ impl Children {
 }
 
 /// Is the noted process still running (the same program, not a process reusing its pid)?
+/// Does process `pid` exist (and not as a zombie)?
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A running process whose command line is `argv` (Linux; elsewhere none is found).
+fn find_by_argv(argv: &[String]) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let note = Note {
+            pid,
+            argv: argv.to_vec(),
+            shown: String::new(),
+            starting: false,
+        };
+        running(&note).then_some(pid)
+    })
+}
+
 fn running(note: &Note) -> bool {
     match std::fs::read(format!("/proc/{}/cmdline", note.pid)) {
         Ok(raw) => {
@@ -422,6 +497,56 @@ mod tests {
     #[test]
     fn output_larger_than_a_pipe_holds_is_read_back_whole() {
         assert_big_output(&exec_blocking(&big_output()).expect("runs"));
+    }
+
+    /// A paddock killed after starting a child but before noting its pid leaves only its
+    /// "starting" note: the next run finds the child by its command line and waits for it.
+    #[tokio::test]
+    async fn a_child_started_but_not_yet_noted_is_found_and_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new("sleep")
+            .arg("1.2")
+            .spawn()
+            .expect("sleep");
+        let mut gone = std::process::Command::new("true").spawn().expect("true");
+        let dead_parent = gone.id();
+        gone.wait().expect("true ends");
+        let note = Note {
+            pid: dead_parent,
+            argv: vec!["sleep".into(), "1.2".into()],
+            shown: "sleep 1.2".into(),
+            starting: true,
+        };
+        std::fs::write(
+            dir.path().join(format!("starting-{dead_parent}-0")),
+            serde_json::to_vec(&note).expect("json"),
+        )
+        .expect("note");
+        let said = std::sync::Mutex::new(Vec::new());
+        let t = std::time::Instant::now();
+        Children::new(dir.path())
+            .wait_for_leftovers(std::time::Duration::from_secs(10), |m| {
+                said.lock().expect("said").push(m.to_string())
+            })
+            .await
+            .expect("waited");
+        let waited = t.elapsed();
+        let _ = child.wait();
+        assert!(
+            waited >= std::time::Duration::from_millis(800),
+            "{waited:?}"
+        );
+        assert!(
+            said.lock()
+                .expect("said")
+                .iter()
+                .any(|m| m.contains("`sleep 1.2`")),
+            "{said:?}"
+        );
+        assert!(
+            std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
+            "note removed"
+        );
     }
 
     #[test]
