@@ -603,52 +603,6 @@ impl Journal {
         Ok(Some((op, params)))
     }
 
-    /// The newest upgrade (an operation `upgrade-*`) if it neither finished, failed nor was
-    /// rolled back: (id, params). Operations of other kinds recorded after it do not hide it.
-    pub fn unfinished_upgrade(&self) -> Result<Option<(String, Value)>, Error> {
-        let last: Option<(String, String, bool)> = self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT o.op, o.parameters, o.finished_at IS NULL \
-                 FROM events e JOIN operations o ON o.id = e.operation \
-                 WHERE o.cluster = ?1 AND e.event = 'op-started' AND o.op LIKE 'upgrade-%' \
-                 ORDER BY e.id DESC LIMIT 1",
-            )?
-            .query_row([&self.cluster], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()
-        })?;
-        match last {
-            Some((op, params, true)) => {
-                let params = serde_json::from_str(&params).map_err(|e| Error::Read {
-                    path: self.path.clone(),
-                    source: e.into(),
-                })?;
-                Ok(Some((op, params)))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// The status of operation `op` (`running`, `paused`, `done`…), `None` when unknown.
-    pub fn status(&self, op: &str) -> Result<Option<String>, Error> {
-        self.read(|conn| {
-            conn.prepare_cached("SELECT status FROM operations WHERE cluster = ?1 AND op = ?2")?
-                .query_row((&self.cluster, op), |r| r.get(0))
-                .optional()
-        })
-    }
-
-    /// Where each operation's spec came from (`operations.source`): the repository's path or
-    /// a commit.
-    pub fn sources(&self) -> Result<std::collections::BTreeMap<String, String>, Error> {
-        self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT op, source FROM operations WHERE cluster = ?1 AND source IS NOT NULL",
-            )?
-            .query_map([&self.cluster], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect()
-        })
-    }
-
     /// Steps of an operation that finished (and were not undone since).
     pub fn done_steps(&self, op: &str) -> Result<Vec<String>, Error> {
         let events: Vec<(String, String)> = self.read(|conn| {
@@ -671,21 +625,6 @@ impl Journal {
         Ok(done)
     }
 
-    /// The step of `op` that was started and neither finished, failed nor was undone: the one
-    /// running when the operation was interrupted.
-    pub fn interrupted_step(&self, op: &str) -> Result<Option<String>, Error> {
-        let last: Option<(String, String)> = self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT e.event, e.step FROM events e JOIN operations o ON o.id = e.operation \
-                 WHERE o.cluster = ?1 AND o.op = ?2 AND e.step IS NOT NULL \
-                 ORDER BY e.id DESC LIMIT 1",
-            )?
-            .query_row((&self.cluster, op), |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-        })?;
-        Ok(last.and_then(|(event, step)| (event == "step-started").then_some(step)))
-    }
-
     /// Operations, oldest first, each with its entries.
     pub fn operations(&self) -> Result<Vec<(String, Vec<Entry>)>, Error> {
         let mut ops: Vec<(String, Vec<Entry>)> = Vec::new();
@@ -698,6 +637,8 @@ impl Journal {
         Ok(ops)
     }
 }
+
+mod queries;
 
 #[cfg(test)]
 mod tests;
