@@ -125,6 +125,10 @@ fn helm_note(copy: &CiCopy, words: &[&str]) -> Option<Note> {
     let dir = copy.state.path().join("clusters/ci/running");
     std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
         let v: Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+        // A note that a child is about to start names paddock's pid, not the child's.
+        if v["starting"] == true {
+            return None;
+        }
         let argv: Vec<String> = v["argv"]
             .as_array()?
             .iter()
