@@ -66,6 +66,58 @@ pub(super) fn down(
     Ok(())
 }
 
+/// `kubeconfig`: the YAML, an `export` line, or a merge into the default kubeconfig.
+pub(super) fn kubeconfig(
+    args: &Args,
+    cluster: Option<&str>,
+    export: bool,
+    merge: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    use crate::ops::access;
+    let name = cluster_name(args, cluster)?;
+    let tools = toolchain(args);
+    let (path, text) = runtime()?
+        .block_on(access::fetch(&tools, &name))
+        .map_err(Failure::from)?;
+    let context = access::context_name(&name);
+    let merged = if merge {
+        let target = access::default_kubeconfig().ok_or_else(|| {
+            Failure::Other("no default kubeconfig: set KUBECONFIG or HOME".into())
+        })?;
+        let current = access::merge_into(&target, &text).map_err(|e| failed(&e))?;
+        Some((target, current))
+    } else {
+        None
+    };
+    if args.output == Output::Json {
+        let mut r = json!({"ok": true, "cluster": name, "kubeconfig": path, "context": context});
+        if let Some((target, current)) = &merged {
+            r["mergedInto"] = json!(target);
+            r["currentContextSet"] = json!(current);
+        }
+        writeln!(out, "{r}")?;
+    } else if export {
+        writeln!(out, "{}", access::export_line(&path))?;
+    } else if let Some((target, current)) = merged {
+        let then = if current {
+            "it is the current context now".to_string()
+        } else {
+            format!(
+                "use it with `kubectl --context {context}` or `kubectl config use-context {context}`"
+            )
+        };
+        writeln!(
+            out,
+            "merged context {context} into {}; {then}",
+            target.display()
+        )?;
+    } else {
+        write!(out, "{text}")?;
+    }
+    Ok(())
+}
+
 pub(super) fn status(
     args: &Args,
     cluster: Option<&str>,

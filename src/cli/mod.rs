@@ -6,7 +6,7 @@ pub mod output;
 mod remote;
 mod upgrade;
 
-use commands::{doctor, down, status, up};
+use commands::{doctor, down, kubeconfig, status, up};
 pub use inspect::plan_text;
 use inspect::{print_plan, print_render, validate};
 use upgrade::{history, restart, upgrade};
@@ -65,7 +65,8 @@ pub struct Args {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
     /// Run `up`, `upgrade` and `restart` here even when a daemon serves the state directory.
-    #[arg(long, global = true, env = "PADDOCK_NO_DAEMON")]
+    /// `PADDOCK_NO_DAEMON` takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, global = true, env = "PADDOCK_NO_DAEMON", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_daemon: bool,
     /// Also print the commands paddock runs; repeated, more diagnostics on stderr (-vv debug,
     /// -vvv trace). `RUST_LOG` overrides the diagnostics filter.
@@ -128,6 +129,17 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+    /// Print a running cluster's kubeconfig (as k3d writes it; kept under the state directory).
+    Kubeconfig {
+        cluster: Option<String>,
+        /// Print `export KUBECONFIG=PATH` for the kept file instead (`eval "$(paddock kubeconfig --export)"`).
+        #[arg(long, conflicts_with = "merge")]
+        export: bool,
+        /// Merge the cluster, user and context into the default kubeconfig (the first file in
+        /// KUBECONFIG, else ~/.kube/config), replacing entries of the same names.
+        #[arg(long)]
+        merge: bool,
     },
     /// Show nodes, revisions, tags, workloads and addons of a cluster.
     Status { cluster: Option<String> },
@@ -259,6 +271,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
             up(args, spec, opts)
         }),
         Command::Down { cluster, yes } => down(args, cluster.as_deref(), *yes, out),
+        Command::Kubeconfig {
+            cluster,
+            export,
+            merge,
+        } => kubeconfig(args, cluster.as_deref(), *export, *merge, out),
         Command::Status { cluster } => status(args, cluster.as_deref(), out),
         Command::Doctor => doctor(args, out),
         Command::Upgrade {

@@ -5,6 +5,7 @@
 //!
 //! Uses: `engine` (steps, journal, locks, events), `plan`, `mesh`, `spec`, `drivers`.
 
+pub mod access;
 mod context;
 pub mod doctor;
 pub mod outcome;

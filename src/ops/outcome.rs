@@ -142,12 +142,19 @@ fn converged(report: &up::UpReport) -> Outcome {
         .iter()
         .map(|(k, v)| (k.clone(), json!(v.as_millis() as u64)))
         .collect();
+    let a = &report.access;
+    let text = std::iter::once(summary)
+        .chain(a.lines())
+        .collect::<Vec<_>>()
+        .join("\n");
     Outcome::line(
-        summary,
+        text,
         json!({"ok": true, "cluster": report.cluster, "upToDate": report.up_to_date,
             "stepsRun": report.steps_run, "wallMs": s.wall.as_millis() as u64,
             "criticalPathMs": s.critical_path.as_millis() as u64, "sumMs": s.sum.as_millis() as u64,
-            "steps": steps, "notes": report.notes}),
+            "steps": steps, "notes": report.notes,
+            "kubeconfig": a.kubeconfig, "context": a.context, "urls": a.urls,
+            "versions": a.versions}),
     )
 }
 

@@ -59,6 +59,8 @@ pub struct UpReport {
     pub summary: steps::Summary,
     pub up_to_date: bool,
     pub notes: Vec<String>,
+    /// How to reach the cluster: kubeconfig, context, URLs, versions.
+    pub access: crate::ops::access::Access,
 }
 
 /// A connected view of an existing cluster.
@@ -331,7 +333,7 @@ pub async fn up(
     let started = tokio::time::Instant::now();
     let k3d = K3d::new(tools.need_k3d()?);
     let _lock = lock::acquire(&tools.state_dir, &spec.name, "up")?;
-    let kubeconfig = tools.cluster_dir(&spec.name).join("kubeconfig");
+    let kubeconfig = crate::ops::access::kubeconfig_path(tools, &spec.name);
     let kube_cell = OnceCell::new();
     let Observation {
         helm,
@@ -371,6 +373,7 @@ pub async fn up(
             summary: steps::Summary::default(),
             up_to_date: true,
             notes: plan.notes.clone(),
+            access: crate::ops::access::Access::of_spec(tools, spec),
         });
     }
     let (pending, deployed) = releases_by_status(&observed);
@@ -389,7 +392,8 @@ pub async fn up(
     });
     let outcome = steps::run(&plan, ctx).await;
     let observation = (observe_times, observe_path, started);
-    report(spec, outcome, observation, plan.notes.clone())
+    let access = crate::ops::access::Access::of_spec(tools, spec);
+    report(spec, outcome, observation, plan.notes.clone(), access)
 }
 
 /// The releases observed `pending-*` (left by an interrupted helm) and `deployed` (name,
@@ -431,6 +435,7 @@ fn report(
         tokio::time::Instant,
     ),
     notes: Vec<String>,
+    access: crate::ops::access::Access,
 ) -> Result<UpReport, Error> {
     match outcome {
         Outcome::Done(mut summary) => {
@@ -447,6 +452,7 @@ fn report(
                 summary,
                 up_to_date: false,
                 notes,
+                access,
             })
         }
         Outcome::Failed { step, error, .. } => Err(Error::Step {
