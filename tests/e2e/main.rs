@@ -91,6 +91,32 @@ fn ci_cluster_up_status_down_on_a_real_machine() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&probe.stdout), "200");
+    // The kubeconfig `up` names is the one `kubeconfig --export` exports, and kubectl reads it.
+    assert_eq!(result["urls"]["ingress"], "http://127.0.0.1:9080/");
+    let export = ok(
+        &paddock(&["kubeconfig", "ci", "--export"]),
+        "kubeconfig --export",
+    );
+    let path = result["kubeconfig"].as_str().expect("kubeconfig path");
+    assert_eq!(export.trim(), format!("export KUBECONFIG={path}"));
+    let nodes = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            path,
+            "--context",
+            "k3d-ci",
+            "get",
+            "nodes",
+            "-o",
+            "name",
+        ])
+        .output()
+        .expect("kubectl");
+    assert!(
+        nodes.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nodes.stderr)
+    );
     let again = ok(&paddock(&["up", "ci"]), "second up");
     assert!(again.contains("up to date"), "{again}");
     let status: Value =
