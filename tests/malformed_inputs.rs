@@ -683,6 +683,529 @@ const CASES: &[Case] = &[
         message: "unknown field `pollIntervall`",
         help: "pollInterval",
     },
+    Case {
+        name: "manifest: invalid YAML",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [a\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 4,
+        field: "",
+        message: "not valid YAML",
+        help: "fix the YAML syntax",
+    },
+    Case {
+        name: "manifest: a document that is a list",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\n- a\n- b\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 5,
+        field: "(document)",
+        message: "must be one object",
+        help: "one Kubernetes object per document",
+    },
+    Case {
+        name: "manifest: no apiVersion",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "kind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: app\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 1,
+        field: "(document)",
+        message: "has no `apiVersion`",
+        help: "add `apiVersion:`",
+    },
+    Case {
+        name: "manifest: malformed apiVersion",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: apps/v1/beta\nkind: Deployment\nmetadata: {name: web, namespace: app}\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 1,
+        field: "apiVersion",
+        message: "is not an apiVersion",
+        help: "GROUP/VERSION",
+    },
+    Case {
+        name: "manifest: no kind",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nmetadata:\n  name: cfg\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 1,
+        field: "(document)",
+        message: "has no `kind`",
+        help: "add `kind:`",
+    },
+    Case {
+        name: "manifest: kind not CamelCase",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: configmap\nmetadata: {name: cfg, namespace: app}\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 2,
+        field: "kind",
+        message: "is not a kind",
+        help: "CamelCase",
+    },
+    Case {
+        name: "manifest: no metadata.name",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: cfg-\n  namespace: app\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 3,
+        field: "metadata",
+        message: "has no `metadata.name`",
+        help: "generateName",
+    },
+    Case {
+        name: "manifest: invalid object name",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Web_Config\n  namespace: app\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 4,
+        field: "metadata.name",
+        message: "invalid name `Web_Config`",
+        help: "lowercase letters",
+    },
+    Case {
+        name: "manifest: Service name starting with a digit",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: 1web\n  namespace: app\nspec:\n  ports: [{port: 80}]\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 4,
+        field: "metadata.name",
+        message: "invalid name `1web` for a Service",
+        help: "start with a letter",
+    },
+    Case {
+        name: "manifest: namespace the cluster will not have",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: shop\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 5,
+        field: "metadata.namespace",
+        message: "namespace `shop`, which the cluster will not have",
+        help: "declare it in the cluster's `namespaces`",
+    },
+    Case {
+        name: "manifest: the same object twice across files",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n  - manifests/n.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: app\n",
+            ),
+            (
+                "manifests/n.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: app\n",
+            ),
+        ],
+        file: "manifests/n.yaml",
+        line: 4,
+        field: "metadata.name",
+        message: "ConfigMap/cfg is declared twice",
+        help: "manifests/m.yaml:1 declares it first",
+    },
+    Case {
+        name: "manifest: label key with a bad prefix",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: app\n  labels:\n    Example.COM/team: web\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 7,
+        field: "metadata.labels.Example.COM/team",
+        message: "is not a DNS subdomain",
+        help: "fix the key",
+    },
+    Case {
+        name: "manifest: label value that is a number",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: app\n  labels:\n    version: 2\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 7,
+        field: "metadata.labels.version",
+        message: "`version` must be a string",
+        help: "quote the value",
+    },
+    Case {
+        name: "manifest: label value with a space",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: app\n  labels:\n    team: web team\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 7,
+        field: "metadata.labels.team",
+        message: "label value `web team`",
+        help: "shorten or simplify",
+    },
+    Case {
+        name: "manifest: annotation value that is a number",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: app\n  annotations:\n    prometheus.io/port: 8080\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 7,
+        field: "metadata.annotations.prometheus.io/port",
+        message: "must be a string",
+        help: "quote the value",
+    },
+    Case {
+        name: "manifest: selector that does not match the template",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: app}\nspec:\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels: {app: webapp}\n    spec:\n      containers: [{name: web, image: web:1}]\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 7,
+        field: "spec.selector.matchLabels.app",
+        message: "does not match the template's labels",
+        help: "select its own pods",
+    },
+    Case {
+        name: "manifest: apps/v1 workload without a selector",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: app}\nspec:\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers: [{name: web, image: web:1}]\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 4,
+        field: "spec",
+        message: "has no `spec.selector`",
+        help: "selector.matchLabels",
+    },
+    Case {
+        name: "manifest: two containers with one name",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: app\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: web:1\n        - name: web\n          image: sidecar:1\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 16,
+        field: "spec.template.spec.containers[1].name",
+        message: "container name `web` is used twice",
+        help: "its own name",
+    },
+    Case {
+        name: "manifest: container without an image",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: app\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 14,
+        field: "spec.template.spec.containers[0]",
+        message: "has no `image`",
+        help: "add `image:`",
+    },
+    Case {
+        name: "manifest: image reference with capitals",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: app\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: web\n          image: Registry.example.com/Web:1\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 15,
+        field: "spec.template.spec.containers[0].image",
+        message: "must be lowercase",
+        help: "lowercase",
+    },
+    Case {
+        name: "manifest: invalid container name",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: app\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: Web_Server\n          image: web:1\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 14,
+        field: "spec.template.spec.containers[0].name",
+        message: "invalid container name",
+        help: "DNS labels",
+    },
+    Case {
+        name: "manifest: Service with unnamed ports",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: app}\nspec:\n  ports:\n    - port: 80\n    - port: 443\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 6,
+        field: "spec.ports[0]",
+        message: "must name each one",
+        help: "Istio also reads the protocol",
+    },
+    Case {
+        name: "manifest: Service port out of range",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: app}\nspec:\n  ports:\n    - name: http\n      port: 70000\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 7,
+        field: "spec.ports[0].port",
+        message: "from 1 to 65535",
+        help: "set `port:`",
+    },
+    Case {
+        name: "manifest: Service port names repeated",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: app}\nspec:\n  ports:\n    - {name: http, port: 80}\n    - {name: http, port: 8080}\n",
+            ),
+        ],
+        file: "manifests/m.yaml",
+        line: 7,
+        field: "spec.ports[1].name",
+        message: "port name `http` is used twice",
+        help: "its own name",
+    },
+    Case {
+        name: "workload manifest listed twice",
+        files: &[
+            (
+                "clusters/c.yaml",
+                "name: c\nprofile: p\nnamespaces:\n  - name: app\nworkloads:\n  - manifests/m.yaml\n  - manifests/m.yaml\n",
+            ),
+            (
+                "manifests/m.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
+            ),
+        ],
+        file: "clusters/c.yaml",
+        line: 7,
+        field: "workloads[1]",
+        message: "manifest `manifests/m.yaml` is listed twice",
+        help: "list each manifest file once",
+    },
+    Case {
+        name: "namespace label key that Kubernetes refuses",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nnamespaces:\n  - name: app\n    labels:\n      -team: web\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 6,
+        field: "namespaces[0].labels.-team",
+        message: "the name part must be",
+        help: "fix the label key",
+    },
+    Case {
+        name: "local image that is no image reference",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nimages:\n  - my app:dev\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "images[0]",
+        message: "is not an image reference",
+        help: "as `docker images` lists it",
+    },
+    Case {
+        name: "duplicate namespace",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nnamespaces:\n  - name: app\n  - name: app\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 5,
+        field: "namespaces[1].name",
+        message: "duplicate namespace `app`",
+        help: "list each namespace once",
+    },
+    Case {
+        name: "duplicate revision tag",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  tags: [stable, stable]\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 4,
+        field: "istio.tags[1]",
+        message: "duplicate tag `stable`",
+        help: "list each tag once",
+    },
+    Case {
+        name: "duplicate gateway",
+        files: &[(
+            "clusters/c.yaml",
+            "name: c\nprofile: p\nistio:\n  gateways:\n    - name: istio-ingress\n    - name: istio-ingress\n",
+        )],
+        file: "clusters/c.yaml",
+        line: 6,
+        field: "istio.gateways[1].name",
+        message: "duplicate gateway `istio-ingress`",
+        help: "must be unique",
+    },
+    Case {
+        name: "addon listed twice",
+        files: &[("clusters/c.yaml", "name: c\nprofile: p\naddons: [a, a]\n")],
+        file: "clusters/c.yaml",
+        line: 3,
+        field: "addons[1]",
+        message: "addon `a` is listed twice",
+        help: "list each addon once",
+    },
 ];
 
 fn find<'a>(problems: &'a [Diagnostic], case: &Case) -> Option<&'a Diagnostic> {

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod load;
+pub mod manifests;
 pub mod merge;
 pub mod schema;
 pub mod typed;

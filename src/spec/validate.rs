@@ -15,8 +15,11 @@ use super::yaml::{FieldPath, Located};
 use crate::drivers::k3d;
 use crate::mesh::istio;
 
+mod manifests;
 mod schedules;
 pub mod serve;
+pub mod syntax;
+mod values;
 
 use schedules::schedules;
 pub use schedules::{parse_cron, parse_time_zone, parse_window};
@@ -68,6 +71,8 @@ pub fn cluster(repo: &Repo, spec: &ClusterSpec, problems: &mut Vec<Diagnostic>) 
             );
         }
     }
+    manifests::check(repo, spec, problems);
+    values::check(spec, problems);
     schedules(body, doc, problems);
     let mut seen: BTreeMap<u16, FieldPath> = BTreeMap::new();
     for claim in k3d::host_port_claims(&body.k3d) {
