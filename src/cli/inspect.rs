@@ -8,6 +8,7 @@ pub(super) fn validate(args: &Args, paths: &[PathBuf], out: &mut dyn Write) -> R
         paths.iter().map(|p| target_of(p)).collect()
     };
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let mut counts = json!({ "profiles": 0, "clusters": 0, "addons": 0 });
     for (root, only) in &targets {
         if !root.exists() {
@@ -19,6 +20,7 @@ pub(super) fn validate(args: &Args, paths: &[PathBuf], out: &mut dyn Write) -> R
         }
         match spec::validate_repo(root) {
             Ok(repo) => {
+                warnings.extend(repo.warnings.iter().cloned());
                 for (key, n) in [
                     ("profiles", repo.profiles.len()),
                     ("clusters", repo.clusters.len()),
@@ -39,8 +41,15 @@ pub(super) fn validate(args: &Args, paths: &[PathBuf], out: &mut dyn Write) -> R
     if !problems.is_empty() {
         return Err(SpecErrors(problems).into());
     }
+    if !args.quiet || args.output == Output::Json {
+        print_warnings(&warnings);
+    }
     match args.output {
-        Output::Json => writeln!(out, "{}", json!({ "ok": true, "checked": counts }))?,
+        Output::Json => writeln!(
+            out,
+            "{}",
+            json!({ "ok": true, "checked": counts, "warnings": warnings })
+        )?,
         Output::Text => writeln!(
             out,
             "ok: {} profiles, {} clusters, {} addons are valid",

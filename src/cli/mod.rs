@@ -532,7 +532,17 @@ fn with_spec(
     let repo = spec::validate_repo(&args.dir)?;
     let name = repo.choose_cluster(cluster)?;
     let spec = repo.resolve(&name)?;
+    if !args.quiet {
+        print_warnings(&spec.warnings);
+    }
     f(&spec)
+}
+
+/// Warnings go to stderr, one `warning: FILE:LINE:COL: FIELD: …` each, whatever the output.
+fn print_warnings(warnings: &[spec::Diagnostic]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
 }
 
 fn yaml(value: &impl serde::Serialize) -> String {

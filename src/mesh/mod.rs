@@ -4,6 +4,7 @@
 //! reads; the injector's Helm values, which have no published types, through a small view of
 //! their own. `status`, `restart` and `upgrade` use them.
 
+pub mod analyze;
 pub mod istio;
 
 #[cfg(test)]

@@ -18,6 +18,29 @@ pub struct Diagnostic {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
+    /// An error refuses the input; a warning is reported and the command goes on.
+    pub severity: Severity,
+    /// `istioctl analyze`'s code for the same finding (`IST0101`), or paddock's own (`PAD…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Error,
+    Warning,
+}
+
+impl Severity {
+    pub fn word(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -27,6 +50,9 @@ impl fmt::Display for Diagnostic {
             "{}:{}:{}: {}: {}",
             self.file, self.line, self.column, self.field, self.message
         )?;
+        if let Some(code) = &self.code {
+            write!(f, " [{code}]")?;
+        }
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
         }
@@ -63,6 +89,8 @@ impl Diagnostic {
             field: path.to_string(),
             message: message.into(),
             help: None,
+            severity: Severity::Error,
+            code: None,
         }
     }
 
@@ -75,6 +103,8 @@ impl Diagnostic {
             field: FieldPath::root().to_string(),
             message: message.into(),
             help: None,
+            severity: Severity::Error,
+            code: None,
         }
     }
 
@@ -86,7 +116,20 @@ impl Diagnostic {
             field: FieldPath::root().to_string(),
             message: format!("invalid YAML: {}", err.message),
             help: Some("fix the YAML syntax at this position".to_string()),
+            severity: Severity::Error,
+            code: None,
         }
+    }
+
+    /// A warning: reported, and the command goes on.
+    pub fn warning(mut self) -> Self {
+        self.severity = Severity::Warning;
+        self
+    }
+
+    pub fn with_code(mut self, code: &str) -> Self {
+        self.code = Some(code.to_string());
+        self
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -105,7 +148,7 @@ impl fmt::Display for SpecErrors {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "error: {d}")?;
+            write!(f, "{}: {d}", d.severity.word())?;
         }
         Ok(())
     }

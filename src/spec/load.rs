@@ -62,6 +62,8 @@ pub struct Repo {
     pub profiles: BTreeMap<String, ProfileDoc>,
     pub clusters: BTreeMap<String, ClusterDoc>,
     pub addons: BTreeMap<String, AddonDoc>,
+    /// Warnings `validate_repo` found in its clusters (refusing nothing).
+    pub warnings: Vec<crate::spec::Diagnostic>,
 }
 
 /// The result of loading: what could be read, and every problem found on the way.

@@ -77,6 +77,7 @@ fn documents(text: &str) -> Vec<(u64, String)> {
 }
 
 /// Parse a manifest file's text into its objects; a syntax error is a diagnostic at its line.
+#[allow(clippy::result_large_err)] // one per bad file, built once
 pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, Diagnostic> {
     let mut out = Vec::new();
     for (index, (first, body)) in documents(text).into_iter().enumerate() {
@@ -96,6 +97,8 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, Diagnostic> {
             field: String::new(),
             message: format!("not valid YAML: {}", e.message),
             help: Some("fix the YAML syntax; `---` separates objects".into()),
+            severity: Default::default(),
+            code: None,
         })?;
         if doc.value.is_null() {
             continue;

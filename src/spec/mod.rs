@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-pub use error::{Diagnostic, SpecErrors};
+pub use error::{Diagnostic, Severity, SpecErrors};
 pub use load::{Repo, load};
 use merge::merge;
 use typed::typed;
@@ -34,6 +34,9 @@ pub struct ClusterSpec {
     /// The merged document, for positioning diagnostics.
     #[serde(skip)]
     pub doc: Located,
+    /// What validation found worth saying that does not refuse the spec.
+    #[serde(skip)]
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Repo {
@@ -87,18 +90,22 @@ impl Repo {
         )?;
         let mut problems = Vec::new();
         let addons = validate::addons_in_order(self, &body, &doc, &mut problems);
-        let spec = ClusterSpec {
+        let mut spec = ClusterSpec {
             name,
             profile,
             body,
             addons,
             doc,
+            warnings: Vec::new(),
         };
         validate::cluster(self, &spec, &mut problems);
-        if problems.is_empty() {
-            Ok(spec)
-        } else {
+        // Errors first, then warnings: all of them are reported when the spec is refused.
+        problems.sort_by_key(|d| d.severity);
+        if problems.iter().any(|d| d.severity == Severity::Error) {
             Err(SpecErrors(problems))
+        } else {
+            spec.warnings = problems;
+            Ok(spec)
         }
     }
 }
@@ -107,7 +114,8 @@ impl Repo {
 /// (host ports). Returns every problem found, deduplicated, in file order.
 pub fn validate_repo(root: &Path) -> Result<Repo, SpecErrors> {
     let loaded = load(root);
-    let repo = loaded.repo;
+    let mut repo = loaded.repo;
+    let mut warnings: Vec<Diagnostic> = Vec::new();
     let mut problems = loaded.problems;
     for addon in repo.addons.values() {
         validate::addon_file(addon, &mut problems);
@@ -126,7 +134,10 @@ pub fn validate_repo(root: &Path) -> Result<Repo, SpecErrors> {
     };
     for name in clusters {
         match repo.resolve(&name) {
-            Ok(spec) => specs.push(spec),
+            Ok(spec) => {
+                warnings.extend(spec.warnings.iter().cloned());
+                specs.push(spec)
+            }
             Err(e) => problems.extend(e.0),
         }
     }
@@ -149,6 +160,13 @@ pub fn validate_repo(root: &Path) -> Result<Repo, SpecErrors> {
             .or_insert(p);
     }
     if seen.is_empty() {
+        let mut unique = BTreeMap::new();
+        for w in warnings {
+            unique
+                .entry((w.file.clone(), w.line, w.column, w.message.clone()))
+                .or_insert(w);
+        }
+        repo.warnings = unique.into_values().collect();
         Ok(repo)
     } else {
         Err(SpecErrors(seen.into_values().collect()))

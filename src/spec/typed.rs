@@ -9,6 +9,7 @@ use super::yaml::{FieldPath, Located, Segment};
 
 /// Deserialize the value at `at` in `doc` as `T`. A missing value reads as an empty map.
 /// `extra_fields` are other names valid at that level (suggested for typos).
+#[allow(clippy::result_large_err)] // one per bad field, built once
 pub fn typed<T: DeserializeOwned>(
     doc: &Located,
     at: &FieldPath,

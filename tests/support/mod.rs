@@ -9,6 +9,7 @@
 
 pub mod children;
 pub mod daemon;
+pub mod istio_cases;
 pub mod mesh;
 
 use std::path::{Path, PathBuf};

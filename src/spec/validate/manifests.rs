@@ -48,6 +48,16 @@ fn at(m: &Manifest, path: &str, anchor: Anchor, message: impl Into<String>) -> D
 /// Read and check every workload manifest of a cluster. Files that do not exist are reported
 /// by the caller.
 pub fn check(repo: &Repo, spec: &ClusterSpec, problems: &mut Vec<Diagnostic>) {
+    // A profile checked on its own lacks the namespaces its clusters declare.
+    if spec.name.starts_with("profile-") {
+        return;
+    }
+    let objects = read(repo, spec, problems);
+    objects_and_routing(spec, &objects, problems);
+}
+
+/// Every object of the cluster's workload manifests, in order.
+pub fn read(repo: &Repo, spec: &ClusterSpec, problems: &mut Vec<Diagnostic>) -> Vec<Manifest> {
     let mut objects = Vec::new();
     let mut seen_files = BTreeSet::new();
     for file in &spec.body.workloads {
@@ -70,9 +80,18 @@ pub fn check(repo: &Repo, spec: &ClusterSpec, problems: &mut Vec<Diagnostic>) {
             Err(d) => problems.push(d),
         }
     }
-    let namespaces = namespaces(spec, &objects);
+    objects
+}
+
+/// The objects' own checks, then the analysis of their Istio routing.
+pub fn objects_and_routing(
+    spec: &ClusterSpec,
+    objects: &[Manifest],
+    problems: &mut Vec<Diagnostic>,
+) {
+    let namespaces = namespaces(spec, objects);
     let mut first: BTreeMap<(String, String, String, String), &Manifest> = BTreeMap::new();
-    for m in &objects {
+    for m in objects {
         if !object(m, problems) {
             continue;
         }
@@ -104,6 +123,9 @@ pub fn check(repo: &Repo, spec: &ClusterSpec, problems: &mut Vec<Diagnostic>) {
             Some("Service") => service_ports(m, problems),
             _ => {}
         }
+    }
+    if spec.body.istio.is_some() {
+        problems.extend(crate::mesh::analyze::analyze(spec, objects));
     }
 }
 
