@@ -40,6 +40,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub k3d: Option<PathBuf>,
     pub helm: Option<PathBuf>,
+    /// `--no-download`: operations never download k3d or helm.
+    pub no_download: bool,
     pub mode: Mode,
     /// `folder` or `git`, and where.
     pub source: (&'static str, String),
@@ -450,6 +452,16 @@ impl Daemon {
             &repo.config.tools,
             Some(&self.settings.state_dir),
         );
+        // Bad download variables surface when the operation provisions (see `execute`).
+        let downloads = crate::drivers::provision::Settings::resolve(
+            &repo.config.tools,
+            self.settings.no_download,
+            &crate::drivers::provision::process_env,
+        );
+        let tools = match downloads {
+            Ok(s) => tools.with_downloads(s),
+            Err(_) => tools,
+        };
         let sink = OpSink {
             daemon: self.me.clone(),
             id: id.to_string(),
@@ -489,7 +501,14 @@ impl Daemon {
             Ok(s) => s,
             Err(e) => return vec![failed(e.to_string())],
         };
-        let cx = self.context(id, &rev, &repo, cancel);
+        let mut cx = self.context(id, &rev, &repo, cancel);
+        if let Err(e) = ops::tools::prepare(&mut cx.tools, &cx.events).await {
+            return vec![failed(format!(
+                "{}\n  what to do: {}",
+                crate::engine::chain(&e),
+                e.what_to_do()
+            ))];
+        }
         match req.kind {
             OperationKind::Up => {
                 let loaded = match ops::up::load_manifests_from(&rev.root, &spec.body.workloads) {

@@ -17,6 +17,7 @@ use crate::mesh::istio;
 
 mod schedules;
 pub mod serve;
+pub mod tools;
 
 use schedules::schedules;
 pub use schedules::{parse_cron, parse_time_zone, parse_window};
