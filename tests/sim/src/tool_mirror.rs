@@ -28,6 +28,8 @@ pub enum Fault {
     NotFound,
     /// A few bytes, then nothing (the connection stays open).
     Stall,
+    /// The whole body, in ten pieces 150 ms apart (a download that takes a while).
+    Slow,
 }
 
 #[derive(Debug)]
@@ -223,6 +225,18 @@ async fn answer(
             socket.write_all(&body[..part]).await?;
             if fault == Fault::Stall {
                 tokio::time::sleep(Duration::from_secs(120)).await;
+            }
+            socket.shutdown().await
+        }
+        Fault::Slow => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            socket.write_all(head.as_bytes()).await?;
+            for piece in body.chunks(body.len().div_ceil(10).max(1)) {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                socket.write_all(piece).await?;
             }
             socket.shutdown().await
         }
