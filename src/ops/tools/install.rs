@@ -274,3 +274,40 @@ fn place(file: tempfile::NamedTempFile, dest: &Path) -> Result<(), Error> {
     file.persist(dest).map_err(|e| io(e.error))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::expected_sha256;
+
+    const A: &str = "06d8f25bc3a971c4eb29e0ff08429b180402db0f4dec838c9eac427e296800a0";
+    const B: &str = "5d3f22817d9e163ab6ed43572189dd49fe724d7a6948075b570067747eca8d3f";
+
+    #[test]
+    fn k3d_lists_build_paths_and_the_asset_is_matched_by_its_whole_name() {
+        let sums = format!("{B}  _dist/k3d-linux-amd64.exe\n{A}  _dist/k3d-linux-amd64\n");
+        assert_eq!(
+            expected_sha256(&sums, "k3d-linux-amd64").as_deref(),
+            Some(A)
+        );
+        assert_eq!(expected_sha256(&sums, "k3d-linux-arm64"), None);
+    }
+
+    #[test]
+    fn helm_lists_one_file_and_a_bare_sum_or_binary_mark_is_read() {
+        let name = "helm-v4.1.4-linux-amd64.tar.gz";
+        assert_eq!(
+            expected_sha256(&format!("{A}  {name}\n"), name).as_deref(),
+            Some(A)
+        );
+        assert_eq!(
+            expected_sha256(&format!("{A} *{name}\n"), name).as_deref(),
+            Some(A)
+        );
+        assert_eq!(
+            expected_sha256(&format!("{}\n", A.to_uppercase()), name).as_deref(),
+            Some(A)
+        );
+        assert_eq!(expected_sha256(&format!("{A}  other.tar.gz\n"), name), None);
+        assert_eq!(expected_sha256("not a sum  helm\n", name), None);
+    }
+}
