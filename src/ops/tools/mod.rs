@@ -62,6 +62,14 @@ pub async fn provision(
     need: &[Tool],
     events: &Events,
 ) -> Result<(), Error> {
+    // A tool given explicitly but absent fails the command as it is; nothing else is
+    // downloaded for a run that cannot go ahead.
+    if need
+        .iter()
+        .any(|&t| tools.explicit(t) && tools.path(t).is_none())
+    {
+        return Ok(());
+    }
     for &tool in need {
         if tools.explicit(tool) {
             continue;
