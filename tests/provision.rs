@@ -348,16 +348,33 @@ fn a_tool_given_explicitly_is_never_replaced_by_a_download() {
         "{}",
         stderr(&out)
     );
+    // Even one too old for paddock: what the user named is what runs.
+    let old = old_k3d(&m, "old-k3d");
+    let out = m
+        .paddock(&["status", "ci"])
+        .env("PADDOCK_K3D", &old)
+        .env("PADDOCK_HELM", m.path("fake-tool"))
+        .output()
+        .expect("runs");
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!text.contains("older than"), "{text}");
     assert_eq!(m.mirror.requests(), Vec::<String>::new(), "nothing fetched");
+    assert_eq!(installed(&m.cache()), Vec::<PathBuf>::new());
+}
+
+/// An executable k3d 4 at `name` in the fresh machine's directory.
+fn old_k3d(m: &Fresh, name: &str) -> PathBuf {
+    let old = m.path(name);
+    std::fs::write(&old, "#!/bin/sh\necho 'k3d version v4.4.8'\n").expect("write");
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    old
 }
 
 #[test]
 fn a_too_old_k3d_on_path_is_replaced_by_the_pinned_release() {
     let m = Fresh::new();
-    let old = m.path("bin/k3d");
-    std::fs::write(&old, "#!/bin/sh\necho 'k3d version v4.4.8'\n").expect("write");
-    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    let old = old_k3d(&m, "bin/k3d");
     let out = m.run(&["status", "ci"]);
     let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
