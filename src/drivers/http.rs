@@ -270,4 +270,4 @@ async fn body(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

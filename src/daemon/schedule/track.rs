@@ -114,7 +114,7 @@ pub async fn fetch(url: &str) -> Result<String, Error> {
 mod tests {
     use super::*;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
     const INDEX: &str = "\
@@ -189,14 +189,7 @@ generated: \"2026-05-01T00:00:00Z\"
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let request = http::tests::read_request(&mut socket).await;
                 let text = String::from_utf8_lossy(&request);
                 let _ = tx.send(text.lines().next().unwrap_or_default().to_string());
                 let response = format!(

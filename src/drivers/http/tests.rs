@@ -9,6 +9,19 @@ const LIMITS: Limits = Limits {
     redirects: 5,
 };
 
+/// Read a request's head (what tests' loopback servers answer).
+pub(crate) async fn read_request(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    request
+}
+
 /// Answer connection i with `responses[i]` (raw HTTP); a response with `hold` keeps the
 /// connection open afterwards without sending more (a stalled server). Returns the base URL.
 async fn serve(responses: Vec<(String, bool)>) -> String {
@@ -19,14 +32,7 @@ async fn serve(responses: Vec<(String, bool)>) -> String {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
+            read_request(&mut socket).await;
             let _ = socket.write_all(response.as_bytes()).await;
             if hold {
                 tokio::spawn(async move {

@@ -140,12 +140,7 @@ async fn lock(
         source,
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
+    let file = crate::engine::lock::open(&path).map_err(io)?;
     match file.try_lock() {
         Ok(()) => return Ok(file),
         Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
