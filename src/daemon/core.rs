@@ -443,6 +443,18 @@ impl Daemon {
         }
     }
 
+    /// Whether and what to download: the revision's `tools:`, the variables, `--no-download`.
+    fn downloads(
+        &self,
+        repo: &Repo,
+    ) -> Result<crate::drivers::provision::Settings, crate::drivers::provision::Error> {
+        crate::drivers::provision::Settings::resolve(
+            &repo.config.tools,
+            self.settings.no_download,
+            &crate::drivers::provision::process_env,
+        )
+    }
+
     /// The context an operation runs in: the revision's tools, a sink feeding the API, the
     /// daemon's clock, the operation's cancellation, the revision as its source.
     fn context(&self, id: &str, rev: &Revision, repo: &Repo, cancel: CancellationToken) -> Context {
@@ -452,13 +464,8 @@ impl Daemon {
             &repo.config.tools,
             Some(&self.settings.state_dir),
         );
-        // Bad download variables surface when the operation provisions (see `execute`).
-        let downloads = crate::drivers::provision::Settings::resolve(
-            &repo.config.tools,
-            self.settings.no_download,
-            &crate::drivers::provision::process_env,
-        );
-        let tools = match downloads {
+        // Cached tools count (drift checks); operations download what is missing (`execute`).
+        let tools = match self.downloads(repo) {
             Ok(s) => tools.with_downloads(s),
             Err(_) => tools,
         };
@@ -502,7 +509,8 @@ impl Daemon {
             Err(e) => return vec![failed(e.to_string())],
         };
         let mut cx = self.context(id, &rev, &repo, cancel);
-        if let Err(e) = ops::tools::prepare(&mut cx.tools, &cx.events).await {
+        let downloads = self.downloads(&repo);
+        if let Err(e) = ops::tools::prepare_with(&mut cx.tools, downloads, &cx.events).await {
             return vec![failed(format!(
                 "{}\n  what to do: {}",
                 crate::engine::chain(&e),

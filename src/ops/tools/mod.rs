@@ -145,3 +145,14 @@ pub async fn prepare(tools: &mut Toolchain, events: &Events) -> Result<(), Error
     };
     provision(tools, &settings, &Tool::ALL, events).await
 }
+
+/// [`prepare`] with these download settings (the daemon's, read for each operation): a bad
+/// setting fails here, naming it.
+pub async fn prepare_with(
+    tools: &mut Toolchain,
+    settings: Result<Settings, provision::Error>,
+    events: &Events,
+) -> Result<(), Error> {
+    *tools = tools.clone().with_downloads(settings?);
+    prepare(tools, events).await
+}
