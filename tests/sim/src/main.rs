@@ -6,7 +6,7 @@
 //! - `paddock-sim serve-cluster --home DIR --name NAME`: a k3d cluster's server process
 //!   (started by the fake `k3d`).
 //! - `paddock-sim link DIR`: make `DIR/k3d` and `DIR/helm` links to this binary.
-//! - `paddock-sim tool-mirror [--port N] [--binary PATH]`: serve k3d's and helm's release
+//! - `paddock-sim tool-mirror [--port N] [--binary PATH] [--fault F]`: serve k3d's and helm's release
 //!   layouts on 127.0.0.1 (the binary: this one) and print the variables pointing paddock at
 //!   them, until killed.
 //! - `paddock-sim proxy PORT=HOST:PORT...`: forward TCP ports (the `serverlb` container);
@@ -43,7 +43,7 @@ fn main() {
         (_, Some("tool-mirror")) => tool_mirror(&args[1..]),
         _ => {
             eprintln!(
-                "usage: paddock-sim (k3d|helm) ARGS... | serve NAME [KUBECONFIG] | serve-cluster --home DIR --name NAME | link DIR | tool-mirror [--port N] [--binary PATH]"
+                "usage: paddock-sim (k3d|helm) ARGS... | serve NAME [KUBECONFIG] | serve-cluster --home DIR --name NAME | link DIR | tool-mirror [--port N] [--binary PATH] [--fault F]"
             );
             2
         }
@@ -186,8 +186,9 @@ fn proxy(routes: &[String]) -> i32 {
     })
 }
 
-/// `paddock-sim tool-mirror [--port N] [--binary PATH]`: the release sites' layouts on
-/// loopback until SIGTERM or Ctrl-C; prints the `export` lines that point paddock at them.
+/// `paddock-sim tool-mirror [--port N] [--binary PATH] [--fault checksum|truncate|404|stall|slow]`:
+/// the release sites' layouts on loopback until SIGTERM or Ctrl-C; prints the `export` lines
+/// that point paddock at them.
 fn tool_mirror(args: &[String]) -> i32 {
     let value = |flag: &str| {
         args.iter()
@@ -212,6 +213,21 @@ fn tool_mirror(args: &[String]) -> i32 {
             }
         },
     };
+    use paddock_sim::tool_mirror::Fault;
+    let fault = match value("--fault").map(String::as_str) {
+        None => Fault::None,
+        Some("checksum") => Fault::BadChecksum,
+        Some("truncate") => Fault::Truncated,
+        Some("404") => Fault::NotFound,
+        Some("stall") => Fault::Stall,
+        Some("slow") => Fault::Slow,
+        Some(other) => {
+            eprintln!(
+                "paddock-sim: unknown fault {other:?}: checksum, truncate, 404, stall or slow"
+            );
+            return 2;
+        }
+    };
     let mirror = match paddock_sim::tool_mirror::ToolMirror::start(&binary, port) {
         Ok(m) => m,
         Err(e) => {
@@ -219,6 +235,7 @@ fn tool_mirror(args: &[String]) -> i32 {
             return 1;
         }
     };
+    mirror.set_fault(fault);
     println!("export PADDOCK_K3D_MIRROR={}", mirror.k3d_base());
     println!("export PADDOCK_HELM_MIRROR={}", mirror.helm_base());
     use std::io::Write;
