@@ -418,3 +418,27 @@ fn doctor_says_what_it_would_download_and_fails_with_downloads_off() {
         "{cached}"
     );
 }
+
+#[test]
+fn a_command_whose_output_is_a_document_reports_the_download_as_events_on_stderr() {
+    let m = Fresh::new();
+    let out = m.run(&["status", "ci", "-o", "json"]);
+    let doc: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("stdout is JSON"))
+        .collect();
+    assert_eq!(doc.len(), 1, "one document on stdout: {doc:?}");
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for tool in ["k3d", "helm"] {
+        let step = format!("tools/{tool}");
+        assert!(
+            events.iter().any(|e| e["event"] == "step"
+                && e["step"] == step.as_str()
+                && e["status"] == "done"),
+            "{tool}: {events:?}"
+        );
+    }
+}
