@@ -215,10 +215,14 @@ fn commands_that_are_not_built_yet_say_so() {
 #[test]
 fn up_without_k3d_says_what_to_install_and_changes_nothing() {
     let state = tempfile::tempdir().expect("state");
+    let cache = tempfile::tempdir().expect("cache");
     paddock()
         .args(["up", "dev"])
         .env("PATH", "/nonexistent")
         .env("PADDOCK_STATE_DIR", state.path())
+        // Not downloaded (tests/provision.rs covers that): said what to install.
+        .env("PADDOCK_TOOLS_DOWNLOAD", "0")
+        .env("PADDOCK_CACHE_DIR", cache.path())
         .env_remove("PADDOCK_K3D")
         .assert()
         .code(1)

@@ -26,7 +26,8 @@ pub(super) fn up(
         return remote::run(args, &rt, &daemon, req);
     }
     let rep = reporter(args);
-    let cx = context(args, rep.events());
+    let mut cx = context(args, rep.events());
+    provision(args, &rt, &mut cx.tools, &rep.events())?;
     let result = rt.block_on(async {
         watch_interrupts(&cx);
         crate::ops::up::converge(&cx, spec, &applied, &opts).await
@@ -55,7 +56,8 @@ pub(super) fn down(
         let _ = std::io::stdin().read_line(&mut answer);
         matches!(answer.trim(), "y" | "Y" | "yes")
     };
-    let cx = context(args, crate::engine::events::Events::discard());
+    let mut cx = context(args, crate::engine::events::Events::discard());
+    provision(args, &rt, &mut cx.tools, &side_events(args))?;
     let result = rt.block_on(crate::ops::up::down(&cx, &name, yes, confirm))?;
     if args.output == Output::Json {
         let r = json!({"ok": true, "cluster": result.cluster, "deleted": result.deleted, "message": result.message()});
@@ -124,8 +126,10 @@ pub(super) fn status(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let name = cluster_name(args, cluster)?;
-    let cx = context(args, crate::engine::events::Events::discard());
-    let s = runtime()?.block_on(crate::ops::status::collect(&cx, &name))?;
+    let rt = runtime()?;
+    let mut cx = context(args, crate::engine::events::Events::discard());
+    provision(args, &rt, &mut cx.tools, &side_events(args))?;
+    let s = rt.block_on(crate::ops::status::collect(&cx, &name))?;
     if args.output == Output::Json {
         writeln!(
             out,

@@ -4,11 +4,13 @@ mod commands;
 mod inspect;
 pub mod output;
 mod remote;
+mod tools;
 mod upgrade;
 
 use commands::{doctor, down, kubeconfig, status, up};
 pub use inspect::plan_text;
 use inspect::{print_plan, print_render, validate};
+use tools::{provision, side_events, toolchain};
 use upgrade::{history, restart, upgrade};
 
 use std::io::Write;
@@ -58,6 +60,10 @@ pub struct Args {
     /// The helm binary to drive (default: `tools.helm` in paddock.yaml, then PATH).
     #[arg(long, global = true, env = "PADDOCK_HELM")]
     pub helm: Option<PathBuf>,
+    /// Never download k3d or helm (by default paddock downloads pinned releases into its cache
+    /// when they are missing or too old).
+    #[arg(long, global = true)]
+    pub no_download: bool,
     /// Where paddock keeps locks and kubeconfigs.
     #[arg(long, global = true, env = "PADDOCK_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -438,7 +444,9 @@ use crate::engine::chain;
 /// `paddock serve`: run the daemon until SIGTERM or SIGINT.
 fn serve(args: &Args, flags: crate::daemon::config::Layer) -> Result<(), Failure> {
     let loaded = spec::load(&args.dir);
-    let tools = toolchain(args);
+    let mut tools = toolchain(args);
+    let rt = runtime()?;
+    provision(args, &rt, &mut tools, &side_events(args))?;
     let config = crate::daemon::config::load(&loaded.repo.config.serve, &flags, &tools.state_dir)
         .map_err(|e| failed(&e))?;
     let start = crate::daemon::serve::Start {
@@ -446,11 +454,11 @@ fn serve(args: &Args, flags: crate::daemon::config::Layer) -> Result<(), Failure
         state_dir: tools.state_dir.clone(),
         k3d: args.k3d.clone(),
         helm: args.helm.clone(),
+        no_download: args.no_download,
         config,
     };
     let clock = std::sync::Arc::new(crate::engine::clock::SystemClock);
-    runtime()?
-        .block_on(crate::daemon::serve::run(start, clock))
+    rt.block_on(crate::daemon::serve::run(start, clock))
         .map_err(|e| failed(&e))
 }
 
@@ -547,16 +555,6 @@ fn print_warnings(warnings: &[spec::Diagnostic]) {
 
 fn yaml(value: &impl serde::Serialize) -> String {
     serde_saphyr::to_string(value).unwrap_or_else(|e| format!("# cannot render as YAML: {e}\n"))
-}
-
-fn toolchain(args: &Args) -> crate::drivers::toolchain::Toolchain {
-    let repo_tools = spec::load(&args.dir).repo.config.tools;
-    crate::drivers::toolchain::Toolchain::resolve(
-        args.k3d.as_deref(),
-        args.helm.as_deref(),
-        &repo_tools,
-        args.state_dir.as_deref(),
-    )
 }
 
 fn reporter(args: &Args) -> std::sync::Arc<output::Renderer> {

@@ -23,7 +23,8 @@ pub(super) fn restart(
         return remote::run(args, &rt, &daemon, req);
     }
     let rep = reporter(args);
-    let cx = context(args, rep.events());
+    let mut cx = context(args, rep.events());
+    provision(args, &rt, &mut cx.tools, &rep.events())?;
     let result = rt.block_on(async {
         watch_interrupts(&cx);
         crate::ops::restart::execute(&cx, &name, &opts).await
@@ -108,7 +109,10 @@ pub(super) fn upgrade(
         return remote::run(args, &rt, &daemon, r);
     }
     let rep = reporter(args);
-    let cx = context(args, rep.events());
+    let mut cx = context(args, rep.events());
+    if !req.dry_run {
+        provision(args, &rt, &mut cx.tools, &rep.events())?;
+    }
     let result = rt.block_on(async {
         watch_interrupts(&cx);
         crate::ops::upgrade::execute(&cx, spec, &req).await

@@ -40,6 +40,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub k3d: Option<PathBuf>,
     pub helm: Option<PathBuf>,
+    /// `--no-download`: operations never download k3d or helm.
+    pub no_download: bool,
     pub mode: Mode,
     /// `folder` or `git`, and where.
     pub source: (&'static str, String),
@@ -441,6 +443,18 @@ impl Daemon {
         }
     }
 
+    /// Whether and what to download: the revision's `tools:`, the variables, `--no-download`.
+    fn downloads(
+        &self,
+        repo: &Repo,
+    ) -> Result<crate::drivers::provision::Settings, crate::drivers::provision::Error> {
+        crate::drivers::provision::Settings::resolve(
+            &repo.config.tools,
+            self.settings.no_download,
+            &crate::drivers::provision::process_env,
+        )
+    }
+
     /// The context an operation runs in: the revision's tools, a sink feeding the API, the
     /// daemon's clock, the operation's cancellation, the revision as its source.
     fn context(&self, id: &str, rev: &Revision, repo: &Repo, cancel: CancellationToken) -> Context {
@@ -450,6 +464,11 @@ impl Daemon {
             &repo.config.tools,
             Some(&self.settings.state_dir),
         );
+        // Cached tools count (drift checks); operations download what is missing (`execute`).
+        let tools = match self.downloads(repo) {
+            Ok(s) => tools.with_downloads(s),
+            Err(_) => tools,
+        };
         let sink = OpSink {
             daemon: self.me.clone(),
             id: id.to_string(),
@@ -489,7 +508,15 @@ impl Daemon {
             Ok(s) => s,
             Err(e) => return vec![failed(e.to_string())],
         };
-        let cx = self.context(id, &rev, &repo, cancel);
+        let mut cx = self.context(id, &rev, &repo, cancel);
+        let downloads = self.downloads(&repo);
+        if let Err(e) = ops::tools::prepare_with(&mut cx.tools, downloads, &cx.events).await {
+            return vec![failed(format!(
+                "{}\n  what to do: {}",
+                crate::engine::chain(&e),
+                e.what_to_do()
+            ))];
+        }
         match req.kind {
             OperationKind::Up => {
                 let loaded = match ops::up::load_manifests_from(&rev.root, &spec.body.workloads) {

@@ -28,6 +28,8 @@ pub struct Start {
     pub state_dir: PathBuf,
     pub k3d: Option<PathBuf>,
     pub helm: Option<PathBuf>,
+    /// `--no-download`: operations never download k3d or helm.
+    pub no_download: bool,
     pub config: Config,
 }
 
@@ -74,6 +76,7 @@ pub async fn run(start: Start, clock: Arc<dyn Clock>) -> Result<(), Error> {
             state_dir: start.state_dir.clone(),
             k3d: start.k3d.clone(),
             helm: start.helm.clone(),
+            no_download: start.no_download,
             mode: cfg.mode,
             source: (kind, location.clone()),
             version: env!("CARGO_PKG_VERSION").to_string(),

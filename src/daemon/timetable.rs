@@ -266,6 +266,7 @@ mod tests {
                 // No k3d here: a queued operation fails at once, which is all this needs.
                 k3d: Some("/nonexistent/k3d".into()),
                 helm: Some("/nonexistent/helm".into()),
+                no_download: true,
                 mode: Mode::Report,
                 source: ("git", "test".into()),
                 version: "test".into(),

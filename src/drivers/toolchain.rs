@@ -19,6 +19,12 @@ pub struct Toolchain {
     pub helm: Option<PathBuf>,
     pub kubectl: Option<PathBuf>,
     pub state_dir: PathBuf,
+    /// k3d was given with `--k3d`, `PADDOCK_K3D` or `tools.k3d`: never replaced by a download.
+    pub k3d_explicit: bool,
+    pub helm_explicit: bool,
+    /// Whether and what to download when k3d or helm is missing or too old; `None` when
+    /// nothing was said (planning, tests).
+    pub downloads: Option<crate::drivers::provision::Settings>,
 }
 
 /// Exactly what to install when a tool is missing.
@@ -44,7 +50,7 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| is_executable(p))
 }
 
-fn is_executable(p: &Path) -> bool {
+pub fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
@@ -76,13 +82,53 @@ impl Toolchain {
         configured: &crate::spec::types::ToolPaths,
         state_dir: Option<&Path>,
     ) -> Self {
+        let k3d = k3d.or(configured.k3d.as_deref());
+        let helm = helm.or(configured.helm.as_deref());
         Self {
-            k3d: pick(k3d.or(configured.k3d.as_deref()), "k3d"),
-            helm: pick(helm.or(configured.helm.as_deref()), "helm"),
+            k3d: pick(k3d, "k3d"),
+            helm: pick(helm, "helm"),
             kubectl: on_path("kubectl"),
             state_dir: state_dir
                 .map(Path::to_path_buf)
                 .unwrap_or_else(default_state_dir),
+            k3d_explicit: k3d.is_some(),
+            helm_explicit: helm.is_some(),
+            downloads: None,
+        }
+    }
+
+    /// With download settings; a tool neither given nor on `PATH` is taken from paddock's
+    /// cache when its pinned release is there (nothing is downloaded here).
+    pub fn with_downloads(mut self, settings: crate::drivers::provision::Settings) -> Self {
+        use crate::drivers::provision::Tool;
+        for tool in Tool::ALL {
+            let cached = settings.dest(tool);
+            if !self.explicit(tool) && self.path(tool).is_none() && is_executable(&cached) {
+                self.set(tool, cached);
+            }
+        }
+        self.downloads = Some(settings);
+        self
+    }
+
+    pub fn explicit(&self, tool: crate::drivers::provision::Tool) -> bool {
+        match tool {
+            crate::drivers::provision::Tool::K3d => self.k3d_explicit,
+            crate::drivers::provision::Tool::Helm => self.helm_explicit,
+        }
+    }
+
+    pub fn path(&self, tool: crate::drivers::provision::Tool) -> Option<&Path> {
+        match tool {
+            crate::drivers::provision::Tool::K3d => self.k3d.as_deref(),
+            crate::drivers::provision::Tool::Helm => self.helm.as_deref(),
+        }
+    }
+
+    pub fn set(&mut self, tool: crate::drivers::provision::Tool, path: PathBuf) {
+        match tool {
+            crate::drivers::provision::Tool::K3d => self.k3d = Some(path),
+            crate::drivers::provision::Tool::Helm => self.helm = Some(path),
         }
     }
 

@@ -28,6 +28,15 @@ pub enum Error {
     },
 }
 
+/// Open (creating it) a file to lock, keeping what it holds.
+pub fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
 /// Take the lock of `cluster` for `command`, or fail at once naming the holder.
 pub fn acquire(state_dir: &Path, cluster: &str, command: &str) -> Result<ClusterLock, Error> {
     let dir = state_dir.join("locks");
@@ -39,12 +48,7 @@ pub fn acquire(state_dir: &Path, cluster: &str, command: &str) -> Result<Cluster
     std::fs::create_dir_all(&dir).map_err(io)?;
     let path = dir.join(format!("{cluster}.lock"));
     let holder_path = dir.join(format!("{cluster}.holder"));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
+    let file = open(&path).map_err(io)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {

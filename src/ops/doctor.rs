@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::drivers::provision::Tool;
 use crate::drivers::toolchain::{Toolchain, install_help};
 
 /// One check's outcome.
@@ -121,7 +122,7 @@ async fn k3d_helm_kubectl(
             }
             Err(e) => checks.push(fail("k3d", e.to_string(), install_help("k3d"))),
         },
-        None => checks.push(fail("k3d", "not found", install_help("k3d"))),
+        None => checks.push(missing(tools, Tool::K3d)),
     }
     match &tools.helm {
         Some(bin) => match crate::drivers::helm::cli::Helm::detect(bin).await {
@@ -131,7 +132,7 @@ async fn k3d_helm_kubectl(
             )),
             Err(e) => checks.push(fail("helm", e.to_string(), install_help("helm"))),
         },
-        None => checks.push(fail("helm", "not found", install_help("helm"))),
+        None => checks.push(missing(tools, Tool::Helm)),
     }
     match &tools.kubectl {
         Some(bin) => match tool_version(bin, &["version", "--client"]).await {
@@ -145,6 +146,40 @@ async fn k3d_helm_kubectl(
         )),
     }
     k3d_clusters
+}
+
+/// A tool that is not here: a warning saying exactly what paddock will download, or (with
+/// downloads off) a failure with how to install it.
+fn missing(tools: &Toolchain, tool: Tool) -> Check {
+    let name = tool.name();
+    let Some(settings) = &tools.downloads else {
+        return fail(name, "not found", install_help(name));
+    };
+    let source = match settings.source(tool) {
+        Ok(s) => s,
+        Err(e) => return fail(name, format!("not found; {e}"), install_help(name)),
+    };
+    match settings.off_by {
+        None => warn(
+            name,
+            format!(
+                "not found; the commands that need it download {name} {} from {} (checked against {}) into {}",
+                source.version,
+                source.url,
+                source.checksum_url,
+                source.dest.display()
+            ),
+            format!(
+                "nothing to do, or install it yourself: {}",
+                install_help(name)
+            ),
+        ),
+        Some(off_by) => fail(
+            name,
+            format!("not found, and downloads are off ({off_by})"),
+            install_help(name),
+        ),
+    }
 }
 
 /// Each host port a cluster claims: free, or already published by that cluster.

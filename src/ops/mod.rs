@@ -12,6 +12,7 @@ pub mod outcome;
 pub mod restart;
 pub mod status;
 pub mod tags;
+pub mod tools;
 pub mod up;
 pub mod upgrade;
 

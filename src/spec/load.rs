@@ -88,6 +88,7 @@ pub fn load(root: &Path) -> Loaded {
         match typed::<RepoConfig>(&doc, &FieldPath::root(), &[]) {
             Ok(c) => {
                 super::validate::serve::settings(&doc, &c.serve, &mut problems);
+                super::validate::tools::settings(&doc, &c.tools, &mut problems);
                 repo.config = c;
             }
             Err(d) => problems.push(d),

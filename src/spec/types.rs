@@ -430,7 +430,8 @@ impl ServeSettings {
     }
 }
 
-/// Paths of the tools paddock drives (`paddock.yaml` `tools`).
+/// The tools paddock drives (`paddock.yaml` `tools`): specific binaries, and whether and what
+/// to download when one is missing or too old.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolPaths {
@@ -438,4 +439,29 @@ pub struct ToolPaths {
     pub k3d: Option<std::path::PathBuf>,
     #[serde(default)]
     pub helm: Option<std::path::PathBuf>,
+    /// Download missing or too old tools into paddock's cache (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<bool>,
+    /// The versions downloaded (default: the pinned ones).
+    #[serde(default, skip_serializing_if = "PerTool::is_empty")]
+    pub versions: PerTool,
+    /// The base URLs downloaded from (default: the tools' release sites).
+    #[serde(default, skip_serializing_if = "PerTool::is_empty")]
+    pub mirrors: PerTool,
+}
+
+/// A text per downloadable tool (`tools.versions`, `tools.mirrors`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerTool {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3d: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<String>,
+}
+
+impl PerTool {
+    pub fn is_empty(&self) -> bool {
+        self.k3d.is_none() && self.helm.is_none()
+    }
 }

@@ -19,6 +19,7 @@ mod manifests;
 mod schedules;
 pub mod serve;
 pub mod syntax;
+pub mod tools;
 mod values;
 
 use schedules::schedules;

@@ -2,18 +2,13 @@
 //! `index.yaml` (Helm's repository index) lists every published version of each chart; the
 //! target is the newest `istiod` release of the minor `istio.version` pins.
 //!
-//! The fetch is a plain HTTP/1.1 GET over hyper (http:// or https:// with the system's root
-//! certificates); redirects and proxies are not followed.
+//! The fetch is a plain HTTP/1.1 GET ([`crate::drivers::http`]); redirects and proxies are not
+//! followed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use crate::drivers::http;
 use semver::Version;
 use serde::Deserialize;
 
@@ -28,22 +23,8 @@ pub const MAX_INDEX_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("`{url}` is not an http:// or https:// URL")]
-    Url { url: String },
-    #[error("failed to load the system's root certificates to fetch {url}")]
-    Certificates {
-        url: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("failed to fetch {url}")]
-    Request {
-        url: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("failed to fetch {url}: the server answered {status}")]
-    Status { url: String, status: StatusCode },
+    #[error(transparent)]
+    Http(#[from] http::Error),
     #[error("failed to fetch {url} within {}s", FETCH_TIMEOUT.as_secs())]
     Timeout { url: String },
     #[error("failed to read {url} as a chart repository index")]
@@ -113,82 +94,27 @@ pub async fn newest_patch_in_repo(repo: &str, pinned: &Version) -> Result<Option
 
 /// GET `url` and return its body as text.
 pub async fn fetch(url: &str) -> Result<String, Error> {
-    let uri: Uri = url.parse().map_err(|_| Error::Url {
-        url: url.to_string(),
-    })?;
-    match uri.scheme_str() {
-        Some("http") => {
-            let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-            get(client, uri, url).await
-        }
-        Some("https") => {
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-                .map_err(|source| Error::Certificates {
-                    url: url.to_string(),
-                    source,
-                })?
-                .https_only()
-                .enable_http1()
-                .build();
-            let client = Client::builder(TokioExecutor::new()).build(connector);
-            get(client, uri, url).await
-        }
-        _ => Err(Error::Url {
-            url: url.to_string(),
-        }),
-    }
-}
-
-async fn get<C>(client: Client<C, Empty<Bytes>>, uri: Uri, url: &str) -> Result<String, Error>
-where
-    C: Connect + Clone + Send + Sync + 'static,
-{
-    let request_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Request {
-        url: url.to_string(),
-        source,
+    let limits = http::Limits {
+        stall: FETCH_TIMEOUT,
+        max_bytes: MAX_INDEX_BYTES as u64,
+        redirects: 0,
     };
-    let request = Request::get(uri)
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("paddock/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::new())
-        .map_err(|e| request_error(Box::new(e)))?;
-    let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| request_error(Box::new(e)))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(Error::Status {
-                url: url.to_string(),
-                status,
-            });
-        }
-        let body = Limited::new(response.into_body(), MAX_INDEX_BYTES)
-            .collect()
-            .await
-            .map_err(request_error)?
-            .to_bytes();
-        String::from_utf8(body.to_vec()).map_err(|e| Error::Parse {
-            url: url.to_string(),
-            source: Box::new(e),
-        })
-    };
-    tokio::time::timeout(FETCH_TIMEOUT, exchange)
+    let body = tokio::time::timeout(FETCH_TIMEOUT, http::get_bytes(url, &limits))
         .await
         .map_err(|_| Error::Timeout {
             url: url.to_string(),
-        })?
+        })??;
+    String::from_utf8(body).map_err(|e| Error::Parse {
+        url: url.to_string(),
+        source: Box::new(e),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
     const INDEX: &str = "\
@@ -263,14 +189,7 @@ generated: \"2026-05-01T00:00:00Z\"
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let request = http::tests::read_request(&mut socket).await;
                 let text = String::from_utf8_lossy(&request);
                 let _ = tx.send(text.lines().next().unwrap_or_default().to_string());
                 let response = format!(
@@ -303,7 +222,9 @@ generated: \"2026-05-01T00:00:00Z\"
         let err = newest_patch_in_repo(&repo, &v("1.29.4"))
             .await
             .expect_err("404");
-        assert!(matches!(err, Error::Status { status, .. } if status == StatusCode::NOT_FOUND));
+        assert!(
+            matches!(err, Error::Http(http::Error::Status { status, .. }) if status == hyper::StatusCode::NOT_FOUND)
+        );
         assert_eq!(
             err.to_string(),
             format!(
@@ -318,6 +239,6 @@ generated: \"2026-05-01T00:00:00Z\"
         let err = fetch("oci://registry.example.test/istio/index.yaml")
             .await
             .expect_err("not http");
-        assert!(matches!(err, Error::Url { .. }));
+        assert!(matches!(err, Error::Http(http::Error::Url { .. })));
     }
 }

@@ -23,6 +23,7 @@ pub mod selector;
 pub mod ssa;
 pub mod store;
 pub mod tls;
+pub mod tool_mirror;
 pub mod tools;
 pub mod traffic;
 pub mod validation;

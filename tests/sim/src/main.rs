@@ -6,6 +6,9 @@
 //! - `paddock-sim serve-cluster --home DIR --name NAME`: a k3d cluster's server process
 //!   (started by the fake `k3d`).
 //! - `paddock-sim link DIR`: make `DIR/k3d` and `DIR/helm` links to this binary.
+//! - `paddock-sim tool-mirror [--port N] [--binary PATH] [--fault F]`: serve k3d's and helm's release
+//!   layouts on 127.0.0.1 (the binary: this one) and print the variables pointing paddock at
+//!   them, until killed.
 //! - `paddock-sim proxy PORT=HOST:PORT...`: forward TCP ports (the `serverlb` container);
 //!   `paddock-sim idle`: wait for SIGTERM (agent nodes).
 
@@ -23,17 +26,24 @@ fn main() {
         })
         .unwrap_or_default();
     let args: Vec<String> = argv.iter().skip(1).cloned().collect();
+    // The sim's own commands come first: a copy installed as `k3d` starts its clusters by
+    // running itself (`serve-cluster`), and k3d has no such commands.
+    let own = matches!(
+        args.first().map(String::as_str),
+        Some("serve-cluster" | "proxy" | "idle")
+    );
     let code = match (called.as_str(), args.first().map(String::as_str)) {
-        ("k3d" | "helm", _) => paddock_sim::tools::run(&called, &args),
+        ("k3d" | "helm", _) if !own => paddock_sim::tools::run(&called, &args),
         (_, Some(tool @ ("k3d" | "helm"))) => paddock_sim::tools::run(tool, &args[1..]),
         (_, Some("link")) => link(args.get(1)),
         (_, Some("serve")) => serve(&args[1..]),
         (_, Some("serve-cluster")) => serve_cluster(&args[1..]),
         (_, Some("proxy")) => proxy(&args[1..]),
         (_, Some("idle")) => proxy(&[]),
+        (_, Some("tool-mirror")) => tool_mirror(&args[1..]),
         _ => {
             eprintln!(
-                "usage: paddock-sim (k3d|helm) ARGS... | serve NAME [KUBECONFIG] | serve-cluster --home DIR --name NAME | link DIR"
+                "usage: paddock-sim (k3d|helm) ARGS... | serve NAME [KUBECONFIG] | serve-cluster --home DIR --name NAME | link DIR | tool-mirror [--port N] [--binary PATH] [--fault F]"
             );
             2
         }
@@ -174,4 +184,68 @@ fn proxy(routes: &[String]) -> i32 {
         }
         0
     })
+}
+
+/// `paddock-sim tool-mirror [--port N] [--binary PATH] [--fault checksum|truncate|404|stall|slow]`:
+/// the release sites' layouts on loopback until SIGTERM or Ctrl-C; prints the `export` lines
+/// that point paddock at them.
+fn tool_mirror(args: &[String]) -> i32 {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let port = match value("--port").map(|p| p.parse::<u16>()) {
+        None => 0,
+        Some(Ok(p)) => p,
+        Some(Err(_)) => {
+            eprintln!("paddock-sim: --port wants a port number");
+            return 2;
+        }
+    };
+    let binary = match value("--binary") {
+        Some(b) => PathBuf::from(b),
+        None => match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("paddock-sim: {e}");
+                return 1;
+            }
+        },
+    };
+    use paddock_sim::tool_mirror::Fault;
+    let fault = match value("--fault").map(String::as_str) {
+        None => Fault::None,
+        Some("checksum") => Fault::BadChecksum,
+        Some("truncate") => Fault::Truncated,
+        Some("404") => Fault::NotFound,
+        Some("stall") => Fault::Stall,
+        Some("slow") => Fault::Slow,
+        Some(other) => {
+            eprintln!(
+                "paddock-sim: unknown fault {other:?}: checksum, truncate, 404, stall or slow"
+            );
+            return 2;
+        }
+    };
+    let mirror = match paddock_sim::tool_mirror::ToolMirror::start(&binary, port) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("paddock-sim: cannot serve {}: {e}", binary.display());
+            return 1;
+        }
+    };
+    mirror.set_fault(fault);
+    println!("export PADDOCK_K3D_MIRROR={}", mirror.k3d_base());
+    println!("export PADDOCK_HELM_MIRROR={}", mirror.helm_base());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "serving k3d {} and helm {} ({}) on {} until killed",
+        paddock_sim::tool_mirror::K3D_VERSION,
+        paddock_sim::tool_mirror::HELM_VERSION,
+        paddock_sim::tool_mirror::os_arch(),
+        mirror.addr
+    );
+    proxy(&[])
 }
