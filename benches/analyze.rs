@@ -34,13 +34,16 @@ fn main() {
     }
     std::fs::write(root.join("profiles/p.yaml"), "name: p\nk3d:\n  servers: 1\nistio:\n  version: 1.30.3\n  gateways:\n    - name: istio-ingress\n").expect("write");
     std::fs::write(root.join("clusters/c.yaml"), "name: c\nprofile: p\nnamespaces:\n  - name: shop\n    tag: stable\nworkloads:\n  - manifests/apps.yaml\n").expect("write");
-    let mut text = String::from("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: shop, namespace: shop}\nspec:\n  selector: {istio: ingress}\n  servers:\n    - port: {number: 80, name: http, protocol: HTTP}\n      hosts: [\"*.example.com\"]\n");
+    let mut text = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: shop, namespace: shop}\nspec:\n  selector: {istio: ingress}\n  servers:\n    - port: {number: 80, name: http, protocol: HTTP}\n      hosts: [\"*.example.com\"]\n",
+    );
     for i in 0..APPS {
         text.push_str("---\n");
         text.push_str(&app(i));
     }
     std::fs::write(root.join("manifests/apps.yaml"), &text).expect("write");
-    let repo = validate_repo(root).unwrap_or_else(|e| panic!("the generated repository is valid:\n{e}"));
+    let repo =
+        validate_repo(root).unwrap_or_else(|e| panic!("the generated repository is valid:\n{e}"));
     assert!(repo.warnings.is_empty(), "{:?}", repo.warnings);
     let spec = repo.resolve("c").expect("cluster");
     let objects = manifests::parse("manifests/apps.yaml", &text).expect("parse");
@@ -68,5 +71,7 @@ fn main() {
     println!("Istio routing analysis of {n} manifest objects ({runs} runs):");
     println!("  analysis alone:            median {a:.2} ms, p90 {a90:.2} ms");
     println!("  parsing + analysis:        median {p:.2} ms, p90 {p90:.2} ms");
-    println!("  whole `validate` (1 cluster, every check, files read): median {v:.2} ms, p90 {v90:.2} ms");
+    println!(
+        "  whole `validate` (1 cluster, every check, files read): median {v:.2} ms, p90 {v90:.2} ms"
+    );
 }

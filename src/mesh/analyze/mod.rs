@@ -9,6 +9,7 @@
 
 mod checks;
 mod routes;
+mod schema;
 
 use std::collections::BTreeMap;
 
@@ -261,6 +262,7 @@ pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, St
 pub fn analyze(spec: &ClusterSpec, objects: &[Manifest]) -> Vec<crate::spec::Diagnostic> {
     let model = Model::new(spec, objects);
     let mut out = Vec::new();
+    schema::check(&model, &mut out);
     checks::gateways(&model, &mut out);
     routes::virtual_services(&model, &mut out);
     checks::destination_rules(&model, &mut out);
