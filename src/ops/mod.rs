@@ -7,6 +7,7 @@
 
 mod context;
 pub mod doctor;
+pub mod open;
 pub mod outcome;
 pub mod restart;
 pub mod status;
