@@ -68,7 +68,8 @@ fn announce(
         );
     }
     if args.output == Output::Json {
-        let r = json!({"ok": true, "cluster": cluster, "addon": f.addon, "url": f.url, "pod": f.pod});
+        let r =
+            json!({"ok": true, "cluster": cluster, "addon": f.addon, "url": f.url, "pod": f.pod});
         writeln!(out, "{r}")?;
     } else {
         writeln!(out, "{} of cluster {cluster}: {}", f.addon, f.url)?;

@@ -38,7 +38,12 @@ impl Kube {
     }
 
     /// Open a connection to `port` of pod `namespace/name` through the API server.
-    pub async fn forward(&self, namespace: &str, name: &str, port: u16) -> Result<Forwarded, Error> {
+    pub async fn forward(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: u16,
+    ) -> Result<Forwarded, Error> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let mut pf = api
             .portforward(name, &[port])

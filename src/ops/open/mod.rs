@@ -73,7 +73,10 @@ pub enum Error {
     Connect(up::Error),
     #[error("cluster {cluster} is stopped")]
     Stopped { cluster: String },
-    #[error("addon {addon} is not enabled in cluster {cluster}'s spec (enabled: {})", list(enabled))]
+    #[error(
+        "addon {addon} is not enabled in cluster {cluster}'s spec (enabled: {})",
+        list(enabled)
+    )]
     NotEnabled {
         cluster: String,
         addon: String,
@@ -81,7 +84,9 @@ pub enum Error {
     },
     #[error("paddock does not know where addon {addon}'s web UI is (it knows {})", UIS.iter().map(|u| u.addon).collect::<Vec<_>>().join(", "))]
     NoUi { addon: String },
-    #[error("addon {addon} is not installed in cluster {cluster}: no Service {namespace}/{service}")]
+    #[error(
+        "addon {addon} is not installed in cluster {cluster}: no Service {namespace}/{service}"
+    )]
     NotInstalled {
         cluster: String,
         addon: String,
@@ -104,7 +109,9 @@ pub enum Error {
         service: String,
         port: u16,
     },
-    #[error("pod {namespace}/{pod} has no container port named {name} (targetPort of Service {service})")]
+    #[error(
+        "pod {namespace}/{pod} has no container port named {name} (targetPort of Service {service})"
+    )]
     NoNamedPort {
         namespace: String,
         pod: String,
@@ -258,13 +265,14 @@ impl Resolver {
             service: ui.service.to_string(),
             pods: pods.len(),
         })?;
-        let port = service_port(spec.ports.as_deref().unwrap_or_default(), ui.port).ok_or_else(
-            || Error::NoServicePort {
-                namespace: ns.clone(),
-                service: ui.service.to_string(),
-                port: ui.port,
-            },
-        )?;
+        let port =
+            service_port(spec.ports.as_deref().unwrap_or_default(), ui.port).ok_or_else(|| {
+                Error::NoServicePort {
+                    namespace: ns.clone(),
+                    service: ui.service.to_string(),
+                    port: ui.port,
+                }
+            })?;
         Ok(Target {
             pod: pod.metadata.name.clone().unwrap_or_default(),
             port: target_port(port, pod, ui.service)?,

@@ -49,9 +49,10 @@ pub(super) async fn listen(
             ),
         },
     };
-    let local = listener
-        .local_addr()
-        .map_err(|source| Error::Listen { port: usual, source })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen {
+        port: usual,
+        source,
+    })?;
     Ok(Forward {
         addon: resolver.ui.addon.to_string(),
         url: format!("http://{local}{}", resolver.ui.path),

@@ -67,7 +67,10 @@ fn the_target_port_is_a_number_a_name_or_the_service_port() {
     assert_eq!(target_port(&named, &p, "grafana").expect("named"), 3000);
     let number = port(80, Some(IntOrString::Int(3000)));
     assert_eq!(target_port(&number, &p, "grafana").expect("number"), 3000);
-    assert_eq!(target_port(&port(20001, None), &p, "kiali").expect("none"), 20001);
+    assert_eq!(
+        target_port(&port(20001, None), &p, "kiali").expect("none"),
+        20001
+    );
     let missing = port(80, Some(IntOrString::String("http".into())));
     let e = target_port(&missing, &p, "grafana").expect_err("no such name");
     assert_eq!(

@@ -72,7 +72,10 @@ pub async fn handle(
         target,
         ns,
         name,
-        uid: pod["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+        uid: pod["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         listening: listening(&pod),
     };
     tokio::spawn(async move {
@@ -107,7 +110,11 @@ fn error(e: &ApiError) -> Response {
 /// A pod forwards only while it runs: the API server refuses one without a node, the kubelet
 /// one whose sandbox is not running (the message is kubectl's for the same check).
 fn running(pod: &Value, name: &str) -> Result<(), ApiError> {
-    if pod["spec"]["nodeName"].as_str().unwrap_or_default().is_empty() {
+    if pod["spec"]["nodeName"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty()
+    {
         return Err(ApiError::new(
             400,
             "BadRequest",
@@ -136,7 +143,11 @@ fn ports(query: &str) -> Result<Vec<u16>, ApiError> {
         for p in v.split("%2C").flat_map(|s| s.split(',')) {
             match p.trim().parse::<u16>() {
                 Ok(n) if n > 0 => out.push(n),
-                _ => return Err(bad(format!("unable to parse \"{p}\" as a port: invalid port"))),
+                _ => {
+                    return Err(bad(format!(
+                        "unable to parse \"{p}\" as a port: invalid port"
+                    )));
+                }
             }
         }
     }

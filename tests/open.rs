@@ -1,0 +1,325 @@
+//! `paddock open CLUSTER ADDON` against the sim: the URL it prints answers from the addon's
+//! pod (as the sim's store names it), through the API server's `pods/portforward`; a pod
+//! replaced meanwhile is found anew; Ctrl-C ends it with exit 0 and closes the port; an addon
+//! the spec does not enable, or a cluster that does not exist, is a clear error. And the sim's
+//! `pods/portforward` itself, through kube-rs: 404 for a missing pod, 400 for one not running,
+//! the kubelet's message on the error channel for a port nothing listens on.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{World, api, request, stderr, up_ok};
+
+/// A cluster with only what `open kiali` needs: plain k3s with Prometheus and Kiali.
+fn observability_world() -> World {
+    let w = World::new(false);
+    std::fs::write(
+        w.repo.path().join("clusters/obs.yaml"),
+        "name: obs\nprofile: minimal\naddons: [prometheus, kiali]\n",
+    )
+    .expect("write clusters/obs.yaml");
+    up_ok(&w, "obs");
+    w
+}
+
+/// The names of the kiali pods the sim runs: Ready and not terminating.
+fn kiali_pods(w: &World) -> Vec<String> {
+    let (code, pods) = api(
+        w,
+        "obs",
+        "GET",
+        "/api/v1/namespaces/istio-system/pods?labelSelector=app.kubernetes.io%2Fname%3Dkiali",
+        None,
+    );
+    assert_eq!(code, 200, "{pods}");
+    let ready = |p: &Value| {
+        p["metadata"]["deletionTimestamp"].is_null()
+            && p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    };
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| ready(p))
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A running `paddock open`, and the lines it printed on stdout.
+struct Open {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Open {
+    fn start(w: &World, args: &[&str]) -> Self {
+        let mut child = w.spawn_paddock(args);
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first line of stdout that has `needle`.
+    fn line_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("paddock open printed no line with {needle:?}");
+    }
+
+    /// SIGINT (what Ctrl-C sends), then its exit code and stderr.
+    fn interrupt(mut self) -> (Option<i32>, String) {
+        let pid = self.child.id().to_string();
+        let st = std::process::Command::new("kill")
+            .args(["-s", "INT", &pid])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return (st.code(), err);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("paddock open did not stop on SIGINT");
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `http://127.0.0.1:PORT/PATH` → (PORT, /PATH).
+fn split_url(url: &str) -> (u16, String) {
+    let rest = url.trim_start_matches("http://127.0.0.1:");
+    let (port, path) = rest.split_once('/').expect("url with a path");
+    (port.parse().expect("port"), format!("/{path}"))
+}
+
+/// The pod that answered a GET of `url`, from its `x-paddock-pod` header.
+fn answering_pod(url: &str) -> String {
+    let (port, path) = split_url(url);
+    let (code, head) = request(port, "127.0.0.1", &path).expect("an answer through the forward");
+    assert_eq!(code, 200, "{head}");
+    head.lines()
+        .find_map(|l| l.strip_prefix("x-paddock-pod: "))
+        .expect("x-paddock-pod")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn open_forwards_to_the_addons_pod_until_ctrl_c_and_finds_a_replaced_pod() {
+    let w = observability_world();
+    let pods = kiali_pods(&w);
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let open = Open::start(&w, &["open", "obs", "kiali", "--no-browser"]);
+    let line = open.line_with("http://");
+    let url = line
+        .split_whitespace()
+        .find(|t| t.starts_with("http://127.0.0.1:"))
+        .expect("a loopback URL")
+        .to_string();
+    assert!(url.ends_with("/kiali/"), "kiali's web root: {url}");
+    assert_eq!(answering_pod(&url), pods[0], "the kiali pod answers");
+
+    let old = pods[0].clone();
+    let (code, body) = api(
+        &w,
+        "obs",
+        "DELETE",
+        &format!("/api/v1/namespaces/istio-system/pods/{old}"),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new = loop {
+        let now = kiali_pods(&w);
+        if let Some(p) = now.iter().find(|p| **p != old) {
+            break p.clone();
+        }
+        assert!(Instant::now() < deadline, "no new kiali pod: {now:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(answering_pod(&url), new, "the replacement answers");
+
+    let (port, _) = split_url(&url);
+    let (code, err) = open.interrupt();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port {port} closed after Ctrl-C"
+    );
+}
+
+#[test]
+fn open_prints_one_json_object_naming_the_pod() {
+    let w = observability_world();
+    let pods = kiali_pods(&w);
+    let open = Open::start(&w, &["open", "obs", "kiali", "-o", "json", "--port", "0"]);
+    let v: Value = serde_json::from_str(&open.line_with("{")).expect("one JSON object");
+    assert_eq!(v["addon"], "kiali");
+    assert_eq!(v["cluster"], "obs");
+    assert_eq!(json!([v["pod"]]), json!(pods));
+    let url = v["url"].as_str().expect("url");
+    assert_eq!(answering_pod(url), pods[0]);
+    let (code, err) = open.interrupt();
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn an_addon_the_spec_does_not_enable_is_refused_naming_those_it_does() {
+    let w = World::new(false);
+    std::fs::write(
+        w.repo.path().join("clusters/obs.yaml"),
+        "name: obs\nprofile: minimal\naddons: [prometheus, kiali]\n",
+    )
+    .expect("write");
+    let out = w.paddock(&["open", "obs", "grafana", "--no-browser"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "addon grafana is not enabled in cluster obs's spec (enabled: prometheus, kiali)"
+        ),
+        "{err}"
+    );
+    let out = w.paddock(&["open", "obs", "kiali", "--no-browser"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cluster obs does not exist; `paddock up obs` creates it"),
+        "{err}"
+    );
+}
+
+/// The sim's `pods/portforward`, as kube-rs uses it.
+mod sim_portforward {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::Api;
+    use paddock_sim::Cluster;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn client(c: &Cluster) -> kube::Client {
+        let kc = kube::config::Kubeconfig::from_yaml(&c.kubeconfig()).expect("kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("config");
+        kube::Client::try_from(config).expect("client")
+    }
+
+    async fn running_pod(c: &Cluster, pods: &Api<Pod>) {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"containers": [{"name": "app", "image": "example/web:1",
+                "ports": [{"containerPort": 8080}]}]}});
+        pods.create(
+            &Default::default(),
+            &serde_json::from_value(pod).expect("pod"),
+        )
+        .await
+        .expect("create");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let p = pods.get("web").await.expect("get");
+            if p.status.and_then(|s| s.phase).as_deref() == Some("Running") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} never ran", c.name);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The Status of a refused port forward: "CODE message".
+    fn refused(r: Result<kube::api::Portforwarder, kube::Error>) -> String {
+        match r {
+            Ok(_) => "forwarded".to_string(),
+            Err(kube::Error::Api(s)) => format!("{} {}", s.code, s.message),
+            Err(e) => format!("not a Status: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_declared_port_answers_as_the_pod_and_others_get_the_kubelets_error() {
+        let c = Cluster::start("pf").await.expect("sim");
+        let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+        running_pod(&c, &pods).await;
+
+        let mut pf = pods.portforward("web", &[8080]).await.expect("forward");
+        let mut s = pf.take_stream(8080).expect("stream");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.contains("x-paddock-pod: web\r\n"), "{answer}");
+        assert!(answer.contains(r#""pod":"web""#), "{answer}");
+
+        let mut pf = pods.portforward("web", &[9999]).await.expect("forward");
+        let error = pf.take_error(9999).expect("error channel").await;
+        let error = error.expect("an error on the error channel");
+        assert!(
+            error.starts_with("error forwarding port 9999 to pod "),
+            "{error}"
+        );
+        assert!(
+            error.contains("failed to connect to localhost:9999 inside namespace \"",)
+                && error.contains("dial tcp4 127.0.0.1:9999: connect: connection refused"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_pod_is_404_and_one_not_running_400() {
+        let c = Cluster::start("pf2").await.expect("sim");
+        let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+        let e = pods.portforward("nope", &[80]).await;
+        assert_eq!(refused(e), "404 pods \"nope\" not found");
+        let mut knobs = paddock_sim::knobs::Knobs::default();
+        knobs.pod_start_ms = 600_000;
+        c.set_knobs(knobs);
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "slow"},
+            "spec": {"nodeName": "k3d-pf2-server-0", "containers": [{"name": "app", "image": "example/web:1"}]}});
+        pods.create(
+            &Default::default(),
+            &serde_json::from_value(pod).expect("pod"),
+        )
+        .await
+        .expect("create");
+        let e = pods.portforward("slow", &[80]).await;
+        assert_eq!(
+            refused(e),
+            "400 unable to forward port because pod is not running. Current status=Pending"
+        );
+    }
+}
