@@ -221,6 +221,67 @@ fn an_addon_the_spec_does_not_enable_is_refused_naming_those_it_does() {
     );
 }
 
+#[test]
+fn status_lists_the_addons_whether_ready_and_how_to_open_them() {
+    let w = observability_world();
+    let status = |w: &World| {
+        let out = w.paddock(&["status", "obs", "-o", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).expect("status json")["addons"].clone()
+    };
+    assert_eq!(
+        status(&w),
+        json!([
+            {"name": "prometheus", "namespace": "istio-system", "state": "ready", "ready": true,
+                "open": "paddock open obs prometheus"},
+            {"name": "kiali", "namespace": "istio-system", "state": "ready", "ready": true,
+                "open": "paddock open obs kiali"}
+        ])
+    );
+    let text = support::stdout(&w.paddock(&["status", "obs"]));
+    assert!(
+        text.contains("\naddons\n  prometheus   ready          paddock open obs prometheus\n  kiali        ready          paddock open obs kiali\n"),
+        "{text}"
+    );
+    let (code, body) = api(
+        &w,
+        "obs",
+        "PATCH",
+        "/apis/apps/v1/namespaces/istio-system/deployments/kiali",
+        Some(&json!({"spec": {"replicas": 0}})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(&w)[1]["state"] != "not ready" {
+        assert!(Instant::now() < deadline, "kiali never turned not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = w.paddock(&["open", "obs", "kiali", "--no-browser"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("addon kiali has no ready pod in cluster obs"),
+        "{err}"
+    );
+    assert!(err.contains("`paddock status obs`"), "{err}");
+    let (code, body) = api(
+        &w,
+        "obs",
+        "DELETE",
+        "/api/v1/namespaces/istio-system/services/kiali",
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let out = w.paddock(&["open", "obs", "kiali", "--no-browser"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("addon kiali is not installed in cluster obs: no Service istio-system/kiali")
+            && err.contains("`paddock up obs` installs it"),
+        "{err}"
+    );
+}
+
 /// The sim's `pods/portforward`, as kube-rs uses it.
 mod sim_portforward {
     use super::*;

@@ -73,7 +73,12 @@ pub(super) fn status(
 ) -> Result<(), Failure> {
     let name = cluster_name(args, cluster)?;
     let cx = context(args, crate::engine::events::Events::discard());
-    let s = runtime()?.block_on(crate::ops::status::collect(&cx, &name))?;
+    let addons = spec::validate_repo(&args.dir)
+        .ok()
+        .and_then(|r| r.resolve(&name).ok())
+        .map(|s| s.addons)
+        .unwrap_or_default();
+    let s = runtime()?.block_on(crate::ops::status::collect(&cx, &name, &addons))?;
     if args.output == Output::Json {
         writeln!(
             out,
@@ -82,6 +87,9 @@ pub(super) fn status(
         )?;
     } else {
         write!(out, "{}", crate::ops::status::text(&s))?;
+        if let Some(live) = &s.live {
+            write!(out, "{}", super::inspect::addons_text(&live.addons))?;
+        }
     }
     Ok(())
 }

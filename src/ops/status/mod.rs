@@ -2,6 +2,10 @@
 //! revision, each workload's injected revision, proxy version and whether it needs a restart
 //! (ISTIO.md's rule), Helm releases and addons, and the URLs to reach the cluster.
 
+mod addons;
+
+pub use addons::AddonRow;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -85,6 +89,8 @@ pub struct Live {
     pub namespaces: Vec<NamespaceRow>,
     pub workloads: Vec<WorkloadRow>,
     pub releases: Vec<ReleaseRow>,
+    /// The addons the spec enables, whether they are ready and how to open them.
+    pub addons: Vec<AddonRow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -151,8 +157,13 @@ const SYSTEM: &[&str] = &[
     "paddock-system",
 ];
 
-/// Collect a cluster's status.
-pub async fn collect(cx: &crate::ops::Context, cluster: &str) -> Result<Status, Error> {
+/// Collect a cluster's status; `addons` are the addons its spec enables (none when the spec
+/// cannot be read).
+pub async fn collect(
+    cx: &crate::ops::Context,
+    cluster: &str,
+    addons: &[crate::spec::types::Addon],
+) -> Result<Status, Error> {
     let tools = &cx.tools;
     let k3d = K3d::new(tools.need_k3d()?);
     let info = up::find_existing(&k3d, cluster)
@@ -181,13 +192,17 @@ pub async fn collect(cx: &crate::ops::Context, cluster: &str) -> Result<Status, 
         cluster: cluster.to_string(),
         running: true,
         owned,
-        live: Some(live(&c, tools).await?),
+        live: Some(live(&c, tools, addons).await?),
         urls,
     })
 }
 
 /// What the API and helm say about a running cluster.
-async fn live(c: &up::Connected, tools: &Toolchain) -> Result<Live, Error> {
+async fn live(
+    c: &up::Connected,
+    tools: &Toolchain,
+    enabled: &[crate::spec::types::Addon],
+) -> Result<Live, Error> {
     let kube = &c.kube;
     let nodes = kube
         .list::<Node>()
@@ -217,6 +232,7 @@ async fn live(c: &up::Connected, tools: &Toolchain) -> Result<Live, Error> {
         None => Vec::new(),
     };
     let record = kube.record().await.ok().flatten();
+    let addons = addons::rows(kube, &c.info.name, enabled).await;
     Ok(Live {
         spec_hash: record.map(|r| r.spec_hash),
         nodes,
@@ -233,6 +249,7 @@ async fn live(c: &up::Connected, tools: &Toolchain) -> Result<Live, Error> {
                 status: r.status,
             })
             .collect(),
+        addons,
     })
 }
 
@@ -623,6 +640,13 @@ mod tests {
                     chart: "istiod-1.30.3".into(),
                     status: "deployed".into(),
                 }],
+                addons: vec![AddonRow {
+                    name: "kiali".into(),
+                    namespace: "istio-system".into(),
+                    state: "ready".into(),
+                    ready: true,
+                    open: Some("paddock open ci kiali".into()),
+                }],
             }),
             urls: Urls::default(),
         };
@@ -646,6 +670,7 @@ mod tests {
                 "namespaces",
                 "workloads",
                 "releases",
+                "addons",
                 "urls"
             ]
         );
@@ -660,6 +685,11 @@ mod tests {
                 "pods": 1, "terminating": 0, "revisions": ["1-29-6"], "proxyVersions": ["1.29.6"],
                 "expectedRevision": "1-30-3", "needsRestart": true,
                 "reasons": ["injected by revision 1-29-6 but its labels now resolve to 1-30-3"]})
+        );
+        assert_eq!(
+            json["addons"],
+            serde_json::json!([{"name": "kiali", "namespace": "istio-system", "state": "ready",
+                "ready": true, "open": "paddock open ci kiali"}])
         );
         let t = text(&s);
         for line in [
