@@ -366,9 +366,10 @@ mod sim_portforward {
         let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
         let e = pods.portforward("nope", &[80]).await;
         assert_eq!(refused(e), "404 pods \"nope\" not found");
-        let mut knobs = paddock_sim::knobs::Knobs::default();
-        knobs.pod_start_ms = 600_000;
-        c.set_knobs(knobs);
+        c.set_knobs(paddock_sim::knobs::Knobs {
+            pod_start_ms: 600_000,
+            ..Default::default()
+        });
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "slow"},
             "spec": {"nodeName": "k3d-pf2-server-0", "containers": [{"name": "app", "image": "example/web:1"}]}});
         pods.create(

@@ -70,7 +70,7 @@ pub enum Error {
     MissingTool(#[from] crate::drivers::toolchain::Missing),
     /// Finding the cluster or connecting to it failed (an absent cluster included).
     #[error(transparent)]
-    Connect(up::Error),
+    Connect(Box<up::Error>),
     #[error("cluster {cluster} is stopped")]
     Stopped { cluster: String },
     #[error(
@@ -186,7 +186,7 @@ pub async fn prepare(
     let k3d = K3d::new(cx.tools.need_k3d()?);
     let info = up::find_existing(&k3d, &spec.name)
         .await
-        .map_err(Error::Connect)?;
+        .map_err(|e| Error::Connect(Box::new(e)))?;
     if !info.running() {
         return Err(Error::Stopped {
             cluster: spec.name.clone(),
@@ -194,7 +194,7 @@ pub async fn prepare(
     }
     let c = up::connect(&k3d, &cx.tools, info)
         .await
-        .map_err(Error::Connect)?;
+        .map_err(|e| Error::Connect(Box::new(e)))?;
     let resolver = Resolver {
         kube: c.kube,
         cluster: spec.name.clone(),
