@@ -1,5 +1,5 @@
-//! `pods/portforward` as the API server and the kubelet serve it to WebSocket clients (kube-rs,
-//! `kubectl port-forward` over WebSockets): `GET /api/v1/namespaces/NS/pods/NAME/portforward
+//! `pods/portforward` as the API server and the kubelet serve it to WebSocket clients (kube-rs'
+//! `Api::portforward`; kubectl's SPDY tunnelled over WebSockets is not served): `GET /api/v1/namespaces/NS/pods/NAME/portforward
 //! ?ports=P[&ports=Q]` with `Upgrade: websocket` and the subprotocol `v4.channel.k8s.io` (or
 //! none). Each port has two channels, data `2i` and error `2i+1`; every WebSocket message is
 //! binary, its first byte the channel. Each channel first carries the port as two bytes,
