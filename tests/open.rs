@@ -86,6 +86,15 @@ impl Open {
         panic!("paddock open printed no line with {needle:?}");
     }
 
+    /// The loopback URL the text output prints.
+    fn url(&self) -> String {
+        self.line_with("http://")
+            .split_whitespace()
+            .find(|t| t.starts_with("http://127.0.0.1:"))
+            .expect("a loopback URL")
+            .to_string()
+    }
+
     /// SIGINT (what Ctrl-C sends), then its exit code and stderr.
     fn interrupt(mut self) -> (Option<i32>, String) {
         let pid = self.child.id().to_string();
@@ -142,12 +151,7 @@ fn open_forwards_to_the_addons_pod_until_ctrl_c_and_finds_a_replaced_pod() {
     let pods = kiali_pods(&w);
     assert_eq!(pods.len(), 1, "{pods:?}");
     let open = Open::start(&w, &["open", "obs", "kiali", "--no-browser"]);
-    let line = open.line_with("http://");
-    let url = line
-        .split_whitespace()
-        .find(|t| t.starts_with("http://127.0.0.1:"))
-        .expect("a loopback URL")
-        .to_string();
+    let url = open.url();
     assert!(url.ends_with("/kiali/"), "kiali's web root: {url}");
     assert_eq!(answering_pod(&url), pods[0], "the kiali pod answers");
 
@@ -178,6 +182,48 @@ fn open_forwards_to_the_addons_pod_until_ctrl_c_and_finds_a_replaced_pod() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "port {port} closed after Ctrl-C"
     );
+}
+
+/// A JSON patch (RFC 6902) through the API: its status code.
+fn json_patch(w: &World, path: &str, patch: &Value) -> u16 {
+    let r = support::api_client(w, "obs")
+        .request(
+            "PATCH",
+            path,
+            "application/json-patch+json",
+            patch.to_string().as_bytes(),
+        )
+        .expect("patch");
+    r.code
+}
+
+#[test]
+fn open_forwards_to_the_services_target_port_by_name() {
+    let w = observability_world();
+    let old = kiali_pods(&w);
+    // Kiali's UI moves to container port 8080, named `ui`; the Service's port 20001 leads
+    // there. Nothing listens on 20001 any more.
+    let deployment = "/apis/apps/v1/namespaces/istio-system/deployments/kiali";
+    let ports = json!([{"op": "replace", "path": "/spec/template/spec/containers/0/ports",
+        "value": [{"name": "ui", "containerPort": 8080}]}]);
+    assert_eq!(json_patch(&w, deployment, &ports), 200);
+    let service = "/api/v1/namespaces/istio-system/services/kiali";
+    let target = json!([{"op": "add", "path": "/spec/ports/0/targetPort", "value": "ui"}]);
+    assert_eq!(json_patch(&w, service, &target), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new = loop {
+        let now = kiali_pods(&w);
+        if now.len() == 1 && !old.contains(&now[0]) {
+            break now[0].clone();
+        }
+        assert!(Instant::now() < deadline, "kiali never rolled out: {now:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let open = Open::start(&w, &["open", "obs", "kiali", "--no-browser", "--port", "0"]);
+    let url = open.url();
+    assert_eq!(answering_pod(&url), new);
+    let (code, err) = open.interrupt();
+    assert_eq!(code, Some(0), "{err}");
 }
 
 #[test]
