@@ -148,6 +148,19 @@ fn answering_pod(url: &str) -> String {
 #[test]
 fn open_forwards_to_the_addons_pod_until_ctrl_c_and_finds_a_replaced_pod() {
     let w = observability_world();
+    // A decoy beside kiali that sorts first and listens on kiali's port: the Service's
+    // selector, not the namespace, picks the pod.
+    let decoy = json!({"metadata": {"name": "aaa-decoy", "labels": {"app": "decoy"}},
+        "spec": {"containers": [{"name": "decoy", "image": "example/decoy:1",
+            "ports": [{"containerPort": 20001}]}]}});
+    let (code, body) = api(
+        &w,
+        "obs",
+        "POST",
+        "/api/v1/namespaces/istio-system/pods",
+        Some(&decoy),
+    );
+    assert_eq!(code, 201, "{body}");
     let pods = kiali_pods(&w);
     assert_eq!(pods.len(), 1, "{pods:?}");
     let open = Open::start(&w, &["open", "obs", "kiali", "--no-browser"]);
