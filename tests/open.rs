@@ -406,7 +406,10 @@ mod sim_portforward {
         assert!(answer.contains(r#""pod":"web""#), "{answer}");
 
         let mut pf = pods.portforward("web", &[9999]).await.expect("forward");
-        let error = pf.take_error(9999).expect("error channel").await;
+        let error = pf.take_error(9999).expect("error channel");
+        let error = tokio::time::timeout(Duration::from_secs(10), error)
+            .await
+            .expect("the error channel answers at once");
         let error = error.expect("an error on the error channel");
         assert!(
             error.starts_with("error forwarding port 9999 to pod "),
