@@ -54,6 +54,14 @@ fn kiali_pods(w: &World) -> Vec<String> {
         .collect()
 }
 
+/// `paddock open obs ADDON`, which must fail with exit `code`: its stderr.
+fn open_fails(w: &World, addon: &str, code: i32) -> String {
+    let out = w.paddock(&["open", "obs", addon, "--no-browser"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    err
+}
+
 /// A running `paddock open`, and the lines it printed on stdout.
 struct Open {
     child: Child,
@@ -262,18 +270,14 @@ fn an_addon_the_spec_does_not_enable_is_refused_naming_those_it_does() {
         "name: obs\nprofile: minimal\naddons: [prometheus, kiali]\n",
     )
     .expect("write");
-    let out = w.paddock(&["open", "obs", "grafana", "--no-browser"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = open_fails(&w, "grafana", 2);
     assert!(
         err.contains(
             "addon grafana is not enabled in cluster obs's spec (enabled: prometheus, kiali)"
         ),
         "{err}"
     );
-    let out = w.paddock(&["open", "obs", "kiali", "--no-browser"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = open_fails(&w, "kiali", 1);
     assert!(
         err.contains("cluster obs does not exist; `paddock up obs` creates it"),
         "{err}"
@@ -315,9 +319,7 @@ fn status_lists_the_addons_whether_ready_and_how_to_open_them() {
         assert!(Instant::now() < deadline, "kiali never turned not ready");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = w.paddock(&["open", "obs", "kiali", "--no-browser"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = open_fails(&w, "kiali", 1);
     assert!(
         err.contains("addon kiali has no ready pod in cluster obs"),
         "{err}"
@@ -331,9 +333,7 @@ fn status_lists_the_addons_whether_ready_and_how_to_open_them() {
         None,
     );
     assert_eq!(code, 200, "{body}");
-    let out = w.paddock(&["open", "obs", "kiali", "--no-browser"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = open_fails(&w, "kiali", 1);
     assert!(
         err.contains("addon kiali is not installed in cluster obs: no Service istio-system/kiali")
             && err.contains("`paddock up obs` installs it"),

@@ -52,23 +52,26 @@ fn row(cluster: &str, addon: &Addon, state: &str) -> AddonRow {
 /// A workload's ready replicas; `None` when it does not exist (or cannot be read).
 async fn ready_replicas(kube: &Kube, ns: &str, kind: &WorkloadKind, name: &str) -> Option<i32> {
     match kind {
-        WorkloadKind::Deployment => kube
-            .get_in::<Deployment>(ns, name)
-            .await
-            .ok()
-            .flatten()
-            .map(|d| d.status.and_then(|s| s.ready_replicas).unwrap_or(0)),
-        WorkloadKind::StatefulSet => kube
-            .get_in::<StatefulSet>(ns, name)
-            .await
-            .ok()
-            .flatten()
-            .map(|s| s.status.and_then(|s| s.ready_replicas).unwrap_or(0)),
-        WorkloadKind::DaemonSet => kube
-            .get_in::<DaemonSet>(ns, name)
-            .await
-            .ok()
-            .flatten()
-            .map(|d| d.status.map(|s| s.number_ready).unwrap_or(0)),
+        WorkloadKind::Deployment => {
+            ready_of::<Deployment>(kube, ns, name, |d| d.status?.ready_replicas).await
+        }
+        WorkloadKind::StatefulSet => {
+            ready_of::<StatefulSet>(kube, ns, name, |s| s.status?.ready_replicas).await
+        }
+        WorkloadKind::DaemonSet => {
+            ready_of::<DaemonSet>(kube, ns, name, |d| Some(d.status?.number_ready)).await
+        }
     }
+}
+
+async fn ready_of<K>(kube: &Kube, ns: &str, name: &str, ready: fn(K) -> Option<i32>) -> Option<i32>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let object = kube.get_in::<K>(ns, name).await.ok().flatten()?;
+    Some(ready(object).unwrap_or(0))
 }
