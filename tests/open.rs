@@ -248,18 +248,27 @@ fn open_forwards_to_the_services_target_port_by_name() {
 }
 
 #[test]
-fn open_prints_one_json_object_naming_the_pod() {
+fn open_prints_one_json_object_naming_the_pod_and_says_when_the_usual_port_is_taken() {
     let w = observability_world();
     let pods = kiali_pods(&w);
-    let open = Open::start(&w, &["open", "obs", "kiali", "-o", "json", "--port", "0"]);
+    // Kiali's usual port taken (by this test, or by another one's forward): a free one.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", 20001));
+    let open = Open::start(&w, &["open", "obs", "kiali", "-o", "json"]);
     let v: Value = serde_json::from_str(&open.line_with("{")).expect("one JSON object");
     assert_eq!(v["addon"], "kiali");
     assert_eq!(v["cluster"], "obs");
     assert_eq!(json!([v["pod"]]), json!(pods));
     let url = v["url"].as_str().expect("url");
     assert_eq!(answering_pod(url), pods[0]);
+    assert_ne!(split_url(url).0, 20001);
     let (code, err) = open.interrupt();
     assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(
+            "note: port 20001 on 127.0.0.1 is taken; kiali listens on a free port instead"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
