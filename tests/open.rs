@@ -291,6 +291,11 @@ fn an_addon_the_spec_does_not_enable_is_refused_naming_those_it_does() {
         err.contains("cluster obs does not exist; `paddock up obs` creates it"),
         "{err}"
     );
+    // One name is the addon, of the repository's default cluster (`dev`, which enables jaeger).
+    let out = w.paddock(&["open", "jaeger", "--no-browser"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cluster dev does not exist"), "{err}");
 }
 
 #[test]
