@@ -129,7 +129,12 @@ pub(super) fn status(
     let rt = runtime()?;
     let mut cx = context(args, crate::engine::events::Events::discard());
     provision(args, &rt, &mut cx.tools, &side_events(args))?;
-    let s = rt.block_on(crate::ops::status::collect(&cx, &name))?;
+    let addons = spec::validate_repo(&args.dir)
+        .ok()
+        .and_then(|r| r.resolve(&name).ok())
+        .map(|s| s.addons)
+        .unwrap_or_default();
+    let s = rt.block_on(crate::ops::status::collect(&cx, &name, &addons))?;
     if args.output == Output::Json {
         writeln!(
             out,
@@ -138,6 +143,9 @@ pub(super) fn status(
         )?;
     } else {
         write!(out, "{}", crate::ops::status::text(&s))?;
+        if let Some(live) = &s.live {
+            write!(out, "{}", super::inspect::addons_text(&live.addons))?;
+        }
     }
     Ok(())
 }

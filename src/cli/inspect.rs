@@ -340,3 +340,16 @@ pub(super) fn applied_objects(args: &Args, spec: &ClusterSpec) -> Result<Vec<Val
         &spec.body.workloads,
     )?)
 }
+
+/// `status`'s addons: a line each, whether it is ready and the command that opens it.
+pub(super) fn addons_text(rows: &[crate::ops::status::AddonRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\naddons\n");
+    for a in rows {
+        let open = a.open.as_deref().unwrap_or("(no web UI paddock knows)");
+        out.push_str(&format!("  {:<12} {:<14} {open}\n", a.name, a.state));
+    }
+    out
+}

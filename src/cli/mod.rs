@@ -2,6 +2,7 @@
 
 mod commands;
 mod inspect;
+mod open;
 pub mod output;
 mod remote;
 mod tools;
@@ -151,6 +152,20 @@ pub enum Command {
     Status { cluster: Option<String> },
     /// Check Docker, k3d, helm, kubectl, ports and host limits.
     Doctor,
+    /// Reach an addon's web UI (kiali, grafana, jaeger, prometheus) on 127.0.0.1 through the
+    /// API server, until Ctrl-C.
+    #[command(override_usage = "paddock open [OPTIONS] [CLUSTER] <ADDON>")]
+    Open {
+        /// [CLUSTER] ADDON: the cluster (default: the repository's) and the addon.
+        #[arg(value_name = "NAME", num_args = 1..=2, required = true)]
+        names: Vec<String>,
+        /// The local port (default: the addon's usual one, else a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Do not open a browser.
+        #[arg(long, env = "PADDOCK_NO_BROWSER")]
+        no_browser: bool,
+    },
     /// Upgrade Istio with verification and automatic rollback.
     Upgrade {
         cluster: Option<String>,
@@ -284,6 +299,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> u8 {
         } => kubeconfig(args, cluster.as_deref(), *export, *merge, out),
         Command::Status { cluster } => status(args, cluster.as_deref(), out),
         Command::Doctor => doctor(args, out),
+        Command::Open {
+            names,
+            port,
+            no_browser,
+        } => open::open(args, names, *port, *no_browser, out),
         Command::Upgrade {
             cluster,
             to,

@@ -8,6 +8,7 @@
 pub mod access;
 mod context;
 pub mod doctor;
+pub mod open;
 pub mod outcome;
 pub mod restart;
 pub mod status;

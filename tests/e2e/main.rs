@@ -9,6 +9,7 @@
 //! The tests share the machine's k3d cluster `ci` and its host ports: they run one at a time.
 
 mod kill;
+mod open;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

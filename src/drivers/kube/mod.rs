@@ -2,9 +2,11 @@
 //! with the `paddock` field manager, paddock's in-cluster record, and waits that re-check on
 //! watch events rather than sleeping.
 
+mod forward;
 mod typed;
 mod wait;
 
+pub use forward::Forwarded;
 pub use wait::{Replicas, Rollout, WaitFailure, daemonset_done, deployment_done, statefulset_done};
 
 use std::collections::BTreeMap;

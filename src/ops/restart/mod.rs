@@ -126,7 +126,7 @@ fn finished(pod: &Pod) -> bool {
 }
 
 /// Does the pod report the `Ready` condition?
-fn ready(pod: &Pod) -> bool {
+pub(crate) fn ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

@@ -38,12 +38,23 @@ pub async fn serve(
     store: Shared,
     knobs: SharedKnobs,
     tls: ServerTls,
+    cluster: String,
 ) -> std::io::Result<()> {
-    let app = Router::new().fallback(handle).with_state(AppState {
-        store,
-        knobs,
-        openapi: Arc::default(),
-    });
+    let forward = crate::portforward::Target {
+        cluster,
+        store: store.clone(),
+    };
+    let app = Router::new()
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/portforward",
+            axum::routing::any(crate::portforward::handle).with_state(forward),
+        )
+        .fallback(handle)
+        .with_state(AppState {
+            store,
+            knobs,
+            openapi: Arc::default(),
+        });
     let anonymous = Router::new().fallback(unauthorized);
     loop {
         let tcp = match listener.accept().await {
@@ -72,6 +83,7 @@ pub async fn serve(
                     hyper_util::rt::TokioIo::new(stream),
                     hyper_util::service::TowerToHyperService::new(router),
                 )
+                .with_upgrades()
                 .await;
         });
     }

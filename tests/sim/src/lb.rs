@@ -543,7 +543,7 @@ async fn forward(
 }
 
 /// The headers an application pod answers with.
-fn app_headers(id: &Identity) -> Vec<(String, String)> {
+pub(crate) fn app_headers(id: &Identity) -> Vec<(String, String)> {
     vec![
         ("content-type".into(), "application/json".into()),
         ("x-paddock-pod".into(), id.name.clone()),
@@ -553,7 +553,7 @@ fn app_headers(id: &Identity) -> Vec<(String, String)> {
 }
 
 /// The body an application pod answers with: who it is.
-fn app_body(cluster: &str, id: &Identity) -> Vec<u8> {
+pub(crate) fn app_body(cluster: &str, id: &Identity) -> Vec<u8> {
     json!({"cluster": cluster, "namespace": id.namespace, "pod": id.name,
         "revision": id.revision, "proxyVersion": id.proxy_version})
     .to_string()

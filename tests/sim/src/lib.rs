@@ -16,6 +16,7 @@ pub mod knobs;
 pub mod lb;
 pub mod openapi;
 pub mod pki;
+pub mod portforward;
 pub mod protobuf;
 pub mod real_tools;
 pub mod render;
@@ -116,9 +117,9 @@ impl Cluster {
         let store = Arc::new(Mutex::new(store));
         let knobs = Arc::new(RwLock::new(opts.knobs.clone()));
         let mut tasks = Vec::new();
-        let (s, k) = (store.clone(), knobs.clone());
+        let (s, k, n) = (store.clone(), knobs.clone(), name.to_string());
         tasks.push(tokio::spawn(async move {
-            let _ = api::serve(listener, s, k, tls).await;
+            let _ = api::serve(listener, s, k, tls, n).await;
         }));
         let mut lb_ports = Vec::new();
         for (host, container) in &opts.lb_ports {
