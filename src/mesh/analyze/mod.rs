@@ -215,6 +215,20 @@ impl<'a> Model<'a> {
         self.objects.iter().filter(move |m| is_istio(m, kind))
     }
 
+    /// The DestinationRules whose host covers `fqdn`.
+    pub fn rules_for<'s>(&'s self, fqdn: &'s str) -> impl Iterator<Item = &'a Manifest> + 's {
+        self.istio("DestinationRule").filter(move |dr| {
+            let ns = dr.namespace().unwrap_or("default");
+            let h = dr
+                .doc
+                .value
+                .pointer("/spec/host")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            host_within(fqdn, &resolve_host(h, ns))
+        })
+    }
+
     pub fn service(&self, fqdn: &str) -> Option<&Service<'a>> {
         self.services.iter().find(|s| s.fqdn == fqdn)
     }

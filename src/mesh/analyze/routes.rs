@@ -201,23 +201,14 @@ fn destination(
         }
     }
     if let Some(subset) = d.pointer("/destination/subset").and_then(Value::as_str) {
-        let defined = model.istio("DestinationRule").any(|dr| {
-            let dns = dr.namespace().unwrap_or("default");
-            let h = dr
-                .doc
+        let defined = model.rules_for(&fqdn).any(|dr| {
+            dr.doc
                 .value
-                .pointer("/spec/host")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            super::host_within(&fqdn, &resolve_host(h, dns))
-                && dr
-                    .doc
-                    .value
-                    .pointer("/spec/subsets")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .any(|s| s["name"] == subset)
+                .pointer("/spec/subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|s| s["name"] == subset)
         });
         if !defined {
             out.push(
@@ -271,20 +262,11 @@ fn weights(
             continue;
         };
         let fqdn = resolve_host(host, ns);
-        let sticky = model.istio("DestinationRule").find(|dr| {
-            let dns = dr.namespace().unwrap_or("default");
-            let h = dr
-                .doc
+        let sticky = model.rules_for(&fqdn).find(|dr| {
+            dr.doc
                 .value
-                .pointer("/spec/host")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            super::host_within(&fqdn, &resolve_host(h, dns))
-                && dr
-                    .doc
-                    .value
-                    .pointer("/spec/trafficPolicy/loadBalancer/consistentHash")
-                    .is_some()
+                .pointer("/spec/trafficPolicy/loadBalancer/consistentHash")
+                .is_some()
         });
         if let Some(dr) = sticky {
             out.push(

@@ -54,27 +54,7 @@ pub struct Status {
     pub urls: Urls,
 }
 
-/// Where a cluster is reached from the host.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Urls {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ingress: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ingress_tls: Option<String>,
-}
-
-impl Urls {
-    /// (name as in the JSON, URL) of each URL there is.
-    fn entries(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("ingress", &self.ingress),
-            ("ingressTls", &self.ingress_tls),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v.as_deref()?)))
-    }
-}
+pub use crate::ops::access::Urls;
 
 /// What a running cluster's API, and helm, report.
 #[derive(Debug, Clone, Serialize)]
