@@ -5,6 +5,7 @@
 //! tests/istio_crds.rs).
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -20,14 +21,18 @@ const SCHEMAS: &[((u64, u64), &str)] = &[
     ((1, 30), include_str!("crds/1.30.json")),
 ];
 
-/// The schemas of the minor closest to `version` (the same one when embedded).
-fn schemas(version: &semver::Version) -> Option<(Value, (u64, u64))> {
+/// The schemas of the minor closest to `version` (the same one when embedded), parsed once
+/// per process.
+fn schemas(version: &semver::Version) -> Option<(&'static Value, (u64, u64))> {
+    static PARSED: [OnceLock<Option<Value>>; SCHEMAS.len()] =
+        [const { OnceLock::new() }; SCHEMAS.len()];
     let want = (version.major, version.minor);
-    let ((minor, text), _) = SCHEMAS
+    let (i, (minor, text)) = SCHEMAS
         .iter()
-        .map(|s| (s, s.0.1.abs_diff(want.1) + 100 * s.0.0.abs_diff(want.0)))
-        .min_by_key(|(_, d)| *d)?;
-    Some((serde_json::from_str(text).ok()?, *minor))
+        .enumerate()
+        .min_by_key(|(_, (m, _))| m.1.abs_diff(want.1) + 100 * m.0.abs_diff(want.0))?;
+    let parsed = PARSED[i].get_or_init(|| serde_json::from_str(text).ok());
+    Some((parsed.as_ref()?, *minor))
 }
 
 pub(super) fn check(model: &super::Model, out: &mut Vec<Diagnostic>) {
