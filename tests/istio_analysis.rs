@@ -93,3 +93,34 @@ fn the_shipped_repository_and_a_realistic_split_analyze_clean() {
     let split = analyzed(r);
     assert!(split.is_empty(), "{split:#?}");
 }
+
+/// The schema follows the cluster's Istio version: a DestinationRule's warmup `aggression`
+/// below 1 is refused by Istio 1.28's CRD (minimum 1) and taken by 1.30's (minimum 0).
+#[test]
+fn the_crd_schema_is_the_one_of_the_clusters_istio_version() {
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: warm, namespace: shop}\nspec:\n  host: web\n  trafficPolicy:\n    loadBalancer:\n      simple: LEAST_REQUEST\n      warmup: {duration: 30s, aggression: 0.5}\n";
+    let with_version = |version: &str| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for (path, text) in [
+            ("profiles/p.yaml", PROFILE.replace("1.30.3", version)),
+            ("clusters/c.yaml", CLUSTER.to_string()),
+            ("manifests/m.yaml", format!("{BASE}---\n{dr}")),
+        ] {
+            let full = root.join(path);
+            std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+            std::fs::write(full, text).expect("write");
+        }
+        analyzed(root)
+    };
+    let old = with_version("1.28.10");
+    assert!(
+        old.iter().any(|d| d.code.as_deref() == Some("IST0106")
+            && d.severity == Severity::Error
+            && d.field == "spec.trafficPolicy.loadBalancer.warmup.aggression"
+            && d.message.contains("Istio 1.28")),
+        "{old:#?}"
+    );
+    let new = with_version("1.30.3");
+    assert!(new.is_empty(), "{new:#?}");
+}

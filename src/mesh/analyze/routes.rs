@@ -231,26 +231,13 @@ fn weights(
         return;
     }
     let weight = |d: &Value| d.get("weight").and_then(Value::as_u64).unwrap_or(0);
+    // paddock drives Istio 1.20 and later: weights are shared in proportion (from 1.15), so
+    // only a total of 0 goes nowhere.
     let total: u64 = dests.iter().map(weight).sum();
-    let before_1_15 = model
-        .version
-        .as_ref()
-        .is_some_and(|v| (v.major, v.minor) < (1, 15));
     if total == 0 {
         out.push(
             finding(vs, base, Anchor::Key, "PAD1001", "the destinations' weights add up to 0: no destination gets traffic and every request gets 503")
                 .with_help("give the destinations weights (e.g. 90 and 10)"),
-        );
-    } else if before_1_15 && total != 100 {
-        out.push(
-            finding(
-                vs,
-                base,
-                Anchor::Key,
-                "PAD1001",
-                format!("the weights add up to {total}; before Istio 1.15 they must add up to 100"),
-            )
-            .with_help("make them add up to 100, or upgrade Istio"),
         );
     }
     let weighted = dests.iter().filter(|d| weight(d) > 0).count() > 1;
