@@ -99,21 +99,7 @@ fn the_shipped_repository_and_a_realistic_split_analyze_clean() {
 #[test]
 fn the_crd_schema_is_the_one_of_the_clusters_istio_version() {
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: warm, namespace: shop}\nspec:\n  host: web\n  trafficPolicy:\n    loadBalancer:\n      simple: LEAST_REQUEST\n      warmup: {duration: 30s, aggression: 0.5}\n";
-    let with_version = |version: &str| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        for (path, text) in [
-            ("profiles/p.yaml", PROFILE.replace("1.30.3", version)),
-            ("clusters/c.yaml", CLUSTER.to_string()),
-            ("manifests/m.yaml", format!("{BASE}---\n{dr}")),
-        ] {
-            let full = root.join(path);
-            std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
-            std::fs::write(full, text).expect("write");
-        }
-        analyzed(root)
-    };
-    let old = with_version("1.28.10");
+    let old = findings_on("1.28.10", dr);
     assert!(
         old.iter().any(|d| d.code.as_deref() == Some("IST0106")
             && d.severity == Severity::Error
@@ -121,6 +107,6 @@ fn the_crd_schema_is_the_one_of_the_clusters_istio_version() {
             && d.message.contains("Istio 1.28")),
         "{old:#?}"
     );
-    let new = with_version("1.30.3");
+    let new = findings_on("1.30.3", dr);
     assert!(new.is_empty(), "{new:#?}");
 }

@@ -212,10 +212,15 @@ pub fn checks() -> Vec<Check> {
 }
 
 pub fn findings(manifest: &str) -> Vec<Diagnostic> {
+    findings_on("1.30.3", manifest)
+}
+
+/// [`findings`] for a cluster on another Istio version.
+pub fn findings_on(version: &str, manifest: &str) -> Vec<Diagnostic> {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     for (path, text) in [
-        ("profiles/p.yaml", PROFILE.to_string()),
+        ("profiles/p.yaml", PROFILE.replace("1.30.3", version)),
         ("clusters/c.yaml", CLUSTER.to_string()),
         ("manifests/m.yaml", format!("{BASE}---\n{manifest}")),
     ] {
